@@ -1,3 +1,9 @@
+use clap::Parser;
+
 fn main() {
-    println!("unreid: under construction");
+    let cli = unreid::cli::Cli::parse();
+    if let Err(err) = unreid::cli::run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }
