@@ -2,16 +2,31 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod check_data;
+pub mod synth;
+
 #[derive(Parser, Debug)]
-#[command(name = "unreid", version, about = "Unsupervised and domain-adaptive person re-ID on any GPU")]
+#[command(
+    name = "unreid",
+    version,
+    about = "Unsupervised and domain-adaptive person re-ID on any GPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Write the built-in synthetic two-domain benchmark (Market-1501 layout per domain).
+    Synth(synth::Args),
+    /// Scan a dataset: print its summary table and list every unreadable or truncated image.
+    CheckData(check_data::Args),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Synth(args) => synth::run(args),
+        Command::CheckData(args) => check_data::run(args),
+    }
 }
