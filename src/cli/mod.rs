@@ -2,16 +2,27 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod info;
+
 #[derive(Parser, Debug)]
-#[command(name = "unreid", version, about = "Unsupervised and domain-adaptive person re-ID on any GPU")]
+#[command(
+    name = "unreid",
+    version,
+    about = "Unsupervised and domain-adaptive person re-ID on any GPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// List GPU adapters, the one chosen, and its limits.
+    Info(info::InfoArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Info(args) => info::run(args),
+    }
 }
