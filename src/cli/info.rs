@@ -29,7 +29,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     );
     println!(
         "  max_storage_buffer_binding_size      {:.0} MiB",
-        mib(l.max_storage_buffer_binding_size as u64)
+        mib(l.max_storage_buffer_binding_size)
     );
     println!(
         "  max_storage_buffers_per_shader_stage {}",

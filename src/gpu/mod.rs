@@ -210,7 +210,9 @@ impl Gpu {
 
     /// Largest single storage buffer a kernel may bind.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A storage buffer of at least `bytes` bytes from the pool. Its contents are undefined (NaN

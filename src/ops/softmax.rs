@@ -13,7 +13,7 @@ fn softmax_raw(x: &Tensor, log: bool) -> Result<Tensor> {
         return shape_err("softmax", "needs at least one axis");
     }
     let len = *x.shape().last().unwrap();
-    let rows = if len == 0 { 0 } else { x.numel() / len };
+    let rows = x.numel().checked_div(len).unwrap_or(0);
     let data = match x.device() {
         Device::Gpu(g) => {
             let out = alloc_f32(g, x.numel(), "softmax output")?;
