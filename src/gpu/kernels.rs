@@ -11,6 +11,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("shape", include_str!("../../shaders/shape.wgsl")),
     ("index", include_str!("../../shaders/index.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {
