@@ -15,7 +15,11 @@ const BATCH: usize = 64;
 
 fn write_jpegs(dir: &std::path::Path, height: usize, width: usize, count: usize) -> Vec<ReidItem> {
     std::fs::create_dir_all(dir).expect("bench temp dir");
-    let cfg = SynthConfig { height, width, ..SynthConfig::default() };
+    let cfg = SynthConfig {
+        height,
+        width,
+        ..SynthConfig::default()
+    };
     plan_domain(&cfg, Domain::Source)
         .iter()
         .filter(|p| p.pid > 0)
@@ -24,7 +28,13 @@ fn write_jpegs(dir: &std::path::Path, height: usize, width: usize, count: usize)
             let path: PathBuf = dir.join(p.file_name());
             let bytes = encode_jpeg(&render_image(&cfg, p), 90).expect("encode");
             std::fs::write(&path, bytes).expect("write bench JPEG");
-            ReidItem { path, pid: p.pid, raw_pid: p.pid, camid: p.camid, domain: 0 }
+            ReidItem {
+                path,
+                pid: p.pid,
+                raw_pid: p.pid,
+                camid: p.camid,
+                domain: 0,
+            }
         })
         .collect()
 }
@@ -33,19 +43,24 @@ fn bench_loader(c: &mut Criterion) {
     let root = std::env::temp_dir().join(format!("unreid-bench-loader-{}", std::process::id()));
     let cfg = LoaderConfig::new(AugmentConfig::train(256, 128), 0);
     let mut group = c.benchmark_group("loader");
-    group.sample_size(10).throughput(Throughput::Elements(BATCH as u64));
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(BATCH as u64));
     for (h, w) in [(128, 64), (256, 128)] {
         let items = write_jpegs(&root.join(format!("{h}x{w}")), h, w, 4 * BATCH);
         let stats = LoaderStats::default();
         let mut step = 0usize;
-        group.bench_function(format!("decode+augment batch 64 to 256x128 from {h}x{w} JPEG"), |b| {
-            b.iter(|| {
-                let start = (step % 4) * BATCH;
-                let indices: Vec<usize> = (start..start + BATCH).collect();
-                step += 1;
-                load_batch(&items, &indices, 0, step, &cfg, &stats)
-            })
-        });
+        group.bench_function(
+            format!("decode+augment batch 64 to 256x128 from {h}x{w} JPEG"),
+            |b| {
+                b.iter(|| {
+                    let start = (step % 4) * BATCH;
+                    let indices: Vec<usize> = (start..start + BATCH).collect();
+                    step += 1;
+                    load_batch(&items, &indices, 0, step, &cfg, &stats)
+                })
+            },
+        );
         assert_eq!(stats.skipped(), 0);
     }
     group.finish();

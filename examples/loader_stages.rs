@@ -6,14 +6,20 @@ use unreid::data::transforms::{augment_keyed, resize, AugmentConfig, Interpolati
 
 fn main() {
     for (h, w) in [(128usize, 64usize), (256, 128)] {
-        let cfg = SynthConfig { height: h, width: w, ..SynthConfig::default() };
+        let cfg = SynthConfig {
+            height: h,
+            width: w,
+            ..SynthConfig::default()
+        };
         let plan = plan_domain(&cfg, Domain::Source);
         let bytes = encode_jpeg(&render_image(&cfg, &plan[0]), 90).unwrap();
         let n = 300;
         let t = Instant::now();
         let mut img = None;
         for _ in 0..n {
-            img = Some(unreid::data::decode::decode_rgb_bytes(&bytes, std::path::Path::new("x")).unwrap());
+            img = Some(
+                unreid::data::decode::decode_rgb_bytes(&bytes, std::path::Path::new("x")).unwrap(),
+            );
         }
         let decode = t.elapsed().as_secs_f64() / n as f64;
         let img = img.unwrap();
@@ -26,9 +32,25 @@ fn main() {
         let mut out = vec![0f32; aug.image_len()];
         let t = Instant::now();
         for i in 0..n {
-            augment_keyed(&aug, &img, SampleKey { seed: 0, epoch: 0, index: i as u64, view: 0 }, &mut out);
+            augment_keyed(
+                &aug,
+                &img,
+                SampleKey {
+                    seed: 0,
+                    epoch: 0,
+                    index: i as u64,
+                    view: 0,
+                },
+                &mut out,
+            );
         }
         let total = t.elapsed().as_secs_f64() / n as f64;
-        println!("{h}x{w}: {} bytes, decode {:.3} ms, resize {:.3} ms, augment (incl. resize) {:.3} ms", bytes.len(), decode * 1e3, rs * 1e3, total * 1e3);
+        println!(
+            "{h}x{w}: {} bytes, decode {:.3} ms, resize {:.3} ms, augment (incl. resize) {:.3} ms",
+            bytes.len(),
+            decode * 1e3,
+            rs * 1e3,
+            total * 1e3
+        );
     }
 }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod check_data;
+pub mod info;
 pub mod synth;
 
 #[derive(Parser, Debug)]
@@ -18,6 +19,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// List GPU adapters, the one chosen, and its limits.
+    Info(info::InfoArgs),
     /// Write the built-in synthetic two-domain benchmark (Market-1501 layout per domain).
     Synth(synth::Args),
     /// Scan a dataset: print its summary table and list every unreadable or truncated image.
@@ -26,6 +29,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Info(args) => info::run(args),
         Command::Synth(args) => synth::run(args),
         Command::CheckData(args) => check_data::run(args),
     }

@@ -7,6 +7,7 @@
 use super::datasets::ReidItem;
 use super::decode::decode_rgb;
 use super::transforms::{augment_batch, AugmentConfig, SampleKey};
+use crate::{Device, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -33,7 +34,40 @@ pub struct HostBatch {
     pub step: usize,
 }
 
+/// A batch on a device, ready for the forward pass.
+#[derive(Clone)]
+pub struct DeviceBatch {
+    /// [N, 3, H, W] normalised images.
+    pub images: Tensor,
+    /// MMT's second view, same shape.
+    pub second_view: Option<Tensor>,
+    /// [N] i32 labels (train pids, or pseudo labels when the items carry them).
+    pub pids: Tensor,
+    pub camids: Vec<u32>,
+    pub indices: Vec<usize>,
+    pub step: usize,
+}
+
 impl HostBatch {
+    /// Uploads the batch: the images in one write (`Tensor::from_slice` of the whole NCHW buffer), the second
+    /// view in one more, and the labels as a small i32 tensor.
+    pub fn upload(&self, device: &Device) -> crate::Result<DeviceBatch> {
+        let images = Tensor::from_slice(&self.images, &self.shape, device)?;
+        let second_view = match &self.second_view {
+            Some(view) => Some(Tensor::from_slice(view, &self.shape, device)?),
+            None => None,
+        };
+        let pids = Tensor::from_i32(&self.pids, &[self.pids.len()], device)?;
+        Ok(DeviceBatch {
+            images,
+            second_view,
+            pids,
+            camids: self.camids.clone(),
+            indices: self.indices.clone(),
+            step: self.step,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.shape[0]
     }

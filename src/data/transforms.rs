@@ -393,7 +393,9 @@ pub fn resize(img: &RgbImage, out_h: usize, out_w: usize, interp: Interpolation)
         let mut next = vec![0u8; in_h * out_w * 3];
         next.chunks_mut(out_w * 3).enumerate().for_each(|(y, row)| {
             let src = &current[y * in_w * 3..(y + 1) * in_w * 3];
-            for ((xx, &(xmin, taps)), out) in rw.bounds.iter().enumerate().zip(row.chunks_exact_mut(3)) {
+            for ((xx, &(xmin, taps)), out) in
+                rw.bounds.iter().enumerate().zip(row.chunks_exact_mut(3))
+            {
                 let kk = &k[xx * rw.ksize..xx * rw.ksize + taps];
                 let mut ss = [1i32 << (PRECISION_BITS - 1); 3];
                 for (px, &w) in src[xmin * 3..(xmin + taps) * 3].chunks_exact(3).zip(kk) {

@@ -145,3 +145,25 @@ fn dropping_a_loader_early_stops_its_thread() {
     assert!(loader.next().is_some());
     drop(loader); // must return (joins the worker blocked on the full queue)
 }
+
+#[test]
+fn a_host_batch_uploads_in_one_tensor_per_view() {
+    let tmp = TempDir::new("loader-upload");
+    let items = fixture(&tmp);
+    let cfg = LoaderConfig {
+        two_views: true,
+        ..LoaderConfig::new(AugmentConfig::train(16, 8), 1)
+    };
+    let batch = load_batch(&items, &[0, 5, 9], 0, 0, &cfg, &LoaderStats::default());
+    let gpu = unreid::Device::gpu()
+        .unwrap_or_else(|e| panic!("the GPU upload test needs an adapter: {e}"));
+    for device in [unreid::Device::Cpu, gpu] {
+        let on_device = batch.upload(&device).unwrap();
+        assert_eq!(on_device.images.shape(), &[3, 3, 16, 8]);
+        assert_eq!(on_device.images.to_vec().unwrap(), batch.images);
+        let second = on_device.second_view.as_ref().unwrap().to_vec().unwrap();
+        assert_eq!(second, *batch.second_view.as_ref().unwrap());
+        assert_eq!(on_device.pids.to_vec_i32().unwrap(), batch.pids);
+        assert_eq!(on_device.indices, vec![0, 5, 9]);
+    }
+}
