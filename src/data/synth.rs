@@ -548,8 +548,8 @@ impl Canvas {
                 let alpha = hits as f32 / 4.0;
                 let c = paint.at(x as f32 + 0.5, y as f32 + 0.5);
                 let i = (y * self.w + x) * 3;
-                for k in 0..3 {
-                    self.px[i + k] += alpha * (c[k] - self.px[i + k]);
+                for (dst, src) in self.px[i..i + 3].iter_mut().zip(c) {
+                    *dst += alpha * (src - *dst);
                 }
             }
         }
@@ -620,9 +620,9 @@ fn render(
             let i = (y * rw + x) * 3;
             let c = [canvas.px[i], canvas.px[i + 1], canvas.px[i + 2]];
             let lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
-            for k in 0..3 {
-                let saturated = lum + style.saturation * (c[k] - lum);
-                canvas.px[i + k] = saturated * light * cam.cast[k];
+            for ((dst, v), cast) in canvas.px[i..i + 3].iter_mut().zip(c).zip(cam.cast) {
+                let saturated = lum + style.saturation * (v - lum);
+                *dst = saturated * light * cast;
             }
         }
     }
@@ -684,11 +684,11 @@ fn draw_background(canvas: &mut Canvas, style: &DomainStyle, cam: &Camera, rng: 
             };
             let mut t = texture;
             for &(fu, fv, ph, a) in &waves {
-                t += a * (fu * u * 6.28 + fv * v * 6.28 + ph).sin();
+                t += a * (std::f32::consts::TAU * (fu * u + fv * v) + ph).sin();
             }
             let i = (y * canvas.w + x) * 3;
-            for k in 0..3 {
-                canvas.px[i + k] = (base[k] * (1.0 + t)).clamp(0.0, 1.0);
+            for (dst, b) in canvas.px[i..i + 3].iter_mut().zip(base) {
+                *dst = (b * (1.0 + t)).clamp(0.0, 1.0);
             }
         }
     }

@@ -202,9 +202,9 @@ fn flip_pad_crop_and_erase_are_exact() {
     for y in 0..h {
         for x in 0..w {
             let inside = (1..4).contains(&y) && (2..4).contains(&x);
-            for c in 0..3 {
+            for (c, &mean) in IMAGENET_MEAN.iter().enumerate() {
                 let expected = if inside {
-                    IMAGENET_MEAN[c]
+                    mean
                 } else {
                     normalised(img.get_pixel(x as u32, y as u32)[c], c)
                 };
