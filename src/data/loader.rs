@@ -6,6 +6,7 @@
 
 use super::datasets::ReidItem;
 use super::decode::decode_rgb;
+use super::sampler::{PkSampler, SamplerError};
 use super::transforms::{augment_batch, AugmentConfig, SampleKey};
 use crate::{Device, Tensor};
 use image::RgbImage;
@@ -255,6 +256,23 @@ impl Loader {
             stop,
             stats,
         }
+    }
+
+    /// One training epoch: `iters` PK batches of `batch_size` from `sampler` (reproducible from (seed, epoch)),
+    /// decoded and augmented in the background.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pk_epoch(
+        items: Arc<Vec<ReidItem>>,
+        sampler: &PkSampler,
+        epoch: u64,
+        iters: usize,
+        batch_size: usize,
+        cfg: LoaderConfig,
+        pool: Option<Arc<rayon::ThreadPool>>,
+        stats: Arc<LoaderStats>,
+    ) -> Result<Self, SamplerError> {
+        let batches = sampler.epoch_batches(cfg.seed, epoch, iters, batch_size)?;
+        Ok(Self::spawn(items, batches, epoch, cfg, pool, stats))
     }
 
     pub fn stats(&self) -> &Arc<LoaderStats> {

@@ -66,6 +66,15 @@ impl PkSampler {
         })
     }
 
+    /// A sampler over dataset items (their current pids: train labels, or pseudo labels written into them).
+    pub fn from_items(
+        items: &[super::datasets::ReidItem],
+        num_instances: usize,
+    ) -> Result<Self, SamplerError> {
+        let labels: Vec<(i32, u32)> = items.iter().map(|it| (it.pid, it.camid)).collect();
+        Self::new(&labels, num_instances)
+    }
+
     pub fn with_camera_preference(mut self, on: bool) -> Self {
         self.camera_preference = on;
         self

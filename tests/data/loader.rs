@@ -167,3 +167,23 @@ fn a_host_batch_uploads_in_one_tensor_per_view() {
         assert_eq!(on_device.indices, vec![0, 5, 9]);
     }
 }
+
+#[test]
+fn a_pk_epoch_yields_iters_batches_of_k_per_identity() {
+    let tmp = TempDir::new("loader-pk");
+    let items = Arc::new(fixture(&tmp));
+    let sampler = unreid::data::PkSampler::from_items(&items, 2).unwrap();
+    let cfg = LoaderConfig::new(AugmentConfig::train(16, 8), 3);
+    let stats = Arc::new(LoaderStats::default());
+    let loader = Loader::pk_epoch(Arc::clone(&items), &sampler, 0, 5, 4, cfg, None, stats).unwrap();
+    let batches: Vec<_> = loader.collect();
+    assert_eq!(batches.len(), 5);
+    for b in &batches {
+        assert_eq!(b.shape, [4, 3, 16, 8]);
+        // Two identities, two images each, from different cameras (every fixture identity has 3 cameras).
+        assert_eq!(b.pids[0], b.pids[1]);
+        assert_eq!(b.pids[2], b.pids[3]);
+        assert_ne!(b.camids[0], b.camids[1]);
+        assert_ne!(b.camids[2], b.camids[3]);
+    }
+}
