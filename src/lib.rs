@@ -9,6 +9,7 @@ pub mod cpu;
 mod device;
 mod error;
 pub mod gpu;
+pub mod loss;
 pub mod ops;
 pub mod optim;
 pub mod random;
