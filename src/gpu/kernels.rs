@@ -13,6 +13,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("index", include_str!("../../shaders/index.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("losses", include_str!("../../shaders/losses.wgsl")),
+    ("memory", include_str!("../../shaders/memory.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {

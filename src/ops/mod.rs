@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod index;
 pub mod losses;
 pub mod matmul;
+pub mod memory;
 pub mod optim;
 pub mod reduce;
 pub mod shape;
