@@ -68,9 +68,9 @@ pub fn update_rows<T: Float>(
             }
             MemoryUpdate::MeanEma => {
                 let count = T::from_usize(members.len()).unwrap();
-                for d in 0..dim {
+                for (d, md) in m.iter_mut().enumerate() {
                     let mean = members.iter().fold(T::zero(), |a, &i| a + f(i)[d]) / count;
-                    m[d] = (one - mu) * m[d] + mu * mean;
+                    *md = (one - mu) * *md + mu * mean;
                 }
             }
         }
