@@ -12,6 +12,7 @@ pub mod optim;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod topk;
 
 /// The float types the references run in.
 pub trait Float:

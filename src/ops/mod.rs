@@ -10,6 +10,7 @@ pub mod optim;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod topk;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer};
