@@ -10,6 +10,8 @@ pub mod data;
 mod device;
 mod error;
 pub mod gpu;
+pub mod loss;
+pub mod memory;
 pub mod ops;
 pub mod optim;
 pub mod random;

@@ -12,6 +12,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("shape", include_str!("../../shaders/shape.wgsl")),
     ("index", include_str!("../../shaders/index.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("losses", include_str!("../../shaders/losses.wgsl")),
+    ("memory", include_str!("../../shaders/memory.wgsl")),
+    ("topk", include_str!("../../shaders/topk.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {

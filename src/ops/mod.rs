@@ -3,11 +3,14 @@
 
 pub mod elementwise;
 pub mod index;
+pub mod losses;
 pub mod matmul;
+pub mod memory;
 pub mod optim;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod topk;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer};
