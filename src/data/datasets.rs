@@ -310,7 +310,11 @@ pub fn detect_layout(dir: &Path, lists: &ListFiles) -> Result<(Layout, PathBuf),
                 .into(),
         });
     }
-    let folder_names = market.to_string_lossy().to_ascii_lowercase();
+    // Only the dataset folder's own name counts (a parent like /home/duke/ says nothing).
+    let folder_names = market
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     let layout = if folder_names.contains("duke") {
         Layout::Duke
     } else if folder_names.contains("msmt") {

@@ -5,9 +5,11 @@
 //!   -> ToTensor -> Normalize(ImageNet) -> RandomErasing(p=0.5, sl=0.02, sh=0.4, r1=0.3, mean=ImageNet mean)
 //! ```
 //!
-//! Resizing reproduces Pillow's `Image.resize` bit for bit (its 8-bit fixed-point, separable convolution with the
-//! filter widened when downscaling, horizontal pass first, intermediate rounding to u8; bicubic uses a = -0.5),
-//! because torchvision's `Resize` on a PIL image calls exactly that. It is *not* `torch.nn.functional.interpolate`
+//! Resizing follows Pillow's `Image.resize` step for step (libImaging/Resample.c: 8-bit images, 22-bit fixed-point
+//! weights, a separable convolution with the filter widened when downscaling, horizontal pass first with the
+//! intermediate rounded to u8; bicubic uses a = -0.5), because torchvision's `Resize` on a PIL image calls exactly
+//! that. The tests check a hand-computed Pillow case and a float reference of the same convolution (within one
+//! level); no Pillow output was available to compare against byte for byte. It is *not* `torch.nn.functional.interpolate`
 //! (a = -0.75, no antialiasing), which only applies to tensor inputs.
 //!
 //! Random erasing follows the reference `RandomErasing` class of MMT/SpCL: it runs on the already normalised
