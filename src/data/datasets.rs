@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 pub enum DataError {
     #[error("dataset folder not found: {path} ({hint})")]
     MissingFolder { path: PathBuf, hint: String },
+    #[error("list file not found: {path}")]
+    MissingListFile { path: PathBuf },
     #[error("{path}: cannot parse the pid and camera from this file name (expected {expected})")]
     BadFileName {
         path: PathBuf,
@@ -436,9 +438,8 @@ fn load_msmt(root: &Path, domain: u8) -> Result<Splits, DataError> {
 /// Reads non-empty, non-comment lines of a list file with their 1-based line numbers.
 fn read_list_lines(list: &Path) -> Result<Vec<(usize, String)>, DataError> {
     if !list.is_file() {
-        return Err(DataError::MissingFolder {
+        return Err(DataError::MissingListFile {
             path: list.to_path_buf(),
-            hint: "list file not found".into(),
         });
     }
     let text = std::fs::read_to_string(list).map_err(io_err(list))?;

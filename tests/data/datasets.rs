@@ -344,6 +344,14 @@ fn bad_list_lines_name_the_file_and_line() {
             "{content:?}: {msg}"
         );
     }
+    let msg = error_of(&spec(ListFiles {
+        train: Some(tmp.path().join("nolist.txt")),
+        ..Default::default()
+    }));
+    assert!(
+        msg.contains("list file not found") && msg.contains("nolist.txt"),
+        "{msg}"
+    );
     std::fs::write(&list, "# nothing\n").unwrap();
     let msg = error_of(&spec(ListFiles {
         train: Some(list.clone()),
