@@ -335,10 +335,51 @@ impl Identity {
     }
 }
 
+/// Per-domain camera layout: each camera's rank for gain, blur, noise and cast direction. Stratifying these
+/// (instead of drawing every camera independently) keeps a domain's difficulty from swinging with the seed: with
+/// six cameras, independent draws sometimes made a whole domain dark or blurred.
+struct CameraStrata {
+    gain: Vec<usize>,
+    blur: Vec<usize>,
+    noise: Vec<usize>,
+    cast: Vec<usize>,
+    cast_phase: f64,
+}
+
+impl CameraStrata {
+    fn draw(n: usize, rng: &mut Rng) -> Self {
+        let mut perm = || {
+            let mut p: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut p);
+            p
+        };
+        let (gain, blur, noise, cast) = (perm(), perm(), perm(), perm());
+        CameraStrata {
+            gain,
+            blur,
+            noise,
+            cast,
+            cast_phase: rng.uniform(0.0, std::f64::consts::TAU),
+        }
+    }
+}
+
 impl Camera {
-    fn draw(style: &DomainStyle, rng: &mut Rng) -> Self {
-        let cast = std::array::from_fn(|c| {
-            (style.cast_mean[c] as f64 + style.cast_jitter * rng.normal()) as f32
+    /// Camera `c` of `strata.gain.len()`: its own stratum of each range, jittered within it.
+    fn draw(style: &DomainStyle, strata: &CameraStrata, c: usize, rng: &mut Rng) -> Self {
+        let n = strata.gain.len() as f64;
+        let mut stratum = |range: (f64, f64), rank: usize| {
+            range.0 + (range.1 - range.0) * (rank as f64 + rng.next_f64()) / n
+        };
+        let gain = stratum(style.gain, strata.gain[c]);
+        let blur = stratum(style.blur, strata.blur[c]);
+        let noise = stratum(style.noise, strata.noise[c]);
+        // The cast moves the colour along a direction in the chroma plane, directions spread around the circle.
+        let theta = strata.cast_phase + std::f64::consts::TAU * strata.cast[c] as f64 / n;
+        let strength = style.cast_jitter * rng.uniform(0.8, 1.4);
+        let cast = std::array::from_fn(|k| {
+            let axis = theta - std::f64::consts::TAU * k as f64 / 3.0;
+            (style.cast_mean[k] as f64 * (1.0 + strength * axis.cos())) as f32
         });
         let mut views = [
             rng.uniform(0.2, 1.0),
@@ -349,10 +390,10 @@ impl Camera {
         views.iter_mut().for_each(|v| *v /= total);
         let angle = rng.uniform(0.0, std::f64::consts::TAU);
         Camera {
-            gain: rng.uniform(style.gain.0, style.gain.1) as f32,
+            gain: gain as f32,
             cast,
-            blur: rng.uniform(style.blur.0, style.blur.1) as f32,
-            noise: rng.uniform(style.noise.0, style.noise.1) as f32,
+            blur: blur as f32,
+            noise: noise as f32,
             wall: jitter(style.wall, rng, style.bg_jitter),
             ground: jitter(style.ground, rng, style.bg_jitter),
             horizon: rng.uniform(0.45, 0.7) as f32,
@@ -1192,12 +1233,14 @@ struct DomainModel {
 impl DomainModel {
     fn new(cfg: &SynthConfig, domain: Domain) -> Self {
         let style = domain.style();
+        let strata = CameraStrata::draw(
+            cfg.cameras,
+            &mut Rng::keyed(&[cfg.seed, domain.tag(), 0xca4]),
+        );
         let cameras = (0..cfg.cameras)
             .map(|c| {
-                Camera::draw(
-                    &style,
-                    &mut Rng::keyed(&[cfg.seed, domain.tag(), 0xca3, c as u64]),
-                )
+                let mut rng = Rng::keyed(&[cfg.seed, domain.tag(), 0xca3, c as u64]);
+                Camera::draw(&style, &strata, c, &mut rng)
             })
             .collect();
         // Distractor identities are drawn after the real ones (indices ids..).

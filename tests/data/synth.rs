@@ -161,4 +161,8 @@ fn domain_gap_statistics() {
         source_gain > target_gain,
         "a source-learned metric transfers worse to the target: {r:?}"
     );
+    assert!(
+        r.target_with_target_metric.0 > r.target_with_source_metric.0,
+        "on the target, a metric learned there beats one learned on the source: {r:?}"
+    );
 }
