@@ -3,13 +3,119 @@
 use crate::autograd::record;
 use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
-use crate::gpu::Kernel;
+use crate::gpu::{Gpu, Kernel};
 use crate::ops::{alloc_f32, host_float2, same_device, Params};
 use crate::tensor::{DType, Data};
 use crate::{cpu, Device, Tensor};
 
-/// Output rows and columns one workgroup of `matmul_reg` covers.
-const TILE: usize = 32;
+/// Which matmul kernel runs on a GPU device.
+///
+/// `Auto` picks by adapter type: on CPU adapters (lavapipe) `Reg`, on real GPUs `Tiled`. The
+/// environment variable `UNREID_MATMUL=reg|tiled` overrides the pick for the whole process, and
+/// [`with_matmul_kernel`] for one thread (the tests use it to run both kernels on lavapipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    Auto,
+    /// Register blocks, no workgroup memory or barriers (CPU adapters): `matmul_sg`
+    /// (shaders/matmul_subgroup.wgsl) where the adapter has subgroups of >= 8 lanes and the shape
+    /// suits its vec4 loads, else `matmul_reg`.
+    Reg,
+    /// Workgroup-memory tiles with barriers (`matmul_tiled`), for discrete and integrated GPUs.
+    Tiled,
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
+}
+
+/// Runs `f` with every matmul on this thread (forward and backward) using `kernel`.
+pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
+    let before = FORCED.with(|k| k.replace(kernel));
+    struct Restore(MatmulKernel);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn kernel_family(gpu: &Gpu) -> MatmulKernel {
+    match FORCED.with(|k| k.get()) {
+        MatmulKernel::Auto => {}
+        forced => return forced,
+    }
+    match std::env::var("UNREID_MATMUL").ok().as_deref() {
+        Some("reg") => MatmulKernel::Reg,
+        Some("tiled") => MatmulKernel::Tiled,
+        _ if gpu.summary().is_cpu() => MatmulKernel::Reg,
+        _ => MatmulKernel::Tiled,
+    }
+}
+
+/// Rows of C per `matmul_sg` workgroup / 8 (its ROW_GROUPS). 6 measured best at 1024 on lavapipe
+/// (4: -10%, 8: -5%, 2: -35%); each row group is 8 vec4 accumulators per lane.
+const SG_ROW_GROUPS: usize = 6;
+/// `matmul_reg` covers a 32x32 tile of C per workgroup.
+const REG_TILE: usize = 32;
+/// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
+const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
+
+/// The kernel entry point, its pipeline constants and workgroup grid for one product.
+fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
+    let batch = d.batch as u32;
+    let trans = |k: Kernel| {
+        k.with("TRANS_A", d.trans_a as u32)
+            .with("TRANS_B", d.trans_b as u32)
+    };
+    match kernel_family(gpu) {
+        MatmulKernel::Tiled => {
+            let (tm, tn, tk, rows) = TILED;
+            let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
+                .with("TILE_M", tm as u32)
+                .with("TILE_N", tn as u32)
+                .with("TILE_K", tk as u32)
+                .with("ROWS", rows as u32);
+            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
+            (kernel, groups)
+        }
+        _ if sg_fits(gpu, d) => {
+            let kernel = trans(Kernel::new("matmul_subgroup", "matmul_sg"))
+                .with("ROW_GROUPS", SG_ROW_GROUPS as u32);
+            let groups = [
+                d.n.div_ceil(32) as u32,
+                d.m.div_ceil(8 * SG_ROW_GROUPS) as u32,
+                batch,
+            ];
+            (kernel, groups)
+        }
+        _ => {
+            let kernel = trans(Kernel::new("matmul", "matmul_reg"));
+            let groups = [
+                d.n.div_ceil(REG_TILE) as u32,
+                d.m.div_ceil(REG_TILE) as u32,
+                batch,
+            ];
+            (kernel, groups)
+        }
+    }
+}
+
+/// Whether `matmul_sg` can run this product: subgroups of >= 8 lanes, and every vec4 it loads is
+/// whole and aligned (K % 4 == 0; N % 4 == 0 unless B is transposed; M % 4 == 0 if A is).
+fn sg_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
+    gpu.subgroup_min_size().is_some_and(|s| s >= 8)
+        && d.k > 0
+        && d.k % 4 == 0
+        && (d.trans_b || d.n % 4 == 0)
+        && (!d.trans_a || d.m % 4 == 0)
+}
+
+/// The entry point a product of these sizes runs on `gpu` under the current kernel choice.
+pub fn matmul_entry(gpu: &Gpu, d: &MatmulDims) -> &'static str {
+    plan(gpu, d).0.entry
+}
 
 fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(MatmulDims, Vec<usize>)> {
     if a.rank() < 2 || b.rank() < 2 {
@@ -87,14 +193,7 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
                 .usize(if d.b_batched { d.k * d.n } else { 0 })
                 .usize(d.m * d.n)
                 .u32(0);
-            let kernel = Kernel::new("matmul", "matmul_reg")
-                .with("TRANS_A", trans_a as u32)
-                .with("TRANS_B", trans_b as u32);
-            let groups = [
-                d.n.div_ceil(TILE) as u32,
-                d.m.div_ceil(TILE) as u32,
-                d.batch as u32,
-            ];
+            let (kernel, groups) = plan(g, &d);
             g.dispatch(
                 &kernel,
                 params.bytes(),
