@@ -1,6 +1,7 @@
-// Batched matmul for CPU adapters (lavapipe): C[b] = op(A[b]) * op(B[b]), same Params and layouts as
-// matmul.wgsl (A [M,K] or [K,M] when TRANS_A, B [K,N] or [N,K] when TRANS_B, C [M,N], row-major,
-// batch stride 0 = broadcast), read through vec4 bindings.
+// Batched matmul for CPU adapters (lavapipe): C[b] = op(A[b]) * op(B[b]), the layouts of matmul.wgsl
+// (A [M,K] or [K,M] when TRANS_A, B [K,N] or [N,K] when TRANS_B, C [M,N], row-major, batch stride
+// 0 = broadcast), read through vec4 bindings: the contiguous axis of each stored operand is padded
+// to a multiple of 4 (row strides a_ld, b_ld in vec4s), and K to 4*kq with zeros (src/ops/matmul.rs).
 //
 // Why this shape: lavapipe runs 8 invocations as the 8 lanes of one AVX2 vector, and every storage
 // load is a per-lane loop (about as dear as 20 FMAs per element), while registers and
@@ -12,8 +13,7 @@
 // No workgroup memory, no barriers; rows and columns past the edge are clamped on load (their
 // results are computed and dropped), so the k loop has no bounds tests.
 //
-// Needs: subgroups of at least 8 lanes, K % 4 == 0, N % 4 == 0 unless TRANS_B, M % 4 == 0 when
-// TRANS_A (src/ops/matmul.rs checks; other shapes use matmul.wgsl's matmul_reg).
+// Needs subgroups of at least 8 lanes (src/ops/matmul.rs uses matmul.wgsl's matmul_reg otherwise).
 // ROW_GROUPS (1..8, override): rows of C per workgroup / 8. The row groups are written out and
 // switched by the constant, since lavapipe does not unroll a loop over them (measured 3.5x slower).
 // Dispatch: (ceil(N/32), ceil(M/(8*ROW_GROUPS)), batch). Workgroup 8x1x1.
@@ -23,7 +23,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ROW_GROUPS: u32 = 6u;
 
-struct Params { m: u32, n: u32, k: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, _pad: u32 }
+// kq: K / 4 after padding; strides in floats; a_ld, b_ld: row strides of the stored operands in vec4s.
+struct Params { m: u32, n: u32, kq: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, a_ld: u32, b_ld: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
@@ -73,10 +74,9 @@ fn rank4(acc: ptr<function, array<vec4<f32>, 8>>, av: vec4<f32>, b0: vec4<f32>, 
 // Index (in vec4s) of what lane l loads for row group g at k block kb.
 fn a_index(base: u32, row0: u32, l: u32, kb: u32) -> u32 {
     if (TRANS_A) {
-        let mq = p.m / 4u;
-        return base + (kb * 4u + l / 2u) * mq + min(row0 / 4u + l % 2u, mq - 1u);
+        return base + (kb * 4u + l / 2u) * p.a_ld + min(row0 / 4u + l % 2u, p.a_ld - 1u);
     }
-    return base + min(row0 + l, p.m - 1u) * (p.k / 4u) + kb;
+    return base + min(row0 + l, p.m - 1u) * p.a_ld + kb;
 }
 
 fn store_rows(acc: ptr<function, array<vec4<f32>, 8>>, c_base: u32, row0: u32, col: u32) {
@@ -95,7 +95,7 @@ fn store_rows(acc: ptr<function, array<vec4<f32>, 8>>, c_base: u32, row0: u32, c
 
 @compute @workgroup_size(8, 1, 1)
 fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) l: u32) {
-    let kq = p.k / 4u;
+    let kq = p.kq;
     let row0 = wid.y * 8u * ROW_GROUPS;
     let a_base = wid.z * p.a_stride / 4u;
     let b_base = wid.z * p.b_stride / 4u;
@@ -116,16 +116,16 @@ fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation
         var b3: vec4<f32>;
         if (TRANS_B) {
             // B^T rows are columns of B: load 4 columns' k blocks, transpose in registers.
-            let t0 = b[b_base + min(col, p.n - 1u) * kq + kb];
-            let t1 = b[b_base + min(col + 1u, p.n - 1u) * kq + kb];
-            let t2 = b[b_base + min(col + 2u, p.n - 1u) * kq + kb];
-            let t3 = b[b_base + min(col + 3u, p.n - 1u) * kq + kb];
+            let t0 = b[b_base + min(col, p.n - 1u) * p.b_ld + kb];
+            let t1 = b[b_base + min(col + 1u, p.n - 1u) * p.b_ld + kb];
+            let t2 = b[b_base + min(col + 2u, p.n - 1u) * p.b_ld + kb];
+            let t3 = b[b_base + min(col + 3u, p.n - 1u) * p.b_ld + kb];
             b0 = vec4(t0.x, t1.x, t2.x, t3.x);
             b1 = vec4(t0.y, t1.y, t2.y, t3.y);
             b2 = vec4(t0.z, t1.z, t2.z, t3.z);
             b3 = vec4(t0.w, t1.w, t2.w, t3.w);
         } else {
-            let nq = p.n / 4u;
+            let nq = p.b_ld;
             let cq = b_base + min(col / 4u, nq - 1u);
             b0 = b[cq + (kb * 4u) * nq];
             b1 = b[cq + (kb * 4u + 1u) * nq];

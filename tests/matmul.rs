@@ -1,7 +1,8 @@
-//! Matmul kernels against the CPU reference: both kernel families (`Reg`: the lavapipe kernels,
-//! `matmul_sg` where the shape allows and `matmul_reg` otherwise; `Tiled`: the workgroup-memory
-//! GPU kernel), odd and tile-straddling sizes, batches with and without a broadcast 2-D operand,
-//! all four transpose combinations, K = 1; then numeric gradient checks.
+//! Matmul kernels against the CPU reference: all three kernels (`Subgroup`: matmul_sg, the
+//! lavapipe default, with zero padding of operands that are not whole vec4s; `Reg`: matmul_reg,
+//! the any-adapter fallback; `Tiled`: matmul_tiled, the workgroup-memory kernel for real GPUs),
+//! odd and tile-straddling sizes, batches with and without a broadcast 2-D operand, all four
+//! transpose combinations, K = 1; then numeric gradient checks.
 
 mod common;
 
@@ -10,7 +11,11 @@ use unreid::cpu::matmul::MatmulDims;
 use unreid::ops::matmul::{matmul_entry, with_matmul_kernel, MatmulKernel};
 use unreid::{random, Device, Tensor};
 
-const FAMILIES: [MatmulKernel; 2] = [MatmulKernel::Reg, MatmulKernel::Tiled];
+const FAMILIES: [MatmulKernel; 3] = [
+    MatmulKernel::Subgroup,
+    MatmulKernel::Reg,
+    MatmulKernel::Tiled,
+];
 const TRANSPOSES: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
 /// Seeded normal values as a tensor on `device`.
@@ -81,7 +86,7 @@ const SIZES: [(usize, usize, usize); 9] = [
 ];
 
 #[test]
-fn unbatched_all_layouts_both_kernels() {
+fn unbatched_all_layouts_every_kernel() {
     let gpu = common::gpu();
     for family in FAMILIES {
         for (i, &size) in SIZES.iter().enumerate() {
@@ -93,7 +98,7 @@ fn unbatched_all_layouts_both_kernels() {
 }
 
 #[test]
-fn batched_and_broadcast_both_kernels() {
+fn batched_and_broadcast_every_kernel() {
     let gpu = common::gpu();
     let sizes = [(3, 5, 7), (33, 65, 17), (52, 36, 40), (20, 12, 37)];
     for family in FAMILIES {
@@ -110,45 +115,46 @@ fn batched_and_broadcast_both_kernels() {
     }
 }
 
-/// The fast lavapipe kernel must be what `Reg` runs on vec4-friendly shapes, else the tests above
-/// would only exercise the fallback; and the fallback must take the shapes it cannot.
+/// Each family runs the entry point it names (else the tests above could pass on one kernel
+/// three times), and on a CPU adapter with subgroups the default is the subgroup kernel.
 #[test]
-fn reg_family_uses_the_subgroup_kernel_where_it_fits() {
+fn families_run_their_kernels() {
     let gpu = common::gpu();
     let g = gpu.as_gpu().unwrap();
-    let dims = |m, k, n, trans_a, trans_b| MatmulDims {
-        batch: 1,
-        m,
-        k,
-        n,
-        trans_a,
-        trans_b,
-        a_batched: false,
-        b_batched: false,
+    let entry = |family, (m, k, n), trans_a, trans_b| {
+        let d = MatmulDims {
+            batch: 1,
+            m,
+            k,
+            n,
+            trans_a,
+            trans_b,
+            a_batched: false,
+            b_batched: false,
+        };
+        with_matmul_kernel(family, || matmul_entry(g, &d))
     };
-    let entry = |d| with_matmul_kernel(MatmulKernel::Reg, || matmul_entry(g, &d));
-    if g.subgroup_min_size().is_none_or(|s| s < 8) {
-        eprintln!("adapter without subgroups of >= 8 lanes: matmul_sg is not used here");
-        assert_eq!(entry(dims(52, 36, 40, false, false)), "matmul_reg");
-        return;
+    let subgroups = g.subgroup_min_size().is_some_and(|s| s >= 8);
+    for size in [(52, 36, 40), (20, 13, 37)] {
+        for (ta, tb) in TRANSPOSES {
+            let sg = entry(MatmulKernel::Subgroup, size, ta, tb);
+            assert_eq!(sg, if subgroups { "matmul_sg" } else { "matmul_reg" });
+            assert_eq!(entry(MatmulKernel::Reg, size, ta, tb), "matmul_reg");
+            assert_eq!(entry(MatmulKernel::Tiled, size, ta, tb), "matmul_tiled");
+        }
     }
-    for (ta, tb) in TRANSPOSES {
-        assert_eq!(entry(dims(52, 36, 40, ta, tb)), "matmul_sg", "{ta} {tb}");
+    if !subgroups {
+        eprintln!("adapter without subgroups of >= 8 lanes: matmul_sg cannot run here");
+    } else if g.summary().is_cpu() && std::env::var("UNREID_MATMUL").is_err() {
+        assert_eq!(
+            entry(MatmulKernel::Auto, (64, 64, 64), false, false),
+            "matmul_sg"
+        );
     }
-    // N % 4 != 0 is fine with B transposed, not without; M % 4 != 0 only without A transposed.
-    assert_eq!(entry(dims(20, 12, 37, false, true)), "matmul_sg");
-    assert_eq!(entry(dims(20, 12, 37, false, false)), "matmul_reg");
-    assert_eq!(entry(dims(33, 64, 16, false, false)), "matmul_sg");
-    assert_eq!(entry(dims(33, 64, 16, true, false)), "matmul_reg");
-    assert_eq!(entry(dims(32, 63, 32, false, false)), "matmul_reg");
-    let tiled = with_matmul_kernel(MatmulKernel::Tiled, || {
-        matmul_entry(g, &dims(52, 36, 40, false, false))
-    });
-    assert_eq!(tiled, "matmul_tiled");
 }
 
 #[test]
-fn gradients_both_kernels() {
+fn gradients_every_kernel() {
     let gpu = common::gpu();
     // (a shape, b shape): plain, vec4-friendly (so the subgroup kernel runs forward and
     // backward), batched, and 2-D operands broadcast over a batch (their gradient sums it).

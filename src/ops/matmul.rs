@@ -3,24 +3,27 @@
 use crate::autograd::record;
 use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Kernel};
+use crate::gpu::{Gpu, GpuBuffer, Kernel};
 use crate::ops::{alloc_f32, host_float2, same_device, Params};
 use crate::tensor::{DType, Data};
 use crate::{cpu, Device, Tensor};
 
 /// Which matmul kernel runs on a GPU device.
 ///
-/// `Auto` picks by adapter type: on CPU adapters (lavapipe) `Reg`, on real GPUs `Tiled`. The
-/// environment variable `UNREID_MATMUL=reg|tiled` overrides the pick for the whole process, and
-/// [`with_matmul_kernel`] for one thread (the tests use it to run both kernels on lavapipe).
+/// `Auto` picks by adapter type: on CPU adapters (lavapipe) `Subgroup` (or `Reg` where the adapter
+/// has no subgroups of >= 8 lanes), on real GPUs `Tiled`. The environment variable
+/// `UNREID_MATMUL=sg|reg|tiled` overrides the pick for the whole process, and
+/// [`with_matmul_kernel`] for one thread (the tests use it to run every kernel on lavapipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
     Auto,
-    /// Register blocks, no workgroup memory or barriers (CPU adapters): `matmul_sg`
-    /// (shaders/matmul_subgroup.wgsl) where the adapter has subgroups of >= 8 lanes and the shape
-    /// suits its vec4 loads, else `matmul_reg`.
+    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: 48x32 register tiles shared
+    /// through subgroup broadcasts, vec4 loads, no workgroup memory or barriers. Operands whose
+    /// rows are not whole vec4s are zero-padded first. Falls back to `Reg` without subgroups.
+    Subgroup,
+    /// `matmul_reg`: a 4x4 register block per invocation, any adapter, any shape.
     Reg,
-    /// Workgroup-memory tiles with barriers (`matmul_tiled`), for discrete and integrated GPUs.
+    /// `matmul_tiled`: workgroup-memory tiles with barriers, for discrete and integrated GPUs.
     Tiled,
 }
 
@@ -41,16 +44,25 @@ pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn kernel_family(gpu: &Gpu) -> MatmulKernel {
-    match FORCED.with(|k| k.get()) {
-        MatmulKernel::Auto => {}
-        forced => return forced,
-    }
-    match std::env::var("UNREID_MATMUL").ok().as_deref() {
-        Some("reg") => MatmulKernel::Reg,
-        Some("tiled") => MatmulKernel::Tiled,
-        _ if gpu.summary().is_cpu() => MatmulKernel::Reg,
-        _ => MatmulKernel::Tiled,
+fn has_subgroups(gpu: &Gpu) -> bool {
+    gpu.subgroup_min_size().is_some_and(|s| s >= 8)
+}
+
+/// The kernel family for one product (never `Auto`).
+fn family(gpu: &Gpu, d: &MatmulDims) -> MatmulKernel {
+    let wanted = match FORCED.with(|k| k.get()) {
+        MatmulKernel::Auto => match std::env::var("UNREID_MATMUL").ok().as_deref() {
+            Some("sg") => MatmulKernel::Subgroup,
+            Some("reg") => MatmulKernel::Reg,
+            Some("tiled") => MatmulKernel::Tiled,
+            _ if gpu.summary().is_cpu() => MatmulKernel::Subgroup,
+            _ => MatmulKernel::Tiled,
+        },
+        forced => forced,
+    };
+    match wanted {
+        MatmulKernel::Subgroup if !has_subgroups(gpu) || d.k == 0 => MatmulKernel::Reg,
+        other => other,
     }
 }
 
@@ -62,14 +74,14 @@ const REG_TILE: usize = 32;
 /// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
 const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
 
-/// The kernel entry point, its pipeline constants and workgroup grid for one product.
+/// The kernel (entry point and pipeline constants) and workgroup grid for one product.
 fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
     let batch = d.batch as u32;
     let trans = |k: Kernel| {
         k.with("TRANS_A", d.trans_a as u32)
             .with("TRANS_B", d.trans_b as u32)
     };
-    match kernel_family(gpu) {
+    match family(gpu, d) {
         MatmulKernel::Tiled => {
             let (tm, tn, tk, rows) = TILED;
             let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
@@ -77,18 +89,19 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
                 .with("TILE_N", tn as u32)
                 .with("TILE_K", tk as u32)
                 .with("ROWS", rows as u32);
-            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
-            (kernel, groups)
+            (
+                kernel,
+                [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch],
+            )
         }
-        _ if sg_fits(gpu, d) => {
+        MatmulKernel::Subgroup => {
             let kernel = trans(Kernel::new("matmul_subgroup", "matmul_sg"))
                 .with("ROW_GROUPS", SG_ROW_GROUPS as u32);
-            let groups = [
-                d.n.div_ceil(32) as u32,
-                d.m.div_ceil(8 * SG_ROW_GROUPS) as u32,
-                batch,
-            ];
-            (kernel, groups)
+            let rows = 8 * SG_ROW_GROUPS;
+            (
+                kernel,
+                [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch],
+            )
         }
         _ => {
             let kernel = trans(Kernel::new("matmul", "matmul_reg"));
@@ -102,19 +115,70 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
     }
 }
 
-/// Whether `matmul_sg` can run this product: subgroups of >= 8 lanes, and every vec4 it loads is
-/// whole and aligned (K % 4 == 0; N % 4 == 0 unless B is transposed; M % 4 == 0 if A is).
-fn sg_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
-    gpu.subgroup_min_size().is_some_and(|s| s >= 8)
-        && d.k > 0
-        && d.k % 4 == 0
-        && (d.trans_b || d.n % 4 == 0)
-        && (!d.trans_a || d.m % 4 == 0)
-}
-
 /// The entry point a product of these sizes runs on `gpu` under the current kernel choice.
 pub fn matmul_entry(gpu: &Gpu, d: &MatmulDims) -> &'static str {
     plan(gpu, d).0.entry
+}
+
+/// `t` with axis `axis` (negative: from the end) zero-extended to `len` (unchanged if it is).
+fn zero_pad(t: &Tensor, axis: isize, len: usize) -> Result<Tensor> {
+    let ax = t.axis("matmul", axis)?;
+    let have = t.shape()[ax];
+    if have == len {
+        return Ok(t.clone());
+    }
+    let mut shape = t.shape().to_vec();
+    shape[ax] = len - have;
+    let zeros = Tensor::zeros(&shape, t.device())?;
+    Tensor::concat(&[t, &zeros], axis)
+}
+
+/// Launches `matmul_sg`. Its loads are vec4s along the contiguous axis of each operand and its k
+/// loop takes 4 steps at a time, so operands whose contiguous axis or K is not a multiple of 4 are
+/// first copied with zeros appended (the zeros add nothing to C; padded rows and columns of C are
+/// never stored). The copy is O(size of the operand), small next to the product.
+fn launch_sg(gpu: &Gpu, a: &Tensor, b: &Tensor, d: &MatmulDims, out: &GpuBuffer) -> Result<()> {
+    let (m4, k4, n4) = (
+        d.m.next_multiple_of(4),
+        d.k.next_multiple_of(4),
+        d.n.next_multiple_of(4),
+    );
+    let (a, b) = crate::no_grad(|| -> Result<(Tensor, Tensor)> {
+        let a = if d.trans_a {
+            zero_pad(&zero_pad(a, -1, m4)?, -2, k4)?
+        } else {
+            zero_pad(a, -1, k4)?
+        };
+        let b = if d.trans_b {
+            zero_pad(b, -1, k4)?
+        } else {
+            zero_pad(&zero_pad(b, -1, n4)?, -2, k4)?
+        };
+        Ok((a, b))
+    })?;
+    // Row strides of the stored (padded) operands, in vec4s.
+    let a_ld = if d.trans_a { m4 } else { k4 } / 4;
+    let b_ld = if d.trans_b { k4 } else { n4 } / 4;
+    let a_rows = if d.trans_a { k4 } else { d.m };
+    let b_rows = if d.trans_b { d.n } else { k4 };
+    let params = Params::new()
+        .usize(d.m)
+        .usize(d.n)
+        .usize(k4 / 4)
+        .usize(d.batch)
+        .usize(if d.a_batched { a_rows * a_ld * 4 } else { 0 })
+        .usize(if d.b_batched { b_rows * b_ld * 4 } else { 0 })
+        .usize(d.m * d.n)
+        .usize(a_ld)
+        .usize(b_ld);
+    let (kernel, groups) = plan(gpu, d);
+    gpu.dispatch(
+        &kernel,
+        params.bytes(),
+        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), out],
+        groups,
+    )?;
+    Ok(())
 }
 
 fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(MatmulDims, Vec<usize>)> {
@@ -184,6 +248,15 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     let data = match a.device() {
         Device::Gpu(g) => {
             let out = alloc_f32(g, d.batch * d.m * d.n, "matmul output")?;
+            if family(g, &d) == MatmulKernel::Subgroup {
+                launch_sg(g, a, b, &d, &out)?;
+                return Ok(Tensor::from_parts(
+                    out_shape,
+                    DType::F32,
+                    a.device().clone(),
+                    Data::Gpu(out.into()),
+                ));
+            }
             let params = Params::new()
                 .usize(d.m)
                 .usize(d.n)
