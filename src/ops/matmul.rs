@@ -17,7 +17,7 @@ use crate::{cpu, Device, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
     Auto,
-    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: 48x32 register tiles shared
+    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: (8*ROW_GROUPS)x32 register tiles shared
     /// through subgroup broadcasts, vec4 loads, no workgroup memory or barriers. Operands whose
     /// rows are not whole vec4s are zero-padded first. Falls back to `Reg` without subgroups.
     Subgroup,
@@ -69,6 +69,22 @@ fn family(gpu: &Gpu, d: &MatmulDims) -> MatmulKernel {
 /// Rows of C per `matmul_sg` workgroup / 8 (its ROW_GROUPS). 6 measured best at 1024 on lavapipe
 /// (4: -10%, 8: -5%, 2: -35%); each row group is 8 vec4 accumulators per lane.
 const SG_ROW_GROUPS: usize = 6;
+
+/// ROW_GROUPS for `m` rows: 6, unless another value from 4 to 8 computes at least m/16 fewer
+/// dropped rows (64 rows take one tile of 64, not two of 48); small `m` takes just enough groups.
+fn sg_row_groups(m: usize) -> usize {
+    if m <= 32 {
+        return m.div_ceil(8).max(1);
+    }
+    let padded = |rg: usize| m.div_ceil(8 * rg) * 8 * rg;
+    let mut best = SG_ROW_GROUPS;
+    for rg in [5, 7, 8, 4] {
+        if padded(rg) + m / 16 <= padded(best) {
+            best = rg;
+        }
+    }
+    best
+}
 /// `matmul_reg` covers a 32x32 tile of C per workgroup.
 const REG_TILE: usize = 32;
 /// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
@@ -95,9 +111,10 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
             )
         }
         MatmulKernel::Subgroup => {
-            let kernel = trans(Kernel::new("matmul_subgroup", "matmul_sg"))
-                .with("ROW_GROUPS", SG_ROW_GROUPS as u32);
-            let rows = 8 * SG_ROW_GROUPS;
+            let rg = sg_row_groups(d.m);
+            let kernel =
+                trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
+            let rows = 8 * rg;
             (
                 kernel,
                 [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch],
@@ -320,5 +337,20 @@ impl Tensor {
                 gb.map(|t| t.sum_to_shape(b.shape())).transpose()?,
             ])
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sg_row_groups;
+
+    #[test]
+    fn row_groups_fit_the_rows() {
+        assert_eq!(sg_row_groups(1), 1);
+        assert_eq!(sg_row_groups(20), 3);
+        assert_eq!(sg_row_groups(64), 8);
+        assert_eq!(sg_row_groups(100), 7);
+        assert_eq!(sg_row_groups(1024), 6);
+        assert_eq!(sg_row_groups(2048), 6);
     }
 }
