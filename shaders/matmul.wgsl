@@ -121,3 +121,25 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// pad: copies X [batch, R, C] into zeros [batch, R_OUT, C_OUT] (R_OUT >= R, C_OUT >= C), so that
+// matmul_sg can read operands as whole vec4 rows. Params fields reused: m = R, n = C, k = R_OUT,
+// a_stride = C_OUT. Bindings: 0 params, 1 x (as a), 2 x again (unused; keeps the layout of the
+// matmul kernels), 3 out (as c). Workgroup 64, each invocation 4 columns of one row.
+// Dispatch: (ceil(C_OUT/256), R_OUT, batch).
+@compute @workgroup_size(64, 1, 1)
+fn pad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    _ = b[0];
+    let c_out = p.a_stride;
+    let row = gid.y;
+    let col0 = gid.x * 4u;
+    let o = (gid.z * p.k + row) * c_out + col0;
+    let i = (gid.z * p.m + row) * p.n + col0;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (col0 + j < c_out) {
+            var v = 0.0;
+            if (row < p.m && col0 + j < p.n) { v = a[i + j]; }
+            c[o + j] = v;
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Batched matmul with either operand transposed, and its backward rule.
 
+use std::sync::Arc;
+
 use crate::autograd::record;
 use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
@@ -61,7 +63,9 @@ fn family(gpu: &Gpu, d: &MatmulDims) -> MatmulKernel {
         forced => forced,
     };
     match wanted {
-        MatmulKernel::Subgroup if !has_subgroups(gpu) || d.k == 0 => MatmulKernel::Reg,
+        MatmulKernel::Subgroup if !has_subgroups(gpu) || d.k == 0 || !pad_fits(gpu, d) => {
+            MatmulKernel::Reg
+        }
         other => other,
     }
 }
@@ -137,42 +141,75 @@ pub fn matmul_entry(gpu: &Gpu, d: &MatmulDims) -> &'static str {
     plan(gpu, d).0.entry
 }
 
-/// `t` with axis `axis` (negative: from the end) zero-extended to `len` (unchanged if it is).
-fn zero_pad(t: &Tensor, axis: isize, len: usize) -> Result<Tensor> {
-    let ax = t.axis("matmul", axis)?;
-    let have = t.shape()[ax];
-    if have == len {
+/// `t` ([.., R, C] on `gpu`) copied into zeros of shape [.., rows, cols] (`t` itself if equal).
+fn zero_pad(gpu: &Arc<Gpu>, t: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let r = t.rank();
+    let (have_rows, have_cols) = (t.shape()[r - 2], t.shape()[r - 1]);
+    if (have_rows, have_cols) == (rows, cols) {
         return Ok(t.clone());
     }
-    let mut shape = t.shape().to_vec();
-    shape[ax] = len - have;
-    let zeros = Tensor::zeros(&shape, t.device())?;
-    Tensor::concat(&[t, &zeros], axis)
+    let batch: usize = t.shape()[..r - 2].iter().product();
+    let out = alloc_f32(gpu, batch * rows * cols, "matmul operand padding")?;
+    let params = Params::new()
+        .usize(have_rows)
+        .usize(have_cols)
+        .usize(rows)
+        .usize(batch)
+        .usize(cols)
+        .u32(0)
+        .u32(0)
+        .u32(0);
+    let x = t.gpu_buffer().unwrap();
+    gpu.dispatch(
+        &Kernel::new("matmul", "pad"),
+        params.bytes(),
+        &[x, x, &out],
+        [cols.div_ceil(256) as u32, rows as u32, batch as u32],
+    )?;
+    let mut shape = t.shape()[..r - 2].to_vec();
+    shape.extend([rows, cols]);
+    Ok(Tensor::from_parts(
+        shape,
+        DType::F32,
+        t.device().clone(),
+        Data::Gpu(out.into()),
+    ))
+}
+
+/// Whether `zero_pad`'s grid (rows in y, batch in z) fits the adapter for every operand.
+fn pad_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let rows = d.m.max(d.n).max(d.k.next_multiple_of(4));
+    rows <= max && d.batch <= max
 }
 
 /// Launches `matmul_sg`. Its loads are vec4s along the contiguous axis of each operand and its k
 /// loop takes 4 steps at a time, so operands whose contiguous axis or K is not a multiple of 4 are
 /// first copied with zeros appended (the zeros add nothing to C; padded rows and columns of C are
-/// never stored). The copy is O(size of the operand), small next to the product.
-fn launch_sg(gpu: &Gpu, a: &Tensor, b: &Tensor, d: &MatmulDims, out: &GpuBuffer) -> Result<()> {
+/// never stored). The copy (matmul.wgsl's `pad`) is O(size of the operand), small next to the
+/// product (`Tensor::concat` with zeros cost 30x the product itself at 64x2048 x 2048x751).
+fn launch_sg(
+    gpu: &Arc<Gpu>,
+    a: &Tensor,
+    b: &Tensor,
+    d: &MatmulDims,
+    out: &GpuBuffer,
+) -> Result<()> {
     let (m4, k4, n4) = (
         d.m.next_multiple_of(4),
         d.k.next_multiple_of(4),
         d.n.next_multiple_of(4),
     );
-    let (a, b) = crate::no_grad(|| -> Result<(Tensor, Tensor)> {
-        let a = if d.trans_a {
-            zero_pad(&zero_pad(a, -1, m4)?, -2, k4)?
-        } else {
-            zero_pad(a, -1, k4)?
-        };
-        let b = if d.trans_b {
-            zero_pad(b, -1, k4)?
-        } else {
-            zero_pad(&zero_pad(b, -1, n4)?, -2, k4)?
-        };
-        Ok((a, b))
-    })?;
+    let a = if d.trans_a {
+        zero_pad(gpu, a, k4, m4)?
+    } else {
+        zero_pad(gpu, a, d.m, k4)?
+    };
+    let b = if d.trans_b {
+        zero_pad(gpu, b, d.n, k4)?
+    } else {
+        zero_pad(gpu, b, k4, n4)?
+    };
     // Row strides of the stored (padded) operands, in vec4s.
     let a_ld = if d.trans_a { m4 } else { k4 } / 4;
     let b_ld = if d.trans_b { k4 } else { n4 } / 4;
