@@ -19,9 +19,10 @@ use crate::{cpu, Device, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
     Auto,
-    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: (8*ROW_GROUPS)x32 register tiles shared
-    /// through subgroup broadcasts, vec4 loads, no workgroup memory or barriers. Operands whose
-    /// rows are not whole vec4s are zero-padded first. Falls back to `Reg` without subgroups.
+    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: (8*ROW_GROUPS) x 32 register
+    /// tiles shared through subgroup broadcasts, vec4 loads, no workgroup memory or barriers.
+    /// Operands whose rows are not whole vec4s are zero-padded first. Falls back to `Reg` without
+    /// subgroups of >= 8 lanes.
     Subgroup,
     /// `matmul_reg`: a 4x4 register block per invocation, any adapter, any shape.
     Reg,
@@ -89,6 +90,7 @@ fn sg_row_groups(m: usize) -> usize {
     }
     best
 }
+
 /// `matmul_reg` covers a 32x32 tile of C per workgroup.
 const REG_TILE: usize = 32;
 /// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
