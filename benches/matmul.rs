@@ -5,7 +5,7 @@
 //! a GFLOP; outputs dropped as they come, so the pool recycles them) and then waits for the
 //! device, so submission and the wait are amortised and nothing is read back; inputs are uploaded
 //! once outside the timing. The figure is the time per call.
-//! `UNREID_MATMUL=reg|tiled` picks the GPU kernel (default: by adapter type).
+//! `UNREID_MATMUL=sg|reg|tiled` picks the GPU kernel (default: by adapter type).
 //!
 //! Short run: `cargo bench --bench matmul -- --warm-up-time 1 --measurement-time 3`
 //! (filter with a name, e.g. `-- matmul/1024`).
