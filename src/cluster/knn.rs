@@ -45,7 +45,12 @@ pub(crate) enum RankKey {
 
 /// The k nearest neighbours (self included) of every row of `x`.
 pub fn knn(backend: Backend, x: Features<'_>, k: usize) -> Result<Neighbours, ClusterError> {
-    Ok(knn_with(backend, x, k, RankKey::SquaredEuclidean, TILE)?.0)
+    knn_tiled(backend, x, k, TILE)
+}
+
+/// [`knn`] with an explicit tile size (tests use small tiles to exercise the block seams).
+pub fn knn_tiled(backend: Backend, x: Features<'_>, k: usize, tile: usize) -> Result<Neighbours, ClusterError> {
+    Ok(knn_with(backend, x, k, RankKey::SquaredEuclidean, tile.max(1))?.0)
 }
 
 #[inline]
