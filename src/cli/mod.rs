@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod cluster;
+
 #[derive(Parser, Debug)]
 #[command(name = "unreid", version, about = "Unsupervised and domain-adaptive person re-ID on any GPU")]
 pub struct Cli {
@@ -10,8 +12,13 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
+    Cluster(cluster::ClusterArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Cluster(args) => cluster::run(args),
+    }
 }

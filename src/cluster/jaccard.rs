@@ -64,9 +64,11 @@ pub fn reciprocal_lists(nb: &Neighbours, k: usize) -> Csr<u32> {
 }
 
 /// The sparse V matrix: row i = softmax of -(2 - 2 x_i.x_j) over i's expanded k-reciprocal set.
+/// `nb` must come from [`super::knn`] (its distances are squared Euclidean).
 pub fn v_matrix(x: Features<'_>, nb: &Neighbours, k1: usize) -> Csr<(u32, f32)> {
     let full = reciprocal_lists(nb, k1);
     let half = reciprocal_lists(nb, half_list_len(k1));
+    let norms = x.squared_norms();
     let (offsets, values) = par_rows(
         x.rows,
         64,
@@ -86,8 +88,17 @@ pub fn v_matrix(x: Features<'_>, nb: &Neighbours, k1: usize) -> Csr<(u32, f32)> 
             expansion.sort_unstable();
             expansion.dedup();
             let xi = x.row(i);
+            let (row, row_dist) = (nb.row(i), nb.row_distances(i));
             logits.clear();
-            logits.extend(expansion.iter().map(|&j| -(2.0 - 2.0 * dot(xi, x.row(j as usize))) as f64));
+            logits.extend(expansion.iter().map(|&j| {
+                // 2 - 2 x_i.x_j, from the kNN's |x_i|^2 + |x_j|^2 - 2 x_i.x_j when j is in the list
+                // (almost always: it saves a D-long dot product per entry).
+                let dist = match row.iter().position(|&q| q == j) {
+                    Some(p) => 2.0 - norms[i] - norms[j as usize] + row_dist[p],
+                    None => 2.0 - 2.0 * dot(xi, x.row(j as usize)),
+                };
+                -dist as f64
+            }));
             let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
             out.extend(expansion.iter().zip(logits.iter()).map(|(&j, &l)| (j, ((l - max).exp() / sum) as f32)));

@@ -140,35 +140,64 @@ pub(crate) fn knn_with(
         RankKey::SquaredEuclideanSquared => d * d,
     };
 
+    let track_max = rank == RankKey::SquaredEuclideanSquared;
     for_each_symmetric_tile(backend, x, tile, |t| {
         let (rows, cols) = (t.rows, t.cols);
-        // Row side: every tile row against the tile's columns.
+        let off_diag = !t.is_diagonal();
+        let (rblock, cblock) = (t.row0 / tile, t.col0 / tile);
+        // Snapshot of each row's current k-th key: a candidate above it can never enter the final
+        // list, so most of the tile is rejected by one comparison (<= keeps index ties for merge).
+        let worst = |block: usize, count: usize| -> Vec<f32> {
+            let st = states[block].lock().unwrap_or_else(|e| e.into_inner());
+            (0..count).map(|r| st.keys[r * k + k - 1]).collect()
+        };
+        let row_thr = worst(rblock, rows);
+        let mut col_thr = if off_diag { worst(cblock, cols) } else { Vec::new() };
         let mut row_keys = vec![f32::INFINITY; rows * k];
         let mut row_idx = vec![u32::MAX; rows * k];
         let mut row_max = vec![f32::NEG_INFINITY; rows];
-        // Column side (off-diagonal tiles only): the same values seen from the column points.
-        let off_diag = !t.is_diagonal();
         let mut col_keys = vec![f32::INFINITY; if off_diag { cols * k } else { 0 }];
         let mut col_idx = vec![u32::MAX; col_keys.len()];
         let mut col_max = vec![f32::NEG_INFINITY; if off_diag { cols } else { 0 }];
+        let col_norms = &norms[t.col0..t.col0 + cols];
+        let mut keys = vec![0f32; cols];
         for a in 0..rows {
             let i = t.row0 + a;
             let ni = norms[i];
             let g = &t.gram[a * cols..(a + 1) * cols];
-            let mut top = TopK { keys: &mut row_keys[a * k..(a + 1) * k], idx: &mut row_idx[a * k..(a + 1) * k] };
-            let mut mx = f32::NEG_INFINITY;
-            for (b, &gv) in g.iter().enumerate() {
-                let j = t.col0 + b;
-                let key = key_of(ni + norms[j] - 2.0 * gv);
-                mx = mx.max(key);
-                top.offer(key, j as u32);
+            for ((key, &gv), &nj) in keys.iter_mut().zip(g).zip(col_norms) {
+                *key = key_of(ni + nj - 2.0 * gv);
+            }
+            if track_max {
+                row_max[a] = keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 if off_diag {
-                    col_max[b] = col_max[b].max(key);
-                    let mut ct = TopK { keys: &mut col_keys[b * k..(b + 1) * k], idx: &mut col_idx[b * k..(b + 1) * k] };
-                    ct.offer(key, i as u32);
+                    for (m, &key) in col_max.iter_mut().zip(&keys) {
+                        *m = m.max(key);
+                    }
                 }
             }
-            row_max[a] = mx;
+            // Row side: columns come in ascending index order, so a strict `<` against the local
+            // list's worst is the (distance, index) order.
+            let (rk, ri) = (&mut row_keys[a * k..(a + 1) * k], &mut row_idx[a * k..(a + 1) * k]);
+            let mut thr = row_thr[a];
+            for (b, &key) in keys.iter().enumerate() {
+                if key <= thr && key < rk[k - 1] {
+                    TopK { keys: &mut *rk, idx: &mut *ri }.offer(key, (t.col0 + b) as u32);
+                    thr = thr.min(rk[k - 1]);
+                }
+            }
+            // Column side (off-diagonal tiles): the same values seen from the column points.
+            if off_diag {
+                for (b, &key) in keys.iter().enumerate() {
+                    if key <= col_thr[b] {
+                        let (ck, ci) = (&mut col_keys[b * k..(b + 1) * k], &mut col_idx[b * k..(b + 1) * k]);
+                        if key < ck[k - 1] {
+                            TopK { keys: ck, idx: ci }.offer(key, i as u32);
+                            col_thr[b] = col_thr[b].min(ck[k - 1]);
+                        }
+                    }
+                }
+            }
         }
         let mut scratch = Vec::with_capacity(k);
         let mut merge = |block: usize, n_local: usize, keys: &[f32], idx: &[u32], maxes: &[f32]| {
@@ -176,13 +205,15 @@ pub(crate) fn knn_with(
             let st = &mut *st;
             for r in 0..n_local {
                 let s = r * k..(r + 1) * k;
-                merge_into(&mut st.keys[s.clone()], &mut st.idx[s.clone()], &keys[s.clone()], &idx[s], &mut scratch);
+                if keys[r * k] != f32::INFINITY {
+                    merge_into(&mut st.keys[s.clone()], &mut st.idx[s.clone()], &keys[s.clone()], &idx[s], &mut scratch);
+                }
                 st.row_max[r] = st.row_max[r].max(maxes[r]);
             }
         };
-        merge(t.row0 / tile, rows, &row_keys, &row_idx, &row_max);
+        merge(rblock, rows, &row_keys, &row_idx, &row_max);
         if off_diag {
-            merge(t.col0 / tile, cols, &col_keys, &col_idx, &col_max);
+            merge(cblock, cols, &col_keys, &col_idx, &col_max);
         }
     });
 
