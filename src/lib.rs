@@ -4,4 +4,5 @@
 //! reference device (`src/cpu/`, rayon, generic over f32/f64); reverse-mode autograd sits on top.
 pub mod cli;
 pub mod cluster;
+pub mod eval;
 pub mod features;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod cluster;
+pub mod evaluate;
 
 #[derive(Parser, Debug)]
 #[command(name = "unreid", version, about = "Unsupervised and domain-adaptive person re-ID on any GPU")]
@@ -15,10 +16,13 @@ pub struct Cli {
 pub enum Command {
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
+    /// mAP and CMC of query features against gallery features (Market-1501 protocol).
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(args) => cluster::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
     }
 }
