@@ -1,8 +1,8 @@
 //! The `unreid cluster` and `unreid evaluate` commands end to end, and the features file format.
 
-mod common;
+mod synthetic;
 
-use common::{make, Layout};
+use synthetic::{make, Layout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use unreid::features::FeatureSet;

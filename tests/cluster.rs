@@ -1,9 +1,9 @@
 //! Clustering kernels against straightforward dense references written here, on seeded feature
 //! sets with cluster structure: tight and loose clusters, outliers, duplicates (exact ties).
 
-mod common;
+mod synthetic;
 
-use common::{dot64, make, same_partition, Layout};
+use synthetic::{dot64, make, same_partition, Layout};
 use unreid::cluster::jaccard::half_list_len;
 use unreid::cluster::knn::knn_tiled;
 use unreid::cluster::{

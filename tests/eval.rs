@@ -1,9 +1,9 @@
 //! Evaluation: hand-computed cases (no valid match, same-camera exclusions, junk, ties), a random
 //! case against a brute-force full-sort reference, and re-ranking against a dense reference.
 
-mod common;
+mod synthetic;
 
-use common::{dot64, make, Layout};
+use synthetic::{dot64, make, Layout};
 use unreid::cluster::rng::SplitMix64;
 use unreid::cluster::{Backend, Features};
 use unreid::eval::{evaluate, evaluate_with, score_query, top_ranked, LabeledFeatures, RerankParams, Reranker};

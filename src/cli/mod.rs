@@ -4,9 +4,14 @@ use clap::{Parser, Subcommand};
 
 pub mod cluster;
 pub mod evaluate;
+pub mod info;
 
 #[derive(Parser, Debug)]
-#[command(name = "unreid", version, about = "Unsupervised and domain-adaptive person re-ID on any GPU")]
+#[command(
+    name = "unreid",
+    version,
+    about = "Unsupervised and domain-adaptive person re-ID on any GPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,11 +23,14 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
     Evaluate(evaluate::EvaluateArgs),
+    /// List GPU adapters, the one chosen, and its limits.
+    Info(info::InfoArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(args) => cluster::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Info(args) => info::run(args),
     }
 }

@@ -1,0 +1,153 @@
+//! Reference elementwise maps and broadcasting binary ops.
+
+use rayon::prelude::*;
+
+use super::Float;
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::shape::{broadcast_strides, contiguous_strides};
+
+fn sigmoid<T: Float>(x: T) -> T {
+    let one = T::one();
+    if x >= T::zero() {
+        one / (one + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (one + e)
+    }
+}
+
+fn signed_pow<T: Float>(x: T, a: T) -> T {
+    // IEEE pow semantics: negative bases only with integer exponents.
+    x.powf(a)
+}
+
+pub fn unary_scalar<T: Float>(op: UnaryOp, x: T, alpha: T, beta: T) -> T {
+    let zero = T::zero();
+    let one = T::one();
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Relu => x.max(zero),
+        UnaryOp::Relu6 => x.max(zero).min(T::from_f64(6.0).unwrap()),
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Clamp => x.max(alpha).min(beta),
+        UnaryOp::PowScalar => signed_pow(x, alpha),
+        UnaryOp::AddScalar => x + alpha,
+        UnaryOp::MulScalar => x * alpha,
+        UnaryOp::Sign => {
+            if x > zero {
+                one
+            } else if x < zero {
+                -one
+            } else {
+                zero
+            }
+        }
+        UnaryOp::Recip => one / x,
+        UnaryOp::Square => x * x,
+        UnaryOp::GtScalar => bool_to(x > alpha),
+        UnaryOp::LtScalar => bool_to(x < alpha),
+    }
+}
+
+fn bool_to<T: Float>(b: bool) -> T {
+    if b {
+        T::one()
+    } else {
+        T::zero()
+    }
+}
+
+pub fn unary<T: Float>(op: UnaryOp, x: &[T], alpha: T, beta: T) -> Vec<T> {
+    x.par_iter()
+        .map(|&v| unary_scalar(op, v, alpha, beta))
+        .collect()
+}
+
+pub fn binary_scalar<T: Float>(op: BinaryOp, a: T, b: T) -> T {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Pow => signed_pow(a, b),
+        BinaryOp::Maximum => a.max(b),
+        BinaryOp::Minimum => a.min(b),
+        BinaryOp::Eq => bool_to(a == b),
+        BinaryOp::Ne => bool_to(a != b),
+        BinaryOp::Lt => bool_to(a < b),
+        BinaryOp::Le => bool_to(a <= b),
+        BinaryOp::Gt => bool_to(a > b),
+        BinaryOp::Ge => bool_to(a >= b),
+    }
+}
+
+/// Offsets into each operand for every output element, by plain index decomposition.
+fn broadcast_offsets(
+    out_shape: &[usize],
+    operand_shapes: &[&[usize]],
+) -> impl Fn(usize) -> Vec<usize> + Sync {
+    let out_strides = contiguous_strides(out_shape);
+    let strides: Vec<Vec<usize>> = operand_shapes
+        .iter()
+        .map(|s| broadcast_strides(s, out_shape))
+        .collect();
+    move |i| {
+        strides
+            .iter()
+            .map(|st| {
+                let mut off = 0;
+                let mut rem = i;
+                for (d, os) in out_strides.iter().enumerate() {
+                    off += (rem / os) * st[d];
+                    rem %= os;
+                }
+                off
+            })
+            .collect()
+    }
+}
+
+pub fn binary<T: Float>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<T> {
+    let n: usize = out_shape.iter().product();
+    let offsets = broadcast_offsets(out_shape, &[a_shape, b_shape]);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let o = offsets(i);
+            binary_scalar(op, a[o[0]], b[o[1]])
+        })
+        .collect()
+}
+
+/// `cond != 0 ? a : b`, all three broadcast to `out_shape`.
+pub fn where_select<T: Float>(
+    cond: (&[T], &[usize]),
+    a: (&[T], &[usize]),
+    b: (&[T], &[usize]),
+    out_shape: &[usize],
+) -> Vec<T> {
+    let n: usize = out_shape.iter().product();
+    let offsets = broadcast_offsets(out_shape, &[cond.1, a.1, b.1]);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let o = offsets(i);
+            if cond.0[o[0]] != T::zero() {
+                a.0[o[1]]
+            } else {
+                b.0[o[2]]
+            }
+        })
+        .collect()
+}

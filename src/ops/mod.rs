@@ -1,0 +1,120 @@
+//! Ops: one file per family. Each op checks its operands, runs its WGSL kernel (GPU) or its
+//! `cpu::` reference (CPU devices), and records its backward rule, written with the same ops.
+
+pub mod elementwise;
+pub mod index;
+pub mod losses;
+pub mod matmul;
+pub mod memory;
+pub mod optim;
+pub mod reduce;
+pub mod shape;
+pub mod softmax;
+pub mod topk;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuBuffer};
+use crate::Tensor;
+use std::sync::Arc;
+
+/// Runs `$body` on the host data of a CPU float tensor in whichever precision it holds, wrapping
+/// the returned `Vec` back into tensor storage of the same precision.
+macro_rules! host_float {
+    ($t:expr, |$x:ident| $body:expr) => {
+        match $t.host_float().expect("a CPU float tensor") {
+            $crate::tensor::HostFloat::F32($x) => {
+                $crate::tensor::Data::F32(std::sync::Arc::new($body))
+            }
+            $crate::tensor::HostFloat::F64($x) => {
+                $crate::tensor::Data::F64(std::sync::Arc::new($body))
+            }
+        }
+    };
+}
+
+/// Like `host_float!` for ops on two or three float tensors of the same CPU device.
+macro_rules! host_float2 {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+        use $crate::tensor::HostFloat as H;
+        match (
+            $a.host_float().expect("a CPU float tensor"),
+            $b.host_float().expect("a CPU float tensor"),
+        ) {
+            (H::F32($x), H::F32($y)) => $crate::tensor::Data::F32(std::sync::Arc::new($body)),
+            (H::F64($x), H::F64($y)) => $crate::tensor::Data::F64(std::sync::Arc::new($body)),
+            _ => unreachable!("operands on one device share a precision"),
+        }
+    }};
+}
+
+macro_rules! host_float3 {
+    ($a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {{
+        use $crate::tensor::HostFloat as H;
+        match (
+            $a.host_float().expect("a CPU float tensor"),
+            $b.host_float().expect("a CPU float tensor"),
+            $c.host_float().expect("a CPU float tensor"),
+        ) {
+            (H::F32($x), H::F32($y), H::F32($z)) => {
+                $crate::tensor::Data::F32(std::sync::Arc::new($body))
+            }
+            (H::F64($x), H::F64($y), H::F64($z)) => {
+                $crate::tensor::Data::F64(std::sync::Arc::new($body))
+            }
+            _ => unreachable!("operands on one device share a precision"),
+        }
+    }};
+}
+
+pub(crate) use {host_float, host_float2, host_float3};
+
+/// Checks that all operands share one device.
+pub(crate) fn same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+    let first = tensors[0].device();
+    for t in &tensors[1..] {
+        if !t.device().same_as(first) {
+            return Err(Error::DeviceMismatch {
+                op,
+                a: first.to_string(),
+                b: t.device().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Little-endian 32-bit words for a kernel's uniform parameter block.
+#[derive(Default)]
+pub(crate) struct Params(Vec<u32>);
+
+impl Params {
+    pub(crate) fn new() -> Self {
+        Params(Vec::with_capacity(16))
+    }
+    pub(crate) fn u32(mut self, v: u32) -> Self {
+        self.0.push(v);
+        self
+    }
+    pub(crate) fn usize(self, v: usize) -> Self {
+        self.u32(u32::try_from(v).expect("kernel sizes fit in u32 (checked against buffer limits)"))
+    }
+    pub(crate) fn f32(self, v: f32) -> Self {
+        self.u32(v.to_bits())
+    }
+    /// An `array<vec4<u32>, 2>`: up to 8 dims, zero-padded.
+    pub(crate) fn dims8(mut self, dims: &[usize]) -> Self {
+        assert!(dims.len() <= 8);
+        for i in 0..8 {
+            self.0.push(dims.get(i).map_or(0, |&d| d as u32));
+        }
+        self
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+/// A float output buffer of `n` elements.
+pub(crate) fn alloc_f32(gpu: &Arc<Gpu>, n: usize, op: &str) -> Result<GpuBuffer> {
+    Ok(gpu.alloc((n.max(1) * 4) as u64, op)?)
+}
