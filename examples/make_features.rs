@@ -1,7 +1,7 @@
 //! Writes a synthetic features file with re-ID-like structure, for timing `unreid cluster` and
 //! `unreid evaluate` without a dataset:
 //!
-//!     cargo run --release --example make_features -- N DIM IDS CAMS SEED OUT.safetensors
+//!     cargo run --release --example make_features -- N DIM IDS CAMS SEED OUT.safetensors [NOISE]
 //!
 //! Each identity has a random unit centre (fixed by SEED alone, so a query and a
 //! gallery file made with the same SEED share identities), each camera a small offset, and each image
@@ -21,9 +21,11 @@ fn unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 6 {
-        anyhow::bail!("usage: make_features N DIM IDS CAMS SEED OUT.safetensors");
+    if args.len() != 6 && args.len() != 7 {
+        anyhow::bail!("usage: make_features N DIM IDS CAMS SEED OUT.safetensors [NOISE]");
     }
+    // Image noise relative to the identity signal: 1 is easy, 4 gives Market-like overlap.
+    let noise_scale: f32 = args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(1.0);
     let n: usize = args[0].parse()?;
     let dim: usize = args[1].parse()?;
     let ids: usize = args[2].parse()?;
@@ -40,7 +42,7 @@ fn main() -> anyhow::Result<()> {
             let pid = r.below(ids);
             let cam = r.below(cams);
             // Noise scale per image: most images are clean, some hard.
-            let noise = 0.6 + 0.8 * r.next_f64() as f32;
+            let noise = noise_scale * (0.6 + 0.8 * r.next_f64() as f32);
             let s = noise / (dim as f32).sqrt();
             let mut v: Vec<f32> = (0..dim)
                 .map(|d| centres[pid][d] + 0.3 * cam_offsets[cam][d] + s * r.normal() as f32)

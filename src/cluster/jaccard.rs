@@ -6,6 +6,8 @@
 //! included; V' = V when k2 == 1), J = 1 - S/(2 - S) with S = sum_k min(V'_ik, V'_jk), negative J
 //! clipped to 0. V and V' are CSR; S is accumulated only for pairs that share support, so every
 //! pair absent from the output graph has J exactly 1.
+//!
+//! Set `UNREID_PROFILE=1` to print the time of each sub-stage to stderr.
 
 use super::knn::Neighbours;
 use super::{dot, par_rows, ClusterError, Features, SparseGraph};
@@ -162,10 +164,10 @@ pub fn transpose(m: &Csr<(u32, f32)>, cols: usize) -> Csr<(u32, f32)> {
     Csr { offsets, values }
 }
 
-/// Jaccard distances between the rows of `vq` (query side, global ids `0..`) and the rows listed in
-/// `inverted` (its column index), for candidate rows accepted by `keep_row(i, j)`; calls `emit(i, j, J)`
-/// for every pair that shares support, j ascending. Returns nothing for pairs without shared support
-/// (their J is exactly 1).
+/// Jaccard distances between one V' row (`vq_row`) and every row j >= `first_row` of the column
+/// index `inverted` that shares support with it: calls `emit(j, J)` for each, in no particular
+/// order. Pairs without shared support are not reported (their J is exactly 1). `acc` (one slot per
+/// row, all zero) and `touched` are scratch, left zeroed / cleared for the next call.
 pub(crate) fn jaccard_row(
     vq_row: &[(u32, f32)],
     inverted: &Csr<(u32, f32)>,
@@ -187,7 +189,6 @@ pub(crate) fn jaccard_row(
             *slot += v_ik.min(v_jk);
         }
     }
-    touched.sort_unstable();
     for &j in touched.iter() {
         let s = std::mem::replace(&mut acc[j as usize], 0.0);
         let jac = 1.0 - s / (2.0 - s);
@@ -219,8 +220,12 @@ pub fn jaccard_graph(
         return Err(ClusterError::Param(format!("eps_max = {eps_max} must lie in [0, 1]")));
     }
     let nb = if nb.k == k1 { std::borrow::Cow::Borrowed(nb) } else { std::borrow::Cow::Owned(truncate(nb, k1)) };
+    let profile = std::env::var_os("UNREID_PROFILE").is_some();
+    let t = std::time::Instant::now();
     let v = v_matrix(x, &nb, k1);
+    let t_v = t.elapsed();
     let vq = query_expansion(&v, &nb, k2);
+    let t_vq = t.elapsed();
     drop(v);
     let inverted = transpose(&vq, x.rows);
     let n = x.rows;
@@ -230,14 +235,31 @@ pub fn jaccard_graph(
         32,
         || (vec![0f32; n], Vec::<u32>::new()),
         |(acc, touched), i, out| {
+            let start = out.len();
             jaccard_row(vq.row(i), &inverted, i as u32 + 1, acc, touched, |j, jac| {
                 if jac <= eps_max {
                     out.push((j, jac));
                 }
             });
+            // Only the kept edges (few) are sorted, not every pair that shared support.
+            out[start..].sort_unstable_by_key(|e| e.0);
         },
     );
-    Ok(SparseGraph::from_upper(&offsets, &upper, eps_max, Some(1.0)))
+    let t_j = t.elapsed();
+    let graph = SparseGraph::from_upper(&offsets, &upper, eps_max, Some(1.0));
+    if profile {
+        eprintln!(
+            "jaccard: V {:.2}s, V' {:.2}s, J {:.2}s, CSR {:.2}s; nnz V' {}, edges {}",
+            t_v.as_secs_f64(),
+            (t_vq - t_v).as_secs_f64(),
+            (t_j - t_vq).as_secs_f64(),
+            (t.elapsed() - t_j).as_secs_f64(),
+            vq.values.len(),
+            upper.len()
+        );
+
+    }
+    Ok(graph)
 }
 
 /// The first k entries of every list.
