@@ -38,7 +38,9 @@ fn main() -> anyhow::Result<()> {
     let rows: Vec<(Vec<f32>, i64, i64)> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut r = SplitMix64::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ ((n as u64) << 32) ^ i as u64);
+            let mut r = SplitMix64::new(
+                seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ ((n as u64) << 32) ^ i as u64,
+            );
             let pid = r.below(ids);
             let cam = r.below(cams);
             // Noise scale per image: most images are clean, some hard.
@@ -52,14 +54,19 @@ fn main() -> anyhow::Result<()> {
             (v, pid as i64, cam as i64)
         })
         .collect();
-    let mut set = FeatureSet { num: n, dim, ..Default::default() };
+    let mut set = FeatureSet {
+        num: n,
+        dim,
+        ..Default::default()
+    };
     set.features.reserve(n * dim);
     let (mut pids, mut camids) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (i, (v, pid, cam)) in rows.into_iter().enumerate() {
         set.features.extend_from_slice(&v);
         pids.push(pid);
         camids.push(cam);
-        set.paths.push(format!("synthetic/{pid:05}_c{cam}_{i:07}.jpg"));
+        set.paths
+            .push(format!("synthetic/{pid:05}_c{cam}_{i:07}.jpg"));
     }
     set.pids = Some(pids);
     set.camids = Some(camids);

@@ -95,14 +95,20 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let x = Features::new(&set.features, set.num, set.dim).with_context(|| format!("in {}", args.features.display()))?;
+    let x = Features::new(&set.features, set.num, set.dim)
+        .with_context(|| format!("in {}", args.features.display()))?;
     let backend = Backend::Cpu;
 
     let mut extra = serde_json::Map::new();
     let (labels, num_clusters, num_outliers) = match args.algo {
         Algo::Kmeans => {
             let t = Instant::now();
-            let params = KmeansParams { k: args.k, max_iter: args.max_iter, tol: 1e-4, seed: args.seed };
+            let params = KmeansParams {
+                k: args.k,
+                max_iter: args.max_iter,
+                tol: 1e-4,
+                seed: args.seed,
+            };
             let r = cluster::kmeans(backend, x, params).context("--k")?;
             stage("kmeans", t);
             extra.insert("inertia".into(), r.inertia.into());
@@ -129,13 +135,25 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     let nb = cluster::knn(backend, x, args.k1)?;
                     stage("knn", t);
                     let t = Instant::now();
-                    let g = cluster::jaccard_graph(x, &nb, JaccardParams { k1: args.k1, k2: args.k2 }, eps_max.min(1.0))
-                        .context("--k1 / --k2")?;
+                    let g = cluster::jaccard_graph(
+                        x,
+                        &nb,
+                        JaccardParams {
+                            k1: args.k1,
+                            k2: args.k2,
+                        },
+                        eps_max.min(1.0),
+                    )
+                    .context("--k1 / --k2")?;
                     stage("jaccard", t);
                     g
                 }
                 Distance::Euclidean | Distance::Cosine => {
-                    let kind = if distance == Distance::Euclidean { PlainDistance::Euclidean } else { PlainDistance::Cosine };
+                    let kind = if distance == Distance::Euclidean {
+                        PlainDistance::Euclidean
+                    } else {
+                        PlainDistance::Cosine
+                    };
                     let t = Instant::now();
                     let g = cluster::radius_graph(backend, x, kind, eps_max)?;
                     stage("radius_graph", t);
@@ -144,17 +162,39 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             };
             extra.insert("graph_edges".into(), (graph.num_edges() / 2).into());
             let t = Instant::now();
-            let eps_list = if args.eps_gap.is_some() { vec![args.eps - gap, args.eps, args.eps + gap] } else { vec![args.eps] };
+            let eps_list = if args.eps_gap.is_some() {
+                vec![args.eps - gap, args.eps, args.eps + gap]
+            } else {
+                vec![args.eps]
+            };
             let mut runs = cluster::dbscan_many(&graph, &eps_list, args.min_samples)?;
             stage("dbscan", t);
-            let normal = if runs.len() == 3 { runs.swap_remove(1) } else { runs.swap_remove(0) };
+            let normal = if runs.len() == 3 {
+                runs.swap_remove(1)
+            } else {
+                runs.swap_remove(0)
+            };
             if runs.len() == 2 {
                 let t = Instant::now();
-                let sp = cluster::self_paced_labels(&normal.labels, &runs[0].labels, &runs[1].labels, None)?;
+                let sp = cluster::self_paced_labels(
+                    &normal.labels,
+                    &runs[0].labels,
+                    &runs[1].labels,
+                    None,
+                )?;
                 stage("self_paced", t);
-                extra.insert("labels_tight".into(), serde_json::to_value(&runs[0].labels)?);
-                extra.insert("labels_loose".into(), serde_json::to_value(&runs[1].labels)?);
-                extra.insert("self_paced_labels".into(), serde_json::to_value(&sp.labels)?);
+                extra.insert(
+                    "labels_tight".into(),
+                    serde_json::to_value(&runs[0].labels)?,
+                );
+                extra.insert(
+                    "labels_loose".into(),
+                    serde_json::to_value(&runs[1].labels)?,
+                );
+                extra.insert(
+                    "self_paced_labels".into(),
+                    serde_json::to_value(&sp.labels)?,
+                );
                 extra.insert("indep_threshold".into(), (sp.indep_threshold as f64).into());
             }
             (normal.labels, normal.num_clusters, normal.num_outliers)
@@ -167,13 +207,24 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     out.insert("num_clusters".into(), num_clusters.into());
     out.insert("num_outliers".into(), num_outliers.into());
     out.insert("seconds".into(), serde_json::to_value(&seconds)?);
-    out.insert("algo".into(), format!("{:?}", args.algo).to_lowercase().into());
-    out.insert("distance".into(), format!("{distance:?}").to_lowercase().into());
+    out.insert(
+        "algo".into(),
+        format!("{:?}", args.algo).to_lowercase().into(),
+    );
+    out.insert(
+        "distance".into(),
+        format!("{distance:?}").to_lowercase().into(),
+    );
     out.extend(extra);
     let json = serde_json::to_vec(&serde_json::Value::Object(out))?;
-    write_atomic(&args.out, &json).with_context(|| format!("writing --out {}", args.out.display()))?;
+    write_atomic(&args.out, &json)
+        .with_context(|| format!("writing --out {}", args.out.display()))?;
 
-    let stages: Vec<String> = seconds.iter().filter(|(k, _)| **k != "total").map(|(k, v)| format!("{k} {v:.2}s")).collect();
+    let stages: Vec<String> = seconds
+        .iter()
+        .filter(|(k, _)| **k != "total")
+        .map(|(k, v)| format!("{k} {v:.2}s"))
+        .collect();
     println!(
         "{} points -> {num_clusters} clusters, {num_outliers} outliers ({:?}/{:?}) in {:.2}s [{}] -> {}",
         set.num,

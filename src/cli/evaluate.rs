@@ -44,9 +44,18 @@ pub struct EvaluateArgs {
 }
 
 fn labels<'a>(set: &'a FeatureSet, path: &Path) -> anyhow::Result<(&'a [i64], &'a [i64])> {
-    let pids = set.pids.as_deref().with_context(|| format!("{} has no `pids` tensor; evaluation needs identities", path.display()))?;
-    let camids =
-        set.camids.as_deref().with_context(|| format!("{} has no `camids` tensor; evaluation needs cameras", path.display()))?;
+    let pids = set.pids.as_deref().with_context(|| {
+        format!(
+            "{} has no `pids` tensor; evaluation needs identities",
+            path.display()
+        )
+    })?;
+    let camids = set.camids.as_deref().with_context(|| {
+        format!(
+            "{} has no `camids` tensor; evaluation needs cameras",
+            path.display()
+        )
+    })?;
     Ok((pids, camids))
 }
 
@@ -55,22 +64,38 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let query = FeatureSet::load(&args.query)?;
     let gallery = FeatureSet::load(&args.gallery)?;
     if query.dim != gallery.dim {
-        bail!("{} has {}-d features but {} has {}-d", args.query.display(), query.dim, args.gallery.display(), gallery.dim);
+        bail!(
+            "{} has {}-d features but {} has {}-d",
+            args.query.display(),
+            query.dim,
+            args.gallery.display(),
+            gallery.dim
+        );
     }
     if query.num == 0 || gallery.num == 0 {
-        bail!("empty query ({}) or gallery ({}) features", query.num, gallery.num);
+        bail!(
+            "empty query ({}) or gallery ({}) features",
+            query.num,
+            gallery.num
+        );
     }
     let (qpids, qcams) = labels(&query, &args.query)?;
     let (gpids, gcams) = labels(&gallery, &args.gallery)?;
-    let qx = Features::new(&query.features, query.num, query.dim).with_context(|| format!("in {}", args.query.display()))?;
-    let gx = Features::new(&gallery.features, gallery.num, gallery.dim).with_context(|| format!("in {}", args.gallery.display()))?;
+    let qx = Features::new(&query.features, query.num, query.dim)
+        .with_context(|| format!("in {}", args.query.display()))?;
+    let gx = Features::new(&gallery.features, gallery.num, gallery.dim)
+        .with_context(|| format!("in {}", args.gallery.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let backend = Backend::Cpu;
     let max_rank = args.max_rank.max(10);
 
     let t = Instant::now();
     let reranker = if args.rerank {
-        let params = RerankParams { k1: args.k1, k2: args.k2, lambda: args.lambda };
+        let params = RerankParams {
+            k1: args.k1,
+            k2: args.k2,
+            lambda: args.lambda,
+        };
         Some(Reranker::new(backend, qx, gx, params).context("--k1 / --k2 / --lambda")?)
     } else {
         None
@@ -105,7 +130,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.visualize {
         let t = Instant::now();
         pictures = visualize(&args, dir, &query, &gallery, &rows)?;
-        println!("wrote {} ranked lists to {} in {:.1}s", pictures.len(), dir.display(), t.elapsed().as_secs_f64());
+        println!(
+            "wrote {} ranked lists to {} in {:.1}s",
+            pictures.len(),
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
     }
 
     if let Some(path) = &args.json {
@@ -123,7 +153,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             "pictures": pictures,
             "seconds": { "load": load_s, "rerank_prepare": rerank_s, "evaluate": eval_s, "total": start.elapsed().as_secs_f64() },
         });
-        write_atomic(path, &serde_json::to_vec_pretty(&json)?).with_context(|| format!("writing --json {}", path.display()))?;
+        write_atomic(path, &serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing --json {}", path.display()))?;
     }
     Ok(())
 }
@@ -144,10 +175,14 @@ fn visualize(
 ) -> anyhow::Result<Vec<String>> {
     for (set, path) in [(query, &args.query), (gallery, &args.gallery)] {
         if set.paths.is_empty() {
-            bail!("{} has no image paths (metadata key `paths`); --visualize needs them", path.display());
+            bail!(
+                "{} has no image paths (metadata key `paths`); --visualize needs them",
+                path.display()
+            );
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating --visualize folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating --visualize folder {}", dir.display()))?;
     let (qpids, qcams) = labels(query, &args.query)?;
     let (gpids, gcams) = labels(gallery, &args.gallery)?;
     let count = args.num_visualize.min(query.num);
@@ -160,7 +195,10 @@ fn visualize(
         let list = RankedList {
             query_index: q,
             query_image: resolve(args.images.as_deref(), &query.paths[q]),
-            gallery: ranked.iter().map(|&(j, m)| (resolve(args.images.as_deref(), &gallery.paths[j]), m)).collect(),
+            gallery: ranked
+                .iter()
+                .map(|&(j, m)| (resolve(args.images.as_deref(), &gallery.paths[j]), m))
+                .collect(),
         };
         let out = dir.join(format!("query_{q:05}.png"));
         draw_ranked_list(&list, &out)?;

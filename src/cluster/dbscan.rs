@@ -32,10 +32,16 @@ fn find(parent: &mut [u32], mut a: u32) -> u32 {
 /// DBSCAN labels at one eps. `eps` must not exceed the graph's `eps_max`, unless the graph knows
 /// every absent pair's distance (Jaccard: 1) and eps >= that distance, in which case every pair is a
 /// neighbour.
-pub fn dbscan(graph: &SparseGraph, eps: f32, min_samples: usize) -> Result<DbscanResult, ClusterError> {
+pub fn dbscan(
+    graph: &SparseGraph,
+    eps: f32,
+    min_samples: usize,
+) -> Result<DbscanResult, ClusterError> {
     let n = graph.num_nodes();
     if !eps.is_finite() || eps < 0.0 {
-        return Err(ClusterError::Param(format!("eps = {eps} must be a finite non-negative number")));
+        return Err(ClusterError::Param(format!(
+            "eps = {eps} must be a finite non-negative number"
+        )));
     }
     if let Some(absent) = graph.absent_distance {
         if eps >= absent {
@@ -111,10 +117,20 @@ pub fn dbscan(graph: &SparseGraph, eps: f32, min_samples: usize) -> Result<Dbsca
         labels[i] = l;
     }
     let num_outliers = labels.iter().filter(|&&l| l < 0).count();
-    Ok(DbscanResult { labels, num_clusters, num_outliers })
+    Ok(DbscanResult {
+        labels,
+        num_clusters,
+        num_outliers,
+    })
 }
 
 /// DBSCAN at several eps values (e.g. SpCL's tight / normal / loose) from one graph, in parallel.
-pub fn dbscan_many(graph: &SparseGraph, eps: &[f32], min_samples: usize) -> Result<Vec<DbscanResult>, ClusterError> {
-    eps.par_iter().map(|&e| dbscan(graph, e, min_samples)).collect()
+pub fn dbscan_many(
+    graph: &SparseGraph,
+    eps: &[f32],
+    min_samples: usize,
+) -> Result<Vec<DbscanResult>, ClusterError> {
+    eps.par_iter()
+        .map(|&e| dbscan(graph, e, min_samples))
+        .collect()
 }

@@ -103,7 +103,12 @@ pub fn v_matrix(x: Features<'_>, nb: &Neighbours, k1: usize) -> Csr<(u32, f32)> 
             }));
             let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
-            out.extend(expansion.iter().zip(logits.iter()).map(|(&j, &l)| (j, ((l - max).exp() / sum) as f32)));
+            out.extend(
+                expansion
+                    .iter()
+                    .zip(logits.iter())
+                    .map(|(&j, &l)| (j, ((l - max).exp() / sum) as f32)),
+            );
         },
     );
     Csr { offsets, values }
@@ -116,30 +121,29 @@ pub fn query_expansion(v: &Csr<(u32, f32)>, nb: &Neighbours, k2: usize) -> Csr<(
         return v.clone();
     }
     let n = v.offsets.len() - 1;
-    let (offsets, values) = par_rows(
-        n,
-        64,
-        Vec::<(u32, u32, f32)>::new,
-        |gathered, i, out| {
-            gathered.clear();
-            for (pos, &nbr) in nb.row(i)[..k2].iter().enumerate() {
-                gathered.extend(v.row(nbr as usize).iter().map(|&(c, val)| (c, pos as u32, val)));
+    let (offsets, values) = par_rows(n, 64, Vec::<(u32, u32, f32)>::new, |gathered, i, out| {
+        gathered.clear();
+        for (pos, &nbr) in nb.row(i)[..k2].iter().enumerate() {
+            gathered.extend(
+                v.row(nbr as usize)
+                    .iter()
+                    .map(|&(c, val)| (c, pos as u32, val)),
+            );
+        }
+        // Sum each column in neighbour order, as numpy's mean over axis 0 adds rows in order.
+        gathered.sort_unstable_by_key(|&(c, pos, _)| (c, pos));
+        let inv = k2 as f32;
+        let mut t = 0;
+        while t < gathered.len() {
+            let col = gathered[t].0;
+            let mut s = 0.0f32;
+            while t < gathered.len() && gathered[t].0 == col {
+                s += gathered[t].2;
+                t += 1;
             }
-            // Sum each column in neighbour order, as numpy's mean over axis 0 adds rows in order.
-            gathered.sort_unstable_by_key(|&(c, pos, _)| (c, pos));
-            let inv = k2 as f32;
-            let mut t = 0;
-            while t < gathered.len() {
-                let col = gathered[t].0;
-                let mut s = 0.0f32;
-                while t < gathered.len() && gathered[t].0 == col {
-                    s += gathered[t].2;
-                    t += 1;
-                }
-                out.push((col, s / inv));
-            }
-        },
-    );
+            out.push((col, s / inv));
+        }
+    });
     Csr { offsets, values }
 }
 
@@ -206,7 +210,9 @@ pub fn jaccard_graph(
 ) -> Result<SparseGraph, ClusterError> {
     let JaccardParams { k1, k2 } = params;
     if k1 == 0 || k2 == 0 || k2 > k1 {
-        return Err(ClusterError::Param(format!("Jaccard needs 1 <= k2 <= k1, got k1 = {k1}, k2 = {k2}")));
+        return Err(ClusterError::Param(format!(
+            "Jaccard needs 1 <= k2 <= k1, got k1 = {k1}, k2 = {k2}"
+        )));
     }
     if nb.num_rows() != x.rows || nb.k < k1 {
         return Err(ClusterError::Param(format!(
@@ -217,9 +223,15 @@ pub fn jaccard_graph(
         )));
     }
     if !(0.0..=1.0).contains(&eps_max) {
-        return Err(ClusterError::Param(format!("eps_max = {eps_max} must lie in [0, 1]")));
+        return Err(ClusterError::Param(format!(
+            "eps_max = {eps_max} must lie in [0, 1]"
+        )));
     }
-    let nb = if nb.k == k1 { std::borrow::Cow::Borrowed(nb) } else { std::borrow::Cow::Owned(truncate(nb, k1)) };
+    let nb = if nb.k == k1 {
+        std::borrow::Cow::Borrowed(nb)
+    } else {
+        std::borrow::Cow::Owned(truncate(nb, k1))
+    };
     let profile = std::env::var_os("UNREID_PROFILE").is_some();
     let t = std::time::Instant::now();
     let v = v_matrix(x, &nb, k1);
@@ -236,11 +248,18 @@ pub fn jaccard_graph(
         || (vec![0f32; n], Vec::<u32>::new()),
         |(acc, touched), i, out| {
             let start = out.len();
-            jaccard_row(vq.row(i), &inverted, i as u32 + 1, acc, touched, |j, jac| {
-                if jac <= eps_max {
-                    out.push((j, jac));
-                }
-            });
+            jaccard_row(
+                vq.row(i),
+                &inverted,
+                i as u32 + 1,
+                acc,
+                touched,
+                |j, jac| {
+                    if jac <= eps_max {
+                        out.push((j, jac));
+                    }
+                },
+            );
             // Only the kept edges (few) are sorted, not every pair that shared support.
             out[start..].sort_unstable_by_key(|e| e.0);
         },
@@ -257,7 +276,6 @@ pub fn jaccard_graph(
             vq.values.len(),
             upper.len()
         );
-
     }
     Ok(graph)
 }
@@ -271,5 +289,9 @@ pub fn truncate(nb: &Neighbours, k: usize) -> Neighbours {
         indices.extend_from_slice(&nb.row(i)[..k]);
         distances.extend_from_slice(&nb.row_distances(i)[..k]);
     }
-    Neighbours { k, indices, distances }
+    Neighbours {
+        k,
+        indices,
+        distances,
+    }
 }

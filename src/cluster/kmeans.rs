@@ -19,7 +19,12 @@ pub struct KmeansParams {
 
 impl Default for KmeansParams {
     fn default() -> Self {
-        Self { k: 500, max_iter: 300, tol: 1e-4, seed: 0 }
+        Self {
+            k: 500,
+            max_iter: 300,
+            tol: 1e-4,
+            seed: 0,
+        }
     }
 }
 
@@ -36,9 +41,18 @@ pub struct KmeansResult {
 const ROW_BLOCK: usize = 256;
 
 /// Nearest centre of every row and its squared distance (clamped at 0).
-pub fn assign(_backend: Backend, x: Features<'_>, centers: &[f32], k: usize) -> (Vec<u32>, Vec<f32>) {
+pub fn assign(
+    _backend: Backend,
+    x: Features<'_>,
+    centers: &[f32],
+    k: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let dim = x.dim;
-    let center_norms: Vec<f32> = centers.chunks(dim.max(1)).map(|c| super::dot(c, c)).take(k).collect();
+    let center_norms: Vec<f32> = centers
+        .chunks(dim.max(1))
+        .map(|c| super::dot(c, c))
+        .take(k)
+        .collect();
     let mut labels = vec![0u32; x.rows];
     let mut dists = vec![0f32; x.rows];
     labels
@@ -50,7 +64,14 @@ pub fn assign(_backend: Backend, x: Features<'_>, centers: &[f32], k: usize) -> 
             |gram, (blk, (lab, dis))| {
                 let row0 = blk * ROW_BLOCK;
                 let rows = lab.len();
-                gram_into(&x.data[row0 * dim..(row0 + rows) * dim], rows, centers, k, dim, gram);
+                gram_into(
+                    &x.data[row0 * dim..(row0 + rows) * dim],
+                    rows,
+                    centers,
+                    k,
+                    dim,
+                    gram,
+                );
                 for a in 0..rows {
                     let xi = x.row(row0 + a);
                     let ni = super::dot(xi, xi);
@@ -75,34 +96,52 @@ pub fn assign(_backend: Backend, x: Features<'_>, centers: &[f32], k: usize) -> 
 fn distances_to_rows(x: Features<'_>, norms: &[f32], points: &[usize]) -> Vec<Vec<f32>> {
     let dim = x.dim;
     let m = points.len();
-    let cand: Vec<f32> = points.iter().flat_map(|&p| x.row(p).iter().copied()).collect();
+    let cand: Vec<f32> = points
+        .iter()
+        .flat_map(|&p| x.row(p).iter().copied())
+        .collect();
     let mut flat = vec![0f32; x.rows * m];
-    flat.par_chunks_mut(ROW_BLOCK * m).enumerate().for_each(|(blk, out)| {
-        let row0 = blk * ROW_BLOCK;
-        let rows = out.len() / m;
-        gram_into(&x.data[row0 * dim..(row0 + rows) * dim], rows, &cand, m, dim, out);
-        for a in 0..rows {
-            for t in 0..m {
-                let v = &mut out[a * m + t];
-                *v = (norms[row0 + a] + norms[points[t]] - 2.0 * *v).max(0.0);
+    flat.par_chunks_mut(ROW_BLOCK * m)
+        .enumerate()
+        .for_each(|(blk, out)| {
+            let row0 = blk * ROW_BLOCK;
+            let rows = out.len() / m;
+            gram_into(
+                &x.data[row0 * dim..(row0 + rows) * dim],
+                rows,
+                &cand,
+                m,
+                dim,
+                out,
+            );
+            for a in 0..rows {
+                for t in 0..m {
+                    let v = &mut out[a * m + t];
+                    *v = (norms[row0 + a] + norms[points[t]] - 2.0 * *v).max(0.0);
+                }
             }
-        }
-    });
-    (0..m).map(|t| (0..x.rows).map(|i| flat[i * m + t]).collect()).collect()
+        });
+    (0..m)
+        .map(|t| (0..x.rows).map(|i| flat[i * m + t]).collect())
+        .collect()
 }
 
 /// Greedy k-means++: indices of the k rows chosen as initial centres.
 pub fn kmeans_plus_plus(x: Features<'_>, k: usize, seed: u64) -> Result<Vec<usize>, ClusterError> {
     let n = x.rows;
     if k == 0 || k > n {
-        return Err(ClusterError::Param(format!("k-means with k = {k} on {n} points (need 1 <= k <= N)")));
+        return Err(ClusterError::Param(format!(
+            "k-means with k = {k} on {n} points (need 1 <= k <= N)"
+        )));
     }
     let mut rng = SplitMix64::new(seed);
     let norms = x.squared_norms();
     let trials = 2 + (k as f64).ln() as usize;
     let first = rng.below(n);
     let mut chosen = vec![first];
-    let mut closest = distances_to_rows(x, &norms, &[first]).pop().unwrap_or_default();
+    let mut closest = distances_to_rows(x, &norms, &[first])
+        .pop()
+        .unwrap_or_default();
     let mut cumulative = vec![0f64; n];
     for _ in 1..k {
         let mut acc = 0f64;
@@ -147,7 +186,10 @@ pub fn lloyd(
 ) -> Result<KmeansResult, ClusterError> {
     let dim = x.dim;
     if dim == 0 || centers.len() % dim != 0 || centers.is_empty() {
-        return Err(ClusterError::Param(format!("{} centre values do not form rows of {dim}", centers.len())));
+        return Err(ClusterError::Param(format!(
+            "{} centre values do not form rows of {dim}",
+            centers.len()
+        )));
     }
     let k = centers.len() / dim;
     let tol_abs = tol * mean_variance(x);
@@ -165,7 +207,10 @@ pub fn lloyd(
         let mut counts = vec![0usize; k];
         for (i, &l) in labels.iter().enumerate() {
             counts[l as usize] += 1;
-            for (s, &v) in sums[l as usize * dim..(l as usize + 1) * dim].iter_mut().zip(x.row(i)) {
+            for (s, &v) in sums[l as usize * dim..(l as usize + 1) * dim]
+                .iter_mut()
+                .zip(x.row(i))
+            {
                 *s += v as f64;
             }
         }
@@ -206,7 +251,12 @@ pub fn lloyd(
     // Labels consistent with the returned centres.
     let (labels, dists) = assign(backend, x, &centers, k);
     let inertia = dists.iter().map(|&d| d as f64).sum();
-    Ok(KmeansResult { labels: labels.into_iter().map(i64::from).collect(), centers, inertia, iterations })
+    Ok(KmeansResult {
+        labels: labels.into_iter().map(i64::from).collect(),
+        centers,
+        inertia,
+        iterations,
+    })
 }
 
 fn mean_variance(x: Features<'_>) -> f64 {
@@ -222,12 +272,22 @@ fn mean_variance(x: Features<'_>) -> f64 {
             sq[d] += (v as f64) * (v as f64);
         }
     }
-    (0..dim).map(|d| sq[d] / n - (mean[d] / n).powi(2)).sum::<f64>() / dim as f64
+    (0..dim)
+        .map(|d| sq[d] / n - (mean[d] / n).powi(2))
+        .sum::<f64>()
+        / dim as f64
 }
 
 /// k-means++ then Lloyd.
-pub fn kmeans(backend: Backend, x: Features<'_>, params: KmeansParams) -> Result<KmeansResult, ClusterError> {
+pub fn kmeans(
+    backend: Backend,
+    x: Features<'_>,
+    params: KmeansParams,
+) -> Result<KmeansResult, ClusterError> {
     let init = kmeans_plus_plus(x, params.k, params.seed)?;
-    let centers: Vec<f32> = init.iter().flat_map(|&p| x.row(p).iter().copied()).collect();
+    let centers: Vec<f32> = init
+        .iter()
+        .flat_map(|&p| x.row(p).iter().copied())
+        .collect();
     lloyd(backend, x, centers, params.max_iter, params.tol)
 }

@@ -49,7 +49,12 @@ pub fn knn(backend: Backend, x: Features<'_>, k: usize) -> Result<Neighbours, Cl
 }
 
 /// [`knn`] with an explicit tile size (tests use small tiles to exercise the block seams).
-pub fn knn_tiled(backend: Backend, x: Features<'_>, k: usize, tile: usize) -> Result<Neighbours, ClusterError> {
+pub fn knn_tiled(
+    backend: Backend,
+    x: Features<'_>,
+    k: usize,
+    tile: usize,
+) -> Result<Neighbours, ClusterError> {
     Ok(knn_with(backend, x, k, RankKey::SquaredEuclidean, tile.max(1))?.0)
 }
 
@@ -83,7 +88,13 @@ impl TopK<'_> {
 }
 
 /// Merges sorted list `(lk, li)` into the sorted list `(gk, gi)`, keeping the best `k`.
-fn merge_into(gk: &mut [f32], gi: &mut [u32], lk: &[f32], li: &[u32], scratch: &mut Vec<(f32, u32)>) {
+fn merge_into(
+    gk: &mut [f32],
+    gi: &mut [u32],
+    lk: &[f32],
+    li: &[u32],
+    scratch: &mut Vec<(f32, u32)>,
+) {
     let k = gk.len();
     scratch.clear();
     let (mut a, mut b) = (0, 0);
@@ -152,7 +163,11 @@ pub(crate) fn knn_with(
             (0..count).map(|r| st.keys[r * k + k - 1]).collect()
         };
         let row_thr = worst(rblock, rows);
-        let mut col_thr = if off_diag { worst(cblock, cols) } else { Vec::new() };
+        let mut col_thr = if off_diag {
+            worst(cblock, cols)
+        } else {
+            Vec::new()
+        };
         let mut row_keys = vec![f32::INFINITY; rows * k];
         let mut row_idx = vec![u32::MAX; rows * k];
         let mut row_max = vec![f32::NEG_INFINITY; rows];
@@ -178,11 +193,18 @@ pub(crate) fn knn_with(
             }
             // Row side: columns come in ascending index order, so a strict `<` against the local
             // list's worst is the (distance, index) order.
-            let (rk, ri) = (&mut row_keys[a * k..(a + 1) * k], &mut row_idx[a * k..(a + 1) * k]);
+            let (rk, ri) = (
+                &mut row_keys[a * k..(a + 1) * k],
+                &mut row_idx[a * k..(a + 1) * k],
+            );
             let mut thr = row_thr[a];
             for (b, &key) in keys.iter().enumerate() {
                 if key <= thr && key < rk[k - 1] {
-                    TopK { keys: &mut *rk, idx: &mut *ri }.offer(key, (t.col0 + b) as u32);
+                    TopK {
+                        keys: &mut *rk,
+                        idx: &mut *ri,
+                    }
+                    .offer(key, (t.col0 + b) as u32);
                     thr = thr.min(rk[k - 1]);
                 }
             }
@@ -190,7 +212,10 @@ pub(crate) fn knn_with(
             if off_diag {
                 for (b, &key) in keys.iter().enumerate() {
                     if key <= col_thr[b] {
-                        let (ck, ci) = (&mut col_keys[b * k..(b + 1) * k], &mut col_idx[b * k..(b + 1) * k]);
+                        let (ck, ci) = (
+                            &mut col_keys[b * k..(b + 1) * k],
+                            &mut col_idx[b * k..(b + 1) * k],
+                        );
                         if key < ck[k - 1] {
                             TopK { keys: ck, idx: ci }.offer(key, i as u32);
                             col_thr[b] = col_thr[b].min(ck[k - 1]);
@@ -206,7 +231,13 @@ pub(crate) fn knn_with(
             for r in 0..n_local {
                 let s = r * k..(r + 1) * k;
                 if keys[r * k] != f32::INFINITY {
-                    merge_into(&mut st.keys[s.clone()], &mut st.idx[s.clone()], &keys[s.clone()], &idx[s], &mut scratch);
+                    merge_into(
+                        &mut st.keys[s.clone()],
+                        &mut st.idx[s.clone()],
+                        &keys[s.clone()],
+                        &idx[s],
+                        &mut scratch,
+                    );
                 }
                 st.row_max[r] = st.row_max[r].max(maxes[r]);
             }
@@ -228,5 +259,12 @@ pub(crate) fn knn_with(
     }
     // `distances` holds the ranking keys: the squared Euclidean distances for plain kNN.
     let distances = keys;
-    Ok((Neighbours { k, indices, distances }, row_max))
+    Ok((
+        Neighbours {
+            k,
+            indices,
+            distances,
+        },
+        row_max,
+    ))
 }

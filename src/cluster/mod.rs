@@ -52,10 +52,16 @@ impl<'a> Features<'a> {
     /// Checks the shape and that every value is finite (a NaN would silently poison every ranking).
     pub fn new(data: &'a [f32], rows: usize, dim: usize) -> Result<Self, ClusterError> {
         if rows.checked_mul(dim) != Some(data.len()) || (rows > 0 && dim == 0) {
-            return Err(ClusterError::Shape { len: data.len(), rows, dim });
+            return Err(ClusterError::Shape {
+                len: data.len(),
+                rows,
+                dim,
+            });
         }
         if rows > u32::MAX as usize {
-            return Err(ClusterError::Param(format!("{rows} rows exceed the u32 index range")));
+            return Err(ClusterError::Param(format!(
+                "{rows} rows exceed the u32 index range"
+            )));
         }
         if let Some(row) = data
             .chunks(dim.max(1))
@@ -74,7 +80,10 @@ impl<'a> Features<'a> {
     /// Squared L2 norm of every row, in f32 like the GEMM that uses them.
     pub fn squared_norms(&self) -> Vec<f32> {
         use rayon::prelude::*;
-        (0..self.rows).into_par_iter().map(|i| dot(self.row(i), self.row(i))).collect()
+        (0..self.rows)
+            .into_par_iter()
+            .map(|i| dot(self.row(i), self.row(i)))
+            .collect()
     }
 }
 
@@ -208,7 +217,13 @@ impl SparseGraph {
                 cursor[i] += 1;
             }
         }
-        Self { offsets, neighbours, distances, eps_max, absent_distance }
+        Self {
+            offsets,
+            neighbours,
+            distances,
+            eps_max,
+            absent_distance,
+        }
     }
 }
 

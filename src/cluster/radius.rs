@@ -38,7 +38,9 @@ pub fn radius_graph(
     eps_max: f32,
 ) -> Result<SparseGraph, ClusterError> {
     if !eps_max.is_finite() || eps_max < 0.0 {
-        return Err(ClusterError::Param(format!("eps = {eps_max} must be a finite non-negative number")));
+        return Err(ClusterError::Param(format!(
+            "eps = {eps_max} must be a finite non-negative number"
+        )));
     }
     let n = x.rows;
     let norms = x.squared_norms();
@@ -58,7 +60,10 @@ pub fn radius_graph(
             }
         }
         if !local.is_empty() {
-            found.lock().unwrap_or_else(|e| e.into_inner()).extend(local);
+            found
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(local);
         }
     });
     let mut edges = found.into_inner().unwrap_or_else(|e| e.into_inner());

@@ -101,14 +101,17 @@ pub fn self_paced_labels(
     let threshold = match indep_threshold {
         Some(t) => t,
         None => {
-            let mut scores: Vec<f32> =
-                (0..n_normal).filter(|&c| cluster_size[c] > 1).map(|c| cluster_indep[c]).collect();
+            let mut scores: Vec<f32> = (0..n_normal)
+                .filter(|&c| cluster_size[c] > 1)
+                .map(|c| cluster_indep[c])
+                .collect();
             if scores.is_empty() {
                 // No cluster to judge: the reference would fail here; nothing depends on the value.
                 f32::INFINITY
             } else {
                 scores.sort_by(f32::total_cmp);
-                let at = ((scores.len() as f64 * 0.9).round_ties_even() as usize).min(scores.len() - 1);
+                let at =
+                    ((scores.len() as f64 * 0.9).round_ties_even() as usize).min(scores.len() - 1);
                 scores[at]
             }
         }
@@ -125,5 +128,11 @@ pub fn self_paced_labels(
             }
         })
         .collect();
-    Ok(SelfPacedResult { labels, r_comp, r_indep, indep_threshold: threshold, num_pseudo_labels: n_normal })
+    Ok(SelfPacedResult {
+        labels,
+        r_comp,
+        r_indep,
+        indep_threshold: threshold,
+        num_pseudo_labels: n_normal,
+    })
 }

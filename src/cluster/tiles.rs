@@ -91,7 +91,13 @@ where
             let a = &x.data[row0 * x.dim..(row0 + rows) * x.dim];
             let b = &x.data[col0 * x.dim..(col0 + cols) * x.dim];
             gram_into(a, rows, b, cols, x.dim, buf);
-            visit(&SymmetricTile { row0, rows, col0, cols, gram: &buf[..rows * cols] });
+            visit(&SymmetricTile {
+                row0,
+                rows,
+                col0,
+                cols,
+                gram: &buf[..rows * cols],
+            });
         },
     );
 }

@@ -68,7 +68,13 @@ fn before(d1: f32, i1: usize, d2: f32, i2: usize) -> bool {
 }
 
 /// Scores one query from its distances to every gallery item; None if it has no valid true match.
-pub fn score_query(dist: &[f32], qpid: i64, qcam: i64, gpids: &[i64], gcams: &[i64]) -> Option<QueryScore> {
+pub fn score_query(
+    dist: &[f32],
+    qpid: i64,
+    qcam: i64,
+    gpids: &[i64],
+    gcams: &[i64],
+) -> Option<QueryScore> {
     if qpid < 0 {
         return None;
     }
@@ -102,12 +108,22 @@ pub fn score_query(dist: &[f32], qpid: i64, qcam: i64, gpids: &[i64], gcams: &[i
         }
         precision_sum += (t + 1) as f64 / (rank + 1) as f64;
     }
-    Some(QueryScore { average_precision: precision_sum / matches.len() as f64, first_match })
+    Some(QueryScore {
+        average_precision: precision_sum / matches.len() as f64,
+        first_match,
+    })
 }
 
 /// The first `n` valid gallery items of a query's ranking (junk and same-camera same-pid items
 /// removed), with whether each is a true match.
-pub fn top_ranked(dist: &[f32], qpid: i64, qcam: i64, gpids: &[i64], gcams: &[i64], n: usize) -> Vec<(usize, bool)> {
+pub fn top_ranked(
+    dist: &[f32],
+    qpid: i64,
+    qcam: i64,
+    gpids: &[i64],
+    gcams: &[i64],
+    n: usize,
+) -> Vec<(usize, bool)> {
     let mut valid: Vec<usize> = (0..dist.len())
         .filter(|&j| gpids[j] >= 0 && !(gpids[j] == qpid && gcams[j] == qcam))
         .collect();
@@ -126,7 +142,12 @@ pub const QUERY_BLOCK: usize = 128;
 
 /// Evaluation over distance rows produced by `rows(first_query, count, out)`, which must write
 /// `count` rows of `num_gallery` distances into `out`. Blocks run in parallel.
-pub fn evaluate_with<F>(query: (&[i64], &[i64]), gallery: (&[i64], &[i64]), max_rank: usize, rows: F) -> EvalResult
+pub fn evaluate_with<F>(
+    query: (&[i64], &[i64]),
+    gallery: (&[i64], &[i64]),
+    max_rank: usize,
+    rows: F,
+) -> EvalResult
 where
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {
@@ -141,7 +162,15 @@ where
             let mut buf = vec![0f32; count * ng];
             rows(q0, count, &mut buf);
             (0..count)
-                .map(|t| score_query(&buf[t * ng..(t + 1) * ng], qpids[q0 + t], qcams[q0 + t], gpids, gcams))
+                .map(|t| {
+                    score_query(
+                        &buf[t * ng..(t + 1) * ng],
+                        qpids[q0 + t],
+                        qcams[q0 + t],
+                        gpids,
+                        gcams,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -158,14 +187,38 @@ where
         running += *c;
         *c = if nv > 0 { running / nv as f64 } else { 0.0 };
     }
-    let map = if nv > 0 { valid.iter().map(|s| s.average_precision).sum::<f64>() / nv as f64 } else { 0.0 };
-    EvalResult { map, cmc, num_queries: nq, num_valid_queries: nv, num_skipped_queries: nq - nv }
+    let map = if nv > 0 {
+        valid.iter().map(|s| s.average_precision).sum::<f64>() / nv as f64
+    } else {
+        0.0
+    };
+    EvalResult {
+        map,
+        cmc,
+        num_queries: nq,
+        num_valid_queries: nv,
+        num_skipped_queries: nq - nv,
+    }
 }
 
 /// Squared Euclidean distances of queries `q0..q0+count` to the whole gallery, row-major.
-pub fn distance_rows(query: Features<'_>, gallery: Features<'_>, gallery_norms: &[f32], q0: usize, count: usize, out: &mut [f32]) {
+pub fn distance_rows(
+    query: Features<'_>,
+    gallery: Features<'_>,
+    gallery_norms: &[f32],
+    q0: usize,
+    count: usize,
+    out: &mut [f32],
+) {
     let (dim, ng) = (query.dim, gallery.rows);
-    gram_into(&query.data[q0 * dim..(q0 + count) * dim], count, gallery.data, ng, dim, out);
+    gram_into(
+        &query.data[q0 * dim..(q0 + count) * dim],
+        count,
+        gallery.data,
+        ng,
+        dim,
+        out,
+    );
     for t in 0..count {
         let q = query.row(q0 + t);
         let nq = crate::cluster::dot(q, q);
@@ -189,7 +242,10 @@ pub fn evaluate(
         )));
     }
     let gallery_norms = gallery.x.squared_norms();
-    Ok(evaluate_with((query.pids, query.camids), (gallery.pids, gallery.camids), max_rank, |q0, count, out| {
-        distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out)
-    }))
+    Ok(evaluate_with(
+        (query.pids, query.camids),
+        (gallery.pids, gallery.camids),
+        max_rank,
+        |q0, count, out| distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out),
+    ))
 }

@@ -6,5 +6,7 @@ pub mod metrics;
 pub mod rerank;
 pub mod visualize;
 
-pub use metrics::{evaluate, evaluate_with, score_query, top_ranked, EvalResult, LabeledFeatures, QueryScore};
+pub use metrics::{
+    evaluate, evaluate_with, score_query, top_ranked, EvalResult, LabeledFeatures, QueryScore,
+};
 pub use rerank::{RerankParams, Reranker};

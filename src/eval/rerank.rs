@@ -26,7 +26,11 @@ pub struct RerankParams {
 
 impl Default for RerankParams {
     fn default() -> Self {
-        Self { k1: 20, k2: 6, lambda: 0.3 }
+        Self {
+            k1: 20,
+            k2: 6,
+            lambda: 0.3,
+        }
     }
 }
 
@@ -46,10 +50,18 @@ pub struct Reranker {
 }
 
 impl Reranker {
-    pub fn new(backend: Backend, query: Features<'_>, gallery: Features<'_>, params: RerankParams) -> Result<Self, ClusterError> {
+    pub fn new(
+        backend: Backend,
+        query: Features<'_>,
+        gallery: Features<'_>,
+        params: RerankParams,
+    ) -> Result<Self, ClusterError> {
         let RerankParams { k1, k2, lambda } = params;
         if query.dim != gallery.dim {
-            return Err(ClusterError::Param(format!("query features are {}-d, gallery {}-d", query.dim, gallery.dim)));
+            return Err(ClusterError::Param(format!(
+                "query features are {}-d, gallery {}-d",
+                query.dim, gallery.dim
+            )));
         }
         let m = query.rows + gallery.rows;
         if k1 == 0 || k2 == 0 || k2 > k1 + 1 || k1 + 1 > m {
@@ -58,59 +70,76 @@ impl Reranker {
             )));
         }
         if !(0.0..=1.0).contains(&lambda) {
-            return Err(ClusterError::Param(format!("re-ranking lambda = {lambda} must lie in [0, 1]")));
+            return Err(ClusterError::Param(format!(
+                "re-ranking lambda = {lambda} must lie in [0, 1]"
+            )));
         }
         let dim = query.dim;
         let mut all = Vec::with_capacity(m * dim);
         all.extend_from_slice(query.data);
         all.extend_from_slice(gallery.data);
-        let x = Features { data: &all, rows: m, dim };
+        let x = Features {
+            data: &all,
+            rows: m,
+            dim,
+        };
         let norms = x.squared_norms();
         // Lists ordered by d^2 exactly as the reference's argsort of the squared matrix; their
         // keys are d^2, and row_max is the normaliser.
         let (nb, row_max) = knn_with(backend, x, k1 + 1, RankKey::SquaredEuclideanSquared, TILE)?;
         let full = reciprocal_lists(&nb, k1 + 1);
         let half = reciprocal_lists(&nb, round_half(k1) + 1);
-        let (offsets, values) = par_rows(
-            m,
-            64,
-            Vec::<u32>::new,
-            |expansion, i, out| {
-                let r = full.row(i);
-                expansion.clear();
-                expansion.extend_from_slice(r);
-                for &c in r {
-                    let candidate = half.row(c as usize);
-                    let shared = candidate.iter().filter(|j| r.contains(j)).count();
-                    if shared as f64 > 2.0 / 3.0 * candidate.len() as f64 {
-                        expansion.extend_from_slice(candidate);
-                    }
+        let (offsets, values) = par_rows(m, 64, Vec::<u32>::new, |expansion, i, out| {
+            let r = full.row(i);
+            expansion.clear();
+            expansion.extend_from_slice(r);
+            for &c in r {
+                let candidate = half.row(c as usize);
+                let shared = candidate.iter().filter(|j| r.contains(j)).count();
+                if shared as f64 > 2.0 / 3.0 * candidate.len() as f64 {
+                    expansion.extend_from_slice(candidate);
                 }
-                expansion.sort_unstable();
-                expansion.dedup();
-                let (row, keys) = (nb.row(i), nb.row_distances(i));
-                let weights: Vec<f64> = expansion
+            }
+            expansion.sort_unstable();
+            expansion.dedup();
+            let (row, keys) = (nb.row(i), nb.row_distances(i));
+            let weights: Vec<f64> = expansion
+                .iter()
+                .map(|&j| {
+                    let d2 = match row.iter().position(|&q| q == j) {
+                        Some(p) => keys[p],
+                        None => {
+                            let d = norms[i] + norms[j as usize]
+                                - 2.0 * dot(x.row(i), x.row(j as usize));
+                            d * d
+                        }
+                    };
+                    (-(normalise(d2, row_max[i]) as f64)).exp()
+                })
+                .collect();
+            let sum: f64 = weights.iter().sum();
+            out.extend(
+                expansion
                     .iter()
-                    .map(|&j| {
-                        let d2 = match row.iter().position(|&q| q == j) {
-                            Some(p) => keys[p],
-                            None => {
-                                let d = norms[i] + norms[j as usize] - 2.0 * dot(x.row(i), x.row(j as usize));
-                                d * d
-                            }
-                        };
-                        (-(normalise(d2, row_max[i]) as f64)).exp()
-                    })
-                    .collect();
-                let sum: f64 = weights.iter().sum();
-                out.extend(expansion.iter().zip(&weights).map(|(&j, &w)| (j, (w / sum) as f32)));
-            },
-        );
+                    .zip(&weights)
+                    .map(|(&j, &w)| (j, (w / sum) as f32)),
+            );
+        });
         let v = Csr { offsets, values };
         let vq = query_expansion(&v, &nb, k2);
         drop(v);
         let inverted = transpose(&vq, m);
-        Ok(Self { all, dim, num_query: query.rows, num_gallery: gallery.rows, norms, row_max, vq, inverted, params })
+        Ok(Self {
+            all,
+            dim,
+            num_query: query.rows,
+            num_gallery: gallery.rows,
+            norms,
+            row_max,
+            vq,
+            inverted,
+            params,
+        })
     }
 
     pub fn num_query(&self) -> usize {
@@ -125,7 +154,14 @@ impl Reranker {
     pub fn rows(&self, q0: usize, count: usize, out: &mut [f32]) {
         let (dim, nq, ng) = (self.dim, self.num_query, self.num_gallery);
         let gallery = &self.all[nq * dim..];
-        gram_into(&self.all[q0 * dim..(q0 + count) * dim], count, gallery, ng, dim, out);
+        gram_into(
+            &self.all[q0 * dim..(q0 + count) * dim],
+            count,
+            gallery,
+            ng,
+            dim,
+            out,
+        );
         let lambda = self.params.lambda;
         let mut acc = vec![0f32; nq + ng];
         let mut touched = Vec::new();
@@ -133,9 +169,16 @@ impl Reranker {
         for t in 0..count {
             let i = q0 + t;
             jac.fill(1.0);
-            jaccard_row(self.vq.row(i), &self.inverted, nq as u32, &mut acc, &mut touched, |j, v| {
-                jac[j as usize - nq] = v;
-            });
+            jaccard_row(
+                self.vq.row(i),
+                &self.inverted,
+                nq as u32,
+                &mut acc,
+                &mut touched,
+                |j, v| {
+                    jac[j as usize - nq] = v;
+                },
+            );
             let row = &mut out[t * ng..(t + 1) * ng];
             for (g, (v, &jv)) in row.iter_mut().zip(&jac).enumerate() {
                 let d = self.norms[i] + self.norms[nq + g] - 2.0 * *v;

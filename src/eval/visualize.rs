@@ -21,7 +21,12 @@ pub struct RankedList {
 fn thumbnail(path: &Path) -> anyhow::Result<RgbImage> {
     use anyhow::Context;
     let img = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    Ok(imageops::resize(&img.to_rgb8(), THUMB_W, THUMB_H, imageops::FilterType::Triangle))
+    Ok(imageops::resize(
+        &img.to_rgb8(),
+        THUMB_W,
+        THUMB_H,
+        imageops::FilterType::Triangle,
+    ))
 }
 
 fn paste_with_border(canvas: &mut RgbImage, thumb: &RgbImage, x: u32, y: u32, colour: Rgb<u8>) {
@@ -42,15 +47,28 @@ pub fn draw_ranked_list(list: &RankedList, out: &Path) -> anyhow::Result<()> {
     let width = GAP + cell_w + QUERY_GAP + n * (cell_w + GAP);
     let height = THUMB_H + 2 * BORDER + 2 * GAP;
     let mut canvas = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    paste_with_border(&mut canvas, &thumbnail(&list.query_image)?, GAP, GAP, Rgb([128, 128, 128]));
+    paste_with_border(
+        &mut canvas,
+        &thumbnail(&list.query_image)?,
+        GAP,
+        GAP,
+        Rgb([128, 128, 128]),
+    );
     for (r, (path, is_match)) in list.gallery.iter().enumerate() {
-        let colour = if *is_match { Rgb([0, 170, 0]) } else { Rgb([220, 0, 0]) };
+        let colour = if *is_match {
+            Rgb([0, 170, 0])
+        } else {
+            Rgb([220, 0, 0])
+        };
         let x = GAP + cell_w + QUERY_GAP + r as u32 * (cell_w + GAP);
         paste_with_border(&mut canvas, &thumbnail(path)?, x, GAP, colour);
     }
     let mut bytes = Vec::new();
     canvas
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .context("encoding PNG")?;
     crate::features::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
 }

@@ -29,7 +29,16 @@ fn normalize(v: &mut [f32]) {
 /// Row-major n x dim features, L2-normalised (approximately so when quantised), and the true
 /// cluster of each point (-1 for outliers).
 pub fn make(layout: Layout) -> (Vec<f32>, Vec<i64>) {
-    let Layout { n, dim, clusters, spread, outliers, duplicates, quantize, seed } = layout;
+    let Layout {
+        n,
+        dim,
+        clusters,
+        spread,
+        outliers,
+        duplicates,
+        quantize,
+        seed,
+    } = layout;
     let mut rng = SplitMix64::new(seed);
     let centres: Vec<Vec<f32>> = (0..clusters)
         .map(|_| {
@@ -54,7 +63,10 @@ pub fn make(layout: Layout) -> (Vec<f32>, Vec<i64>) {
         } else {
             let c = rng.below(clusters);
             let s = spread / (dim as f64).sqrt();
-            v = centres[c].iter().map(|&x| x + (rng.normal() * s) as f32).collect();
+            v = centres[c]
+                .iter()
+                .map(|&x| x + (rng.normal() * s) as f32)
+                .collect();
             normalize(&mut v);
             truth.push(c as i64);
         }
