@@ -729,3 +729,27 @@ fn self_paced_labels_match_dense_reference() {
         ref_self_paced(&a, &b, &c)
     );
 }
+
+#[test]
+fn gpu_tiles_give_the_same_neighbours_and_radius_graph() {
+    // Quantised features make every dot product exact in f32, so the GPU matmul and the CPU GEMM
+    // must agree bit for bit and the lists must be identical, ties included.
+    let device = match unreid::Device::gpu() {
+        Ok(d) => d,
+        Err(e) => panic!("the GPU tests need an adapter (lavapipe in CI): {e}"),
+    };
+    let layout = Layout {
+        n: 300,
+        ..layouts()[2].1
+    };
+    let (x, _) = make(layout);
+    let feats = Features::new(&x, layout.n, layout.dim).unwrap();
+    let gpu = Backend::from_device(&device);
+    assert!(matches!(gpu, Backend::Gpu(_)));
+    let want = knn_tiled(CPU, feats, 12, 64).unwrap();
+    let got = knn_tiled(gpu.clone(), feats, 12, 64).unwrap();
+    assert_eq!(got.indices, want.indices);
+    let a = radius_graph(CPU, feats, PlainDistance::Euclidean, 0.6).unwrap();
+    let b = radius_graph(gpu, feats, PlainDistance::Euclidean, 0.6).unwrap();
+    assert_eq!((a.offsets, a.neighbours), (b.offsets, b.neighbours));
+}

@@ -58,6 +58,13 @@ pub struct ClusterArgs {
     /// k-means: seed of the k-means++ initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the kNN / radius-graph distance tiles run: `auto` uses a real GPU when there is one
+    /// and the CPU GEMM path otherwise (also when the only adapter is a CPU emulation).
+    #[arg(long, value_enum, default_value_t = crate::DeviceChoice::Auto)]
+    pub device: crate::DeviceChoice,
+    /// Adapter name substring or backend (vulkan, metal, dx12, gl) for --device gpu/auto.
+    #[arg(long, env = "UNREID_ADAPTER")]
+    pub adapter: Option<String>,
     /// Where to write the labels JSON.
     #[arg(long)]
     pub out: PathBuf,
@@ -97,7 +104,9 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     let x = Features::new(&set.features, set.num, set.dim)
         .with_context(|| format!("in {}", args.features.display()))?;
-    let backend = Backend::Cpu;
+    let backend = Backend::from_device(
+        &crate::Device::choose(args.device, args.adapter.as_deref()).context("--device")?,
+    );
 
     let mut extra = serde_json::Map::new();
     let (labels, num_clusters, num_outliers) = match args.algo {

@@ -197,7 +197,7 @@ pub fn lloyd(
     let mut iterations = 0;
     for _ in 0..max_iter {
         iterations += 1;
-        let (new_labels, dists) = assign(backend, x, &centers, k);
+        let (new_labels, dists) = assign(backend.clone(), x, &centers, k);
         let unchanged = new_labels == labels;
         labels = new_labels;
         if unchanged {

@@ -246,7 +246,7 @@ pub(crate) fn knn_with(
         if off_diag {
             merge(cblock, cols, &col_keys, &col_idx, &col_max);
         }
-    });
+    })?;
 
     let mut indices = Vec::with_capacity(n * k);
     let mut keys = Vec::with_capacity(n * k);

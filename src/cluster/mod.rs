@@ -29,15 +29,38 @@ pub enum ClusterError {
     NonFinite { row: usize },
     #[error("invalid parameter: {0}")]
     Param(String),
+    #[error("GPU: {0}")]
+    Device(String),
 }
 
-/// Where the dense distance tiles are computed. Only the CPU path exists today (rayon + the `gemm`
-/// crate); a GPU variant computing the same tiles with the runtime's matmul slots in here, and every
-/// sparse stage after the tiles stays on the CPU either way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the dense dot-product tiles of the clustering stages (kNN, radius graph) are computed:
+/// on the CPU (rayon + the `gemm` crate), or with the runtime's matmul on a GPU device. Every
+/// sparse stage after the tiles runs on the CPU either way. Use [`Backend::from_device`] with the
+/// result of `Device::choose`, so a CPU-only adapter (lavapipe) takes the fast CPU path.
+#[derive(Clone, Default)]
 pub enum Backend {
     #[default]
     Cpu,
+    Gpu(crate::Device),
+}
+
+impl Backend {
+    pub fn from_device(device: &crate::Device) -> Self {
+        if device.is_gpu() {
+            Backend::Gpu(device.clone())
+        } else {
+            Backend::Cpu
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Cpu => write!(f, "Cpu"),
+            Backend::Gpu(_) => write!(f, "Gpu"),
+        }
+    }
 }
 
 /// A row-major N x D feature matrix borrowed from the caller.

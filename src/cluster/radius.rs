@@ -65,7 +65,7 @@ pub fn radius_graph(
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(local);
         }
-    });
+    })?;
     let mut edges = found.into_inner().unwrap_or_else(|e| e.into_inner());
     edges.sort_unstable_by_key(|&(i, j, _)| (i, j));
     let mut offsets = vec![0usize; n + 1];

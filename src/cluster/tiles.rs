@@ -4,7 +4,7 @@
 //! below spread blocks over rayon's pool (one single-threaded GEMM per worker gives better cache use
 //! than one multi-threaded GEMM per block at these sizes).
 
-use super::{Backend, Features};
+use super::{Backend, ClusterError, Features};
 use rayon::prelude::*;
 
 /// Rows per tile side. 768 x 768 f32 = 2.3 MB of output per worker: big enough for GEMM efficiency,
@@ -70,9 +70,15 @@ impl SymmetricTile<'_> {
     }
 }
 
-/// Calls `visit` for every upper-triangle block (including the diagonal) of `X X^T`, in parallel.
-/// Each worker reuses one tile buffer.
-pub fn for_each_symmetric_tile<F>(_backend: Backend, x: Features<'_>, tile: usize, visit: F)
+/// Calls `visit` for every upper-triangle block (including the diagonal) of `X X^T`. On the CPU the
+/// blocks run in parallel, each worker reusing one tile buffer; on a GPU each block is one matmul
+/// (read back, then visited while the next one is computed by the device queue in order).
+pub fn for_each_symmetric_tile<F>(
+    backend: Backend,
+    x: Features<'_>,
+    tile: usize,
+    visit: F,
+) -> Result<(), ClusterError>
 where
     F: Fn(&SymmetricTile<'_>) + Sync,
 {
@@ -82,22 +88,57 @@ where
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|bi| (bi..blocks).map(move |bj| (bi, bj)))
         .collect();
-    pairs.par_iter().for_each_init(
-        || vec![0f32; tile * tile],
-        |buf, &(bi, bj)| {
-            let (row0, col0) = (bi * tile, bj * tile);
-            let rows = tile.min(n - row0);
-            let cols = tile.min(n - col0);
-            let a = &x.data[row0 * x.dim..(row0 + rows) * x.dim];
-            let b = &x.data[col0 * x.dim..(col0 + cols) * x.dim];
-            gram_into(a, rows, b, cols, x.dim, buf);
-            visit(&SymmetricTile {
-                row0,
-                rows,
-                col0,
-                cols,
-                gram: &buf[..rows * cols],
-            });
-        },
-    );
+    let span = |b: usize| (b * tile, tile.min(n - b * tile));
+    match backend {
+        Backend::Cpu => {
+            pairs.par_iter().for_each_init(
+                || vec![0f32; tile * tile],
+                |buf, &(bi, bj)| {
+                    let ((row0, rows), (col0, cols)) = (span(bi), span(bj));
+                    let a = &x.data[row0 * x.dim..(row0 + rows) * x.dim];
+                    let b = &x.data[col0 * x.dim..(col0 + cols) * x.dim];
+                    gram_into(a, rows, b, cols, x.dim, buf);
+                    visit(&SymmetricTile {
+                        row0,
+                        rows,
+                        col0,
+                        cols,
+                        gram: &buf[..rows * cols],
+                    });
+                },
+            );
+            Ok(())
+        }
+        Backend::Gpu(device) => {
+            let _no_grad = crate::NoGradGuard::new();
+            let err = |e: crate::Error| ClusterError::Device(e.to_string());
+            let upload = |b: usize| {
+                let (start, len) = span(b);
+                crate::Tensor::from_slice(
+                    &x.data[start * x.dim..(start + len) * x.dim],
+                    &[len, x.dim],
+                    &device,
+                )
+            };
+            let uploaded: Vec<crate::Tensor> = (0..blocks)
+                .map(upload)
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            for &(bi, bj) in &pairs {
+                let ((row0, rows), (col0, cols)) = (span(bi), span(bj));
+                let gram = uploaded[bi]
+                    .matmul_t(&uploaded[bj], false, true)
+                    .and_then(|g| g.to_vec())
+                    .map_err(err)?;
+                visit(&SymmetricTile {
+                    row0,
+                    rows,
+                    col0,
+                    cols,
+                    gram: &gram,
+                });
+            }
+            Ok(())
+        }
+    }
 }
