@@ -7,6 +7,7 @@ pub mod autograd;
 pub mod cli;
 pub mod cluster;
 pub mod cpu;
+pub mod data;
 mod device;
 mod error;
 pub mod eval;

@@ -2,9 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod check_data;
 pub mod cluster;
 pub mod evaluate;
 pub mod info;
+pub mod synth;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +27,10 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// List GPU adapters, the one chosen, and its limits.
     Info(info::InfoArgs),
+    /// Write the built-in synthetic two-domain benchmark (Market-1501 layout per domain).
+    Synth(synth::Args),
+    /// Scan a dataset: print its summary table and list every unreadable or truncated image.
+    CheckData(check_data::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,5 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(args) => cluster::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Synth(args) => synth::run(args),
+        Command::CheckData(args) => check_data::run(args),
     }
 }
