@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod check_data;
+pub mod cluster;
+pub mod evaluate;
 pub mod info;
 pub mod synth;
 
@@ -19,6 +21,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
+    Cluster(cluster::ClusterArgs),
+    /// mAP and CMC of query features against gallery features (Market-1501 protocol).
+    Evaluate(evaluate::EvaluateArgs),
     /// List GPU adapters, the one chosen, and its limits.
     Info(info::InfoArgs),
     /// Write the built-in synthetic two-domain benchmark (Market-1501 layout per domain).
@@ -29,6 +35,8 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Cluster(args) => cluster::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
         Command::Synth(args) => synth::run(args),
         Command::CheckData(args) => check_data::run(args),
