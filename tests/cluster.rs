@@ -753,3 +753,36 @@ fn gpu_tiles_give_the_same_neighbours_and_radius_graph() {
     let b = radius_graph(gpu, feats, PlainDistance::Euclidean, 0.6).unwrap();
     assert_eq!((a.offsets, a.neighbours), (b.offsets, b.neighbours));
 }
+
+#[test]
+fn gpu_lloyd_matches_the_cpu_path() {
+    // Separated blobs: no point is near a tie, so the two GEMMs' rounding cannot flip a label.
+    let device =
+        unreid::Device::gpu().unwrap_or_else(|e| panic!("the GPU tests need an adapter: {e}"));
+    let layout = Layout {
+        n: 700,
+        dim: 20,
+        clusters: 9,
+        spread: 0.1,
+        outliers: 0.0,
+        duplicates: 0.0,
+        quantize: false,
+        seed: 41,
+    };
+    let (x, _) = make(layout);
+    let feats = Features::new(&x, layout.n, layout.dim).unwrap();
+    let params = KmeansParams {
+        k: 9,
+        max_iter: 50,
+        tol: 0.0,
+        seed: 3,
+    };
+    let want = kmeans(CPU, feats, params).unwrap();
+    let got = kmeans(Backend::from_device(&device), feats, params).unwrap();
+    assert_eq!(got.labels, want.labels);
+    assert_eq!(got.iterations, want.iterations);
+    for (a, b) in got.centers.iter().zip(&want.centers) {
+        assert!((a - b).abs() < 1e-4, "centre value {a} vs {b}");
+    }
+    assert!((got.inertia - want.inertia).abs() < 1e-3 * want.inertia.max(1.0));
+}

@@ -1,6 +1,8 @@
 //! k-means: greedy k-means++ initialisation (sklearn's variant: 2 + ln k candidate draws per centre,
 //! keep the one that lowers the potential most) and Lloyd iterations, seeded. The assignment step
-//! is a blocked distance + argmin over GEMM tiles (ties go to the lower centre index).
+//! is a blocked distance + argmin over GEMM tiles (ties go to the lower centre index): on the CPU
+//! with the gemm crate, or on a GPU backend with the runtime's matmul and argmin kernels (the
+//! features are uploaded once per Lloyd run; only labels and distances come back).
 
 use super::rng::SplitMix64;
 use super::tiles::gram_into;
@@ -40,13 +42,66 @@ pub struct KmeansResult {
 
 const ROW_BLOCK: usize = 256;
 
+/// The features resident on a GPU for the assignment step, with their squared norms.
+pub struct DeviceRows {
+    rows: crate::Tensor,
+    norms: crate::Tensor,
+}
+
+impl DeviceRows {
+    pub fn upload(device: &crate::Device, x: Features<'_>) -> Result<DeviceRows, ClusterError> {
+        let gpu = |e: crate::Error| ClusterError::Device(e.to_string());
+        let rows = crate::Tensor::from_slice(x.data, &[x.rows, x.dim], device).map_err(gpu)?;
+        let norms = rows.square().and_then(|t| t.sum(1, true)).map_err(gpu)?;
+        Ok(DeviceRows { rows, norms })
+    }
+
+    /// Nearest centre (lowest index on ties) and squared distance of every row, computed in row
+    /// blocks small enough for one storage binding.
+    pub fn assign(&self, centers: &[f32], k: usize) -> crate::Result<(Vec<u32>, Vec<f32>)> {
+        let (n, dim) = (self.rows.shape()[0], self.rows.shape()[1]);
+        let device = self.rows.device();
+        let c = crate::Tensor::from_slice(centers, &[k, dim], device)?;
+        let c_norms = c.square()?.sum(1, false)?.reshape(&[1, k])?;
+        let limit = device.as_gpu().map_or(1 << 28, |g| g.max_binding_bytes()) as usize;
+        let block = (limit / 4 / k.max(1)).clamp(1, n.max(1)).min(65_536);
+        let (mut labels, mut dists) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for start in (0..n).step_by(block) {
+            let len = block.min(n - start);
+            let xb = self.rows.narrow(0, start, len)?;
+            let d = self
+                .norms
+                .narrow(0, start, len)?
+                .add(&c_norms)?
+                .sub(&xb.matmul_t(&c, false, true)?.mul_scalar(2.0)?)?;
+            labels.extend(
+                d.argmin(1, false)?
+                    .to_vec_i32()?
+                    .into_iter()
+                    .map(|i| i as u32),
+            );
+            dists.extend(d.min(1, false)?.to_vec()?.into_iter().map(|v| v.max(0.0)));
+        }
+        Ok((labels, dists))
+    }
+}
+
 /// Nearest centre of every row and its squared distance (clamped at 0).
 pub fn assign(
-    _backend: Backend,
+    backend: Backend,
     x: Features<'_>,
     centers: &[f32],
     k: usize,
-) -> (Vec<u32>, Vec<f32>) {
+) -> Result<(Vec<u32>, Vec<f32>), ClusterError> {
+    match backend {
+        Backend::Gpu(device) => DeviceRows::upload(&device, x)?
+            .assign(centers, k)
+            .map_err(|e| ClusterError::Device(e.to_string())),
+        Backend::Cpu => Ok(assign_cpu(x, centers, k)),
+    }
+}
+
+fn assign_cpu(x: Features<'_>, centers: &[f32], k: usize) -> (Vec<u32>, Vec<f32>) {
     let dim = x.dim;
     let center_norms: Vec<f32> = centers
         .chunks(dim.max(1))
@@ -193,11 +248,21 @@ pub fn lloyd(
     }
     let k = centers.len() / dim;
     let tol_abs = tol * mean_variance(x);
+    let on_device = match &backend {
+        Backend::Gpu(device) => Some(DeviceRows::upload(device, x)?),
+        Backend::Cpu => None,
+    };
+    let assign = |centers: &[f32]| match &on_device {
+        Some(rows) => rows
+            .assign(centers, k)
+            .map_err(|e| ClusterError::Device(e.to_string())),
+        None => Ok(assign_cpu(x, centers, k)),
+    };
     let mut labels: Vec<u32> = Vec::new();
     let mut iterations = 0;
     for _ in 0..max_iter {
         iterations += 1;
-        let (new_labels, dists) = assign(backend.clone(), x, &centers, k);
+        let (new_labels, dists) = assign(&centers)?;
         let unchanged = new_labels == labels;
         labels = new_labels;
         if unchanged {
@@ -249,7 +314,7 @@ pub fn lloyd(
         }
     }
     // Labels consistent with the returned centres.
-    let (labels, dists) = assign(backend, x, &centers, k);
+    let (labels, dists) = assign(&centers)?;
     let inertia = dists.iter().map(|&d| d as f64).sum();
     Ok(KmeansResult {
         labels: labels.into_iter().map(i64::from).collect(),
