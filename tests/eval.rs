@@ -182,21 +182,31 @@ fn random_case_matches_brute_force() {
         })
         .collect();
     let (map, cmc, valid) = brute_force(&dist, &qp, &qc, &gp, &gc, 20);
-    let r = evaluate(
-        CPU,
-        LabeledFeatures::new(Features::new(qx, nq, 16).unwrap(), &qp, &qc).unwrap(),
-        LabeledFeatures::new(Features::new(gx, ng, 16).unwrap(), &gp, &gc).unwrap(),
-        20,
-    )
-    .unwrap();
-    assert_eq!(r.num_valid_queries, valid);
-    assert!(
-        r.num_skipped_queries < nq && valid > 100,
-        "degenerate: {valid} valid"
-    );
-    assert!((r.map - map).abs() < 1e-12, "mAP {} vs {map}", r.map);
-    for (a, b) in r.cmc.iter().zip(&cmc) {
-        assert!((a - b).abs() < 1e-12);
+    // Exact distances on the GPU too, so both backends must give the brute-force figures exactly.
+    let gpu =
+        unreid::Device::gpu().unwrap_or_else(|e| panic!("the GPU tests need an adapter: {e}"));
+    for backend in [CPU, Backend::Gpu(gpu)] {
+        let name = format!("{backend:?}");
+        let r = evaluate(
+            backend,
+            LabeledFeatures::new(Features::new(qx, nq, 16).unwrap(), &qp, &qc).unwrap(),
+            LabeledFeatures::new(Features::new(gx, ng, 16).unwrap(), &gp, &gc).unwrap(),
+            20,
+        )
+        .unwrap();
+        assert_eq!(r.num_valid_queries, valid, "{name}");
+        assert!(
+            r.num_skipped_queries < nq && valid > 100,
+            "degenerate: {valid} valid"
+        );
+        assert!(
+            (r.map - map).abs() < 1e-12,
+            "{name}: mAP {} vs {map}",
+            r.map
+        );
+        for (a, b) in r.cmc.iter().zip(&cmc) {
+            assert!((a - b).abs() < 1e-12, "{name}: CMC");
+        }
     }
 }
 

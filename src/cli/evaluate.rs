@@ -38,6 +38,13 @@ pub struct EvaluateArgs {
     /// Folder that relative image paths in the features files are resolved against.
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// Where query-gallery distances are computed: `auto` takes a real GPU when there is one and
+    /// the CPU GEMM path otherwise (also when the only adapter is a CPU emulation).
+    #[arg(long, value_enum, default_value_t = crate::DeviceChoice::Auto)]
+    pub device: crate::DeviceChoice,
+    /// Adapter name substring or backend (vulkan, metal, dx12, gl) for --device gpu/auto.
+    #[arg(long, env = "UNREID_ADAPTER")]
+    pub adapter: Option<String>,
     /// How many queries to draw with --visualize (spread evenly over the query set).
     #[arg(long, default_value_t = 8)]
     pub num_visualize: usize,
@@ -86,7 +93,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let gx = Features::new(&gallery.features, gallery.num, gallery.dim)
         .with_context(|| format!("in {}", args.gallery.display()))?;
     let load_s = start.elapsed().as_secs_f64();
-    let backend = Backend::Cpu;
+    let backend = Backend::from_device(
+        &crate::Device::choose(args.device, args.adapter.as_deref()).context("--device")?,
+    );
     let max_rank = args.max_rank.max(10);
 
     let t = Instant::now();

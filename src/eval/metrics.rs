@@ -229,8 +229,10 @@ pub fn distance_rows(
 }
 
 /// mAP and CMC (up to `max_rank`) of `query` against `gallery` by squared Euclidean distance.
+/// On a GPU backend the gallery is uploaded once and each query block's distances are computed
+/// on the device; ranking is streamed per query on the host either way.
 pub fn evaluate(
-    _backend: Backend,
+    backend: Backend,
     query: LabeledFeatures<'_>,
     gallery: LabeledFeatures<'_>,
     max_rank: usize,
@@ -242,10 +244,51 @@ pub fn evaluate(
         )));
     }
     let gallery_norms = gallery.x.squared_norms();
-    Ok(evaluate_with(
-        (query.pids, query.camids),
-        (gallery.pids, gallery.camids),
-        max_rank,
-        |q0, count, out| distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out),
-    ))
+    let labels = ((query.pids, query.camids), (gallery.pids, gallery.camids));
+    match backend {
+        Backend::Cpu => Ok(evaluate_with(
+            labels.0,
+            labels.1,
+            max_rank,
+            |q0, count, out| distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out),
+        )),
+        Backend::Gpu(device) => {
+            let err = |e: crate::Error| ClusterError::Device(e.to_string());
+            let (dim, ng) = (gallery.x.dim, gallery.x.rows);
+            let g = crate::Tensor::from_slice(gallery.x.data, &[ng, dim], &device).map_err(err)?;
+            let g_norms =
+                crate::Tensor::from_slice(&gallery_norms, &[1, ng], &device).map_err(err)?;
+            let block_rows = |q0: usize, count: usize| -> crate::Result<Vec<f32>> {
+                let q = crate::Tensor::from_slice(
+                    &query.x.data[q0 * dim..(q0 + count) * dim],
+                    &[count, dim],
+                    &device,
+                )?;
+                let q_norms = q.square()?.sum(1, true)?;
+                q_norms
+                    .add(&g_norms)?
+                    .sub(&q.matmul_t(&g, false, true)?.mul_scalar(2.0)?)?
+                    .to_vec()
+            };
+            // The row callback cannot fail, so the first device error is kept and returned after.
+            let first_error = std::sync::Mutex::new(None);
+            let result =
+                evaluate_with(
+                    labels.0,
+                    labels.1,
+                    max_rank,
+                    |q0, count, out| match block_rows(q0, count) {
+                        Ok(d) => out.copy_from_slice(&d),
+                        Err(e) => {
+                            first_error.lock().unwrap().get_or_insert(e);
+                            out.fill(f32::INFINITY);
+                        }
+                    },
+                );
+            match first_error.into_inner().unwrap() {
+                Some(e) => Err(err(e)),
+                None => Ok(result),
+            }
+        }
+    }
 }
