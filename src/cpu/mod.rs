@@ -3,9 +3,12 @@
 //! These functions share no code with the WGSL kernels: they are the independent ground truth the
 //! tests compare the GPU against, and in f64 the ground truth of the numeric gradient checks.
 
+pub mod batchnorm;
+pub mod conv2d;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

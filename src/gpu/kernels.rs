@@ -11,6 +11,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("shape", include_str!("../../shaders/shape.wgsl")),
     ("index", include_str!("../../shaders/index.wgsl")),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
+    ("pool", include_str!("../../shaders/pool.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {
