@@ -14,6 +14,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
     ("pool", include_str!("../../shaders/pool.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("losses", include_str!("../../shaders/losses.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {
