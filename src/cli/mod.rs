@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod extract;
 pub mod info;
 
 #[derive(Parser, Debug)]
@@ -19,10 +20,13 @@ pub struct Cli {
 pub enum Command {
     /// List GPU adapters, the one chosen, and its limits.
     Info(info::InfoArgs),
+    /// L2-normalised re-ID features of a folder of images (or a dataset split) as safetensors.
+    Extract(extract::ExtractArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Extract(args) => extract::run(args),
     }
 }

@@ -1,5 +1,5 @@
-//! Layer functions composed from the core ops (no kernels of their own): linear, flatten,
-//! L2 normalisation and seeded dropout.
+//! Layer functions composed from the core ops (no kernels of their own): linear, flatten and
+//! seeded dropout. (L2 normalisation is `Tensor::l2_normalize` in ops/losses.rs.)
 
 use crate::error::{shape_err, Result};
 use crate::{random, Tensor};
@@ -27,12 +27,6 @@ impl Tensor {
         }
         let n = self.shape()[0];
         self.reshape(&[n, self.numel().checked_div(n).unwrap_or(0)])
-    }
-
-    /// Each row divided by its L2 norm (at least `eps`), as torch.nn.functional.normalize(dim=-1).
-    pub fn l2_normalize(&self, eps: f32) -> Result<Tensor> {
-        let norm = self.square()?.sum(-1, true)?.sqrt()?.clamp(eps, f32::MAX)?;
-        self.div(&norm)
     }
 
     /// Inverted dropout with drop probability `p`: the mask is element `i` of stream `seed` (the
