@@ -11,7 +11,11 @@ use unreid::{Device, Tensor};
 
 #[test]
 fn batch_norm_train_and_eval() {
-    for (name, shape) in [("2d", vec![3, 4, 3, 5]), ("2d batch 1", vec![1, 3, 2, 3]), ("1d", vec![5, 6])] {
+    for (name, shape) in [
+        ("2d", vec![3, 4, 3, 5]),
+        ("2d batch 1", vec![1, 3, 2, 3]),
+        ("1d", vec![5, 6]),
+    ] {
         let c = shape[1];
         let x = Input::randn(&shape, 1);
         let gamma = Input::uniform(&[c], 0.5, 1.5, 2);
@@ -55,17 +59,52 @@ fn batch_norm_train_and_eval() {
 fn pooling() {
     // Distinct values so no window has a near-tie within the finite-difference step.
     let n = 2 * 3 * 7 * 6;
-    let distinct = Input::new((0..n).map(|i| ((i * 7919) % n) as f64 * 0.01 - 1.0).collect(), &[2, 3, 7, 6]);
-    check("max_pool 3/2/1", &|xs, _| xs[0].max_pool2d(3, 2, 1), &[distinct.clone()]);
-    check("max_pool 2/2/0", &|xs, _| xs[0].max_pool2d(2, 2, 0), &[distinct.clone()]);
-    check("avg_pool 3/2/1", &|xs, _| xs[0].avg_pool2d(3, 2, 1), &[distinct.clone()]);
-    check("avg_pool 2/1/0", &|xs, _| xs[0].avg_pool2d(2, 1, 0), &[distinct.clone()]);
-    check("global_avg_pool", &|xs, _| xs[0].global_avg_pool(), &[distinct.clone()]);
+    let distinct = Input::new(
+        (0..n)
+            .map(|i| ((i * 7919) % n) as f64 * 0.01 - 1.0)
+            .collect(),
+        &[2, 3, 7, 6],
+    );
+    check(
+        "max_pool 3/2/1",
+        &|xs, _| xs[0].max_pool2d(3, 2, 1),
+        &[distinct.clone()],
+    );
+    check(
+        "max_pool 2/2/0",
+        &|xs, _| xs[0].max_pool2d(2, 2, 0),
+        &[distinct.clone()],
+    );
+    check(
+        "avg_pool 3/2/1",
+        &|xs, _| xs[0].avg_pool2d(3, 2, 1),
+        &[distinct.clone()],
+    );
+    check(
+        "avg_pool 2/1/0",
+        &|xs, _| xs[0].avg_pool2d(2, 1, 0),
+        &[distinct.clone()],
+    );
+    check(
+        "global_avg_pool",
+        &|xs, _| xs[0].global_avg_pool(),
+        &[distinct.clone()],
+    );
     let pos = Input::uniform(&[2, 3, 3, 5], 0.1, 2.0, 9);
-    check("gem_pool", &|xs, _| xs[0].gem_pool(&xs[1], 1e-6), &[pos, Input::new(vec![3.0], &[1])]);
+    check(
+        "gem_pool",
+        &|xs, _| xs[0].gem_pool(&xs[1], 1e-6),
+        &[pos, Input::new(vec![3.0], &[1])],
+    );
     // Max pool indices and values at a ResNet stem size (odd).
     let big = Input::randn(&[2, 5, 33, 17], 10);
-    compare_forward("max_pool large", &|xs, _| xs[0].max_pool2d(3, 2, 1), &[big], 0.0, 0.0);
+    compare_forward(
+        "max_pool large",
+        &|xs, _| xs[0].max_pool2d(3, 2, 1),
+        &[big],
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
@@ -73,16 +112,43 @@ fn linear_normalize_dropout() {
     let x = Input::randn(&[3, 5], 1);
     let w = Input::randn(&[4, 5], 2);
     let b = Input::randn(&[4], 3);
-    check("linear", &|xs, _| xs[0].linear(&xs[1], Some(&xs[2])), &[x.clone(), w.clone(), b]);
-    check("linear no bias", &|xs, _| xs[0].linear(&xs[1], None), &[x.clone(), w]);
+    check(
+        "linear",
+        &|xs, _| xs[0].linear(&xs[1], Some(&xs[2])),
+        &[x.clone(), w.clone(), b],
+    );
+    check(
+        "linear no bias",
+        &|xs, _| xs[0].linear(&xs[1], None),
+        &[x.clone(), w],
+    );
     check("l2_normalize", &|xs, _| xs[0].l2_normalize(1), &[x.clone()]);
-    check("flatten", &|xs, _| xs[0].reshape(&[3, 5, 1, 1])?.flatten(), &[x.clone()]);
+    check(
+        "flatten",
+        &|xs, _| xs[0].reshape(&[3, 5, 1, 1])?.flatten(),
+        &[x.clone()],
+    );
     check("dropout", &|xs, _| xs[0].dropout(0.5, 42), &[x.clone()]);
     // Same mask on every device; roughly p dropped; kept values scaled by 1/(1-p).
-    let ones = Tensor::ones(&[10_000], &Device::Cpu).unwrap().dropout(0.3, 7).unwrap().to_vec().unwrap();
+    let ones = Tensor::ones(&[10_000], &Device::Cpu)
+        .unwrap()
+        .dropout(0.3, 7)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let dropped = ones.iter().filter(|&&v| v == 0.0).count();
-    assert!((2700..3300).contains(&dropped), "{dropped} of 10000 dropped at p=0.3");
-    assert!(ones.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
-    let g = Tensor::ones(&[10_000], &common::gpu()).unwrap().dropout(0.3, 7).unwrap().to_vec().unwrap();
+    assert!(
+        (2700..3300).contains(&dropped),
+        "{dropped} of 10000 dropped at p=0.3"
+    );
+    assert!(ones
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    let g = Tensor::ones(&[10_000], &common::gpu())
+        .unwrap()
+        .dropout(0.3, 7)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     assert_eq!(g, ones);
 }

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use unreid::autograd::gradcheck::assert_close;
 use unreid::nn::weights::read_tensors;
-use unreid::nn::{load_safetensors, Ctx, LoadOptions, MobileNetV2, Module, ReidNet};
+use unreid::nn::{load_safetensors, Ctx, LoadOptions, MobileNetV2, Module, ReidConfig, ReidNet};
 use unreid::{Device, Tensor};
 
 fn shared(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
     assert!(
         p.exists(),
         "missing {}: these tests need the shared fixtures folder next to the crate (../shared/{rel})",
@@ -22,26 +24,49 @@ fn shared(rel: &str) -> PathBuf {
 
 fn weights() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/mobilenet_v2_imagenet.safetensors");
-    assert!(p.exists(), "missing {} (shipped with the crate)", p.display());
+    assert!(
+        p.exists(),
+        "missing {} (shipped with the crate)",
+        p.display()
+    );
     p
 }
 
 fn mobilenet(device: &Device) -> MobileNetV2 {
     let mut init = unreid::nn::Init::new(device, 0);
     let net = MobileNetV2::new(&mut init, Some(1000)).unwrap();
-    let report = load_safetensors(&net, &weights(), &LoadOptions { strict: true, ..Default::default() }).unwrap();
-    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report}");
+    let report = load_safetensors(
+        &net,
+        &weights(),
+        &LoadOptions {
+            strict: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        report.missing.is_empty() && report.unexpected.is_empty(),
+        "{report}"
+    );
     assert_eq!(report.loaded.len(), 262);
     net
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
 }
 
 fn max_rel_err(got: &[f32], want: &[f32]) -> f64 {
     let scale = want.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    got.iter().zip(want).map(|(g, w)| (*g as f64 - *w as f64).abs()).fold(0.0, f64::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 #[test]
@@ -55,9 +80,15 @@ fn mobilenet_v2_reproduces_torchvision_on_the_fixture() {
     let x = Tensor::from_slice(input, in_shape, &device).unwrap();
     let (logits, pooled) = unreid::no_grad(|| net.classify(&x, &Ctx::eval())).unwrap();
     let (logits, pooled) = (logits.to_vec().unwrap(), pooled.to_vec().unwrap());
-    let (el, ep) = (max_rel_err(&logits, logits_want), max_rel_err(&pooled, pooled_want));
+    let (el, ep) = (
+        max_rel_err(&logits, logits_want),
+        max_rel_err(&pooled, pooled_want),
+    );
     eprintln!("mobilenet_v2 on {device}: logits max rel err {el:.2e}, pooled {ep:.2e}");
-    assert!(el < 1e-4 && ep < 1e-4, "logits rel err {el}, pooled rel err {ep}");
+    assert!(
+        el < 1e-4 && ep < 1e-4,
+        "logits rel err {el}, pooled rel err {ep}"
+    );
     assert_eq!(argmax(&logits), 698, "top-1 should be 698 (palace)");
 }
 
@@ -73,22 +104,47 @@ fn mobilenet_v2_classifies_china_jpg_through_our_pipeline() {
     // Also compare the decoded input with torchvision's (JPEG decoders differ by a few levels).
     let fixture = read_tensors(&shared("fixtures/mobilenet_v2_china.safetensors")).unwrap();
     let want = &fixture["input"].1;
-    let mean_abs = img.iter().zip(want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / img.len() as f64;
+    let mean_abs = img
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .sum::<f64>()
+        / img.len() as f64;
     eprintln!("china.jpg through our pipeline: mean |input - torchvision input| = {mean_abs:.4}, top-1 {}", argmax(&logits));
-    assert!(mean_abs < 0.05, "our preprocessing differs from torchvision's by {mean_abs} on average");
+    assert!(
+        mean_abs < 0.05,
+        "our preprocessing differs from torchvision's by {mean_abs} on average"
+    );
     assert_eq!(argmax(&logits), 698, "top-1 should be 698 (palace)");
 }
 
 /// Every parameter gradient of a loss on `net` at `device`, by name.
 fn resnet18_grads(device: &Device) -> Vec<(String, Vec<f64>)> {
-    let net = ReidNet::new(device, "resnet18", 1, unreid::nn::Pooling::Gem, true, 0.0, Some(5), 3).unwrap();
+    let net = ReidNet::new(
+        device,
+        &ReidConfig {
+            arch: "resnet18".into(),
+            last_stride: 1,
+            pooling: unreid::nn::Pooling::Gem,
+            neck: true,
+            dropout: 0.0,
+            classes: Some(5),
+            seed: 3,
+        },
+    )
+    .unwrap();
     let x = Tensor::randn(&[2, 3, 64, 32], 0.0, 1.0, 11, device).unwrap();
     let out = net.forward(&x, &Ctx::train()).unwrap();
     // Distinct random weights per output so no gradient cancels to rounding noise (with batch 2,
     // BN's normalised values are +-1 and a plain sum would make the neck's gradients vanish).
     let weigh = |t: &Tensor, seed: u64, scale: f32| {
         let w = Tensor::randn(t.shape(), 0.0, 1.0, seed, device).unwrap();
-        t.mul(&w).unwrap().sum_all().unwrap().mul_scalar(scale).unwrap()
+        t.mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .mul_scalar(scale)
+            .unwrap()
     };
     let loss = weigh(&out.logits.unwrap(), 12, 1000.0)
         .add(&weigh(&out.pooled, 13, 1.0))
@@ -98,7 +154,15 @@ fn resnet18_grads(device: &Device) -> Vec<(String, Vec<f64>)> {
     loss.backward().unwrap();
     net.trainable()
         .into_iter()
-        .map(|(name, p)| (name, p.get().grad().map(|g| g.to_vec_f64().unwrap()).unwrap_or_default()))
+        .map(|(name, p)| {
+            (
+                name,
+                p.get()
+                    .grad()
+                    .map(|g| g.to_vec_f64().unwrap())
+                    .unwrap_or_default(),
+            )
+        })
         .collect()
 }
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 
 use crate::nn::weights::{read_tensors, save_tensors};
-use crate::nn::{load_safetensors, LoadOptions, Module, Pooling, ReidNet};
+use crate::nn::{load_safetensors, LoadOptions, Module, Pooling, ReidConfig, ReidNet};
 use crate::{Device, DeviceChoice, Tensor};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -67,7 +67,11 @@ pub fn parse_market_name(path: &Path) -> (i64, i64) {
     let mut it = name.splitn(2, '_');
     let pid = it.next().and_then(|p| p.parse::<i64>().ok());
     let cam = it.next().and_then(|rest| {
-        let digits: String = rest.strip_prefix('c')?.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let digits: String = rest
+            .strip_prefix('c')?
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
         digits.parse::<i64>().ok()
     });
     match (pid, cam) {
@@ -145,7 +149,9 @@ fn coeffs(in_size: usize, out_size: usize, filter: Filter) -> Vec<(usize, Vec<i3
             let ss = 1.0 / filterscale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let mut k: Vec<f64> = (xmin..xmax).map(|x| filter.eval((x as f64 - center + 0.5) * ss)).collect();
+            let mut k: Vec<f64> = (xmin..xmax)
+                .map(|x| filter.eval((x as f64 - center + 0.5) * ss))
+                .collect();
             let ww: f64 = k.iter().sum();
             if ww != 0.0 {
                 k.iter_mut().for_each(|v| *v /= ww);
@@ -153,7 +159,13 @@ fn coeffs(in_size: usize, out_size: usize, filter: Filter) -> Vec<(usize, Vec<i3
             let one = (1u64 << PRECISION_BITS) as f64;
             let ki = k
                 .iter()
-                .map(|&v| if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 })
+                .map(|&v| {
+                    if v < 0.0 {
+                        (-0.5 + v * one) as i32
+                    } else {
+                        (0.5 + v * one) as i32
+                    }
+                })
                 .collect();
             (xmin, ki)
         })
@@ -165,7 +177,12 @@ fn clip8(v: i64) -> u8 {
 }
 
 /// Resizes an RGB8 image exactly as Pillow's `Image.resize(size, filter)` (no reducing gap).
-pub fn pil_resize(img: &image::RgbImage, out_w: usize, out_h: usize, filter: Filter) -> image::RgbImage {
+pub fn pil_resize(
+    img: &image::RgbImage,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> image::RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let half = 1i64 << (PRECISION_BITS - 1);
@@ -215,7 +232,8 @@ pub fn to_normalised_chw(img: &image::RgbImage) -> Vec<f32> {
     let mut out = vec![0f32; 3 * w * h];
     for c in 0..3 {
         for i in 0..w * h {
-            out[c * w * h + i] = (raw[i * 3 + c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            out[c * w * h + i] =
+                (raw[i * 3 + c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
     out
@@ -232,7 +250,11 @@ fn open_rgb(path: &Path) -> anyhow::Result<image::RgbImage> {
 pub fn imagenet_input(path: &Path) -> anyhow::Result<Vec<f32>> {
     let img = open_rgb(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (nw, nh) = if w <= h { (256, (256.0 * h as f64 / w as f64) as usize) } else { ((256.0 * w as f64 / h as f64) as usize, 256) };
+    let (nw, nh) = if w <= h {
+        (256, (256.0 * h as f64 / w as f64) as usize)
+    } else {
+        ((256.0 * w as f64 / h as f64) as usize, 256)
+    };
     let r = pil_resize(&img, nw, nh, Filter::Bilinear);
     let top = ((nh as f64 - 224.0) / 2.0).round_ties_even() as u32;
     let left = ((nw as f64 - 224.0) / 2.0).round_ties_even() as u32;
@@ -242,7 +264,12 @@ pub fn imagenet_input(path: &Path) -> anyhow::Result<Vec<f32>> {
 
 /// A re-ID test input: Resize((height, width)) bicubic, ToTensor, Normalize.
 pub fn reid_input(path: &Path, height: usize, width: usize) -> anyhow::Result<Vec<f32>> {
-    Ok(to_normalised_chw(&pil_resize(&open_rgb(path)?, width, height, Filter::Bicubic)))
+    Ok(to_normalised_chw(&pil_resize(
+        &open_rgb(path)?,
+        width,
+        height,
+        Filter::Bicubic,
+    )))
 }
 
 fn split_folder(root: &Path, layout: &str, split: &str) -> anyhow::Result<PathBuf> {
@@ -251,11 +278,16 @@ fn split_folder(root: &Path, layout: &str, split: &str) -> anyhow::Result<PathBu
         ("market" | "duke", "query") => "query",
         ("market" | "duke", "gallery") => "bounding_box_test",
         ("market" | "duke", other) => bail!("unknown split {other:?} (train, query, gallery)"),
-        (other, _) => bail!("layout {other:?} is not supported by extract yet (market, duke); use --images DIR"),
+        (other, _) => bail!(
+            "layout {other:?} is not supported by extract yet (market, duke); use --images DIR"
+        ),
     };
     let dir = root.join(sub);
     if !dir.is_dir() {
-        bail!("{} does not exist: is --data the dataset root of layout {layout}?", dir.display());
+        bail!(
+            "{} does not exist: is --data the dataset root of layout {layout}?",
+            dir.display()
+        );
     }
     Ok(dir)
 }
@@ -263,7 +295,11 @@ fn split_folder(root: &Path, layout: &str, split: &str) -> anyhow::Result<PathBu
 pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     let folder = match (&args.images, &args.data) {
         (Some(dir), None) => dir.clone(),
-        (None, Some(root)) => split_folder(root, &args.layout, args.split.as_deref().unwrap_or("gallery"))?,
+        (None, Some(root)) => split_folder(
+            root,
+            &args.layout,
+            args.split.as_deref().unwrap_or("gallery"),
+        )?,
         _ => bail!("give either --images DIR or --data DIR --layout L --split S"),
     };
     let paths = list_images(&folder)?;
@@ -272,35 +308,70 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     }
     let device = Device::choose(args.device, args.adapter.as_deref())?;
     let keys = read_tensors(&args.weights)?;
-    let has_neck = keys.contains_key("feat_bn.weight") || keys.keys().any(|k| k.starts_with("feat_bn.dsbn."));
-    let pooling = if keys.contains_key("gem.p") { Pooling::Gem } else { Pooling::Avg };
+    let has_neck =
+        keys.contains_key("feat_bn.weight") || keys.keys().any(|k| k.starts_with("feat_bn.dsbn."));
+    let pooling = if keys.contains_key("gem.p") {
+        Pooling::Gem
+    } else {
+        Pooling::Avg
+    };
     let domains = keys
         .keys()
-        .filter_map(|k| k.split(".dsbn.").nth(1)?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.split(".dsbn.")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(1, |d| d + 1);
     drop(keys);
-    let mut net = ReidNet::new(&device, &args.arch, args.last_stride, pooling, has_neck, 0.0, None, 0)?;
+    let mut net = ReidNet::new(
+        &device,
+        &ReidConfig {
+            arch: args.arch.clone(),
+            last_stride: args.last_stride,
+            pooling,
+            neck: has_neck,
+            dropout: 0.0,
+            classes: None,
+            seed: 0,
+        },
+    )?;
     if domains > 1 {
         net.make_domain_specific(domains);
     }
-    let opts = LoadOptions { classifier: crate::nn::ClassifierPolicy::Skip, ..Default::default() };
+    let opts = LoadOptions {
+        classifier: crate::nn::ClassifierPolicy::Skip,
+        ..Default::default()
+    };
     let report = load_safetensors(&net, &args.weights, &opts)?;
     eprintln!("{}: {report}", args.weights.display());
     if report.loaded.is_empty() {
-        bail!("{} holds none of the {} parameters (wrong --arch?)", args.weights.display(), args.arch);
+        bail!(
+            "{} holds none of the {} parameters (wrong --arch?)",
+            args.weights.display(),
+            args.arch
+        );
     }
     let domain = args.domain.unwrap_or(domains - 1);
     let bar = indicatif::ProgressBar::new(paths.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})")
-            .unwrap()
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     let (h, w) = (args.height, args.width);
     let mut features: Vec<f32> = Vec::with_capacity(paths.len() * net.feature_dim());
     for batch in paths.chunks(args.batch_size.max(1)) {
-        let pixels: Vec<Vec<f32>> = batch.par_iter().map(|p| reid_input(p, h, w)).collect::<anyhow::Result<_>>()?;
+        let pixels: Vec<Vec<f32>> = batch
+            .par_iter()
+            .map(|p| reid_input(p, h, w))
+            .collect::<anyhow::Result<_>>()?;
         let flat: Vec<f32> = pixels.concat();
         let x = Tensor::from_slice(&flat, &[batch.len(), 3, h, w], &device)?;
         let f = net.extract(&x, domain)?;
@@ -314,15 +385,25 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     meta.insert("paths".to_string(), serde_json::to_string(&names)?);
     meta.insert("arch".to_string(), args.arch.clone());
     meta.insert("weights".to_string(), args.weights.display().to_string());
-    meta.insert("feature".to_string(), if has_neck { "bn_neck_l2" } else { "pooled_l2" }.to_string());
+    meta.insert(
+        "feature".to_string(),
+        if has_neck { "bn_neck_l2" } else { "pooled_l2" }.to_string(),
+    );
     let n = paths.len();
     let d = features.len() / n;
     save_tensors(
         &args.out,
         &[("features".into(), vec![n, d], features)],
-        &[("pids".into(), vec![n], pids), ("camids".into(), vec![n], camids)],
+        &[
+            ("pids".into(), vec![n], pids),
+            ("camids".into(), vec![n], camids),
+        ],
         meta,
     )?;
-    eprintln!("wrote {} features of dimension {d} to {}", n, args.out.display());
+    eprintln!(
+        "wrote {} features of dimension {d} to {}",
+        n,
+        args.out.display()
+    );
     Ok(())
 }

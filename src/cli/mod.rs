@@ -21,12 +21,12 @@ pub enum Command {
     /// List GPU adapters, the one chosen, and its limits.
     Info(info::InfoArgs),
     /// L2-normalised re-ID features of a folder of images (or a dataset split) as safetensors.
-    Extract(extract::ExtractArgs),
+    Extract(Box<extract::ExtractArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(args),
-        Command::Extract(args) => extract::run(args),
+        Command::Extract(args) => extract::run(*args),
     }
 }

@@ -4,7 +4,13 @@ use rayon::prelude::*;
 
 use super::Float;
 
-fn channel<T: Float>(x: &[T], n: usize, c: usize, s: usize, ch: usize) -> impl Iterator<Item = T> + '_ {
+fn channel<T: Float>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    s: usize,
+    ch: usize,
+) -> impl Iterator<Item = T> + '_ {
     (0..n).flat_map(move |i| x[(i * c + ch) * s..][..s].iter().copied())
 }
 
@@ -15,7 +21,8 @@ pub fn stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<T>, Vec<T>
         .into_par_iter()
         .map(|ch| {
             let mean = channel(x, n, c, s, ch).fold(T::zero(), |a, v| a + v) / m;
-            let var = channel(x, n, c, s, ch).fold(T::zero(), |a, v| a + (v - mean) * (v - mean)) / m;
+            let var =
+                channel(x, n, c, s, ch).fold(T::zero(), |a, v| a + (v - mean) * (v - mean)) / m;
             (mean, var)
         })
         .unzip()
@@ -23,7 +30,16 @@ pub fn stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<T>, Vec<T>
 
 /// y = (x - mean) / sqrt(var + eps) * gamma + beta.
 #[allow(clippy::too_many_arguments)]
-pub fn apply<T: Float>(x: &[T], mean: &[T], var: &[T], gamma: &[T], beta: &[T], c: usize, s: usize, eps: f64) -> Vec<T> {
+pub fn apply<T: Float>(
+    x: &[T],
+    mean: &[T],
+    var: &[T],
+    gamma: &[T],
+    beta: &[T],
+    c: usize,
+    s: usize,
+    eps: f64,
+) -> Vec<T> {
     let eps = T::from_f64(eps).unwrap();
     x.par_iter()
         .enumerate()
@@ -36,7 +52,16 @@ pub fn apply<T: Float>(x: &[T], mean: &[T], var: &[T], gamma: &[T], beta: &[T], 
 
 /// Per-channel sum(g) and sum(g * xhat).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_reduce<T: Float>(x: &[T], g: &[T], mean: &[T], var: &[T], n: usize, c: usize, s: usize, eps: f64) -> (Vec<T>, Vec<T>) {
+pub fn backward_reduce<T: Float>(
+    x: &[T],
+    g: &[T],
+    mean: &[T],
+    var: &[T],
+    n: usize,
+    c: usize,
+    s: usize,
+    eps: f64,
+) -> (Vec<T>, Vec<T>) {
     let eps = T::from_f64(eps).unwrap();
     (0..c)
         .into_par_iter()
@@ -44,7 +69,9 @@ pub fn backward_reduce<T: Float>(x: &[T], g: &[T], mean: &[T], var: &[T], n: usi
             let invstd = T::one() / (var[ch] + eps).sqrt();
             channel(x, n, c, s, ch)
                 .zip(channel(g, n, c, s, ch))
-                .fold((T::zero(), T::zero()), |(a, b), (xv, gv)| (a + gv, b + gv * (xv - mean[ch]) * invstd))
+                .fold((T::zero(), T::zero()), |(a, b), (xv, gv)| {
+                    (a + gv, b + gv * (xv - mean[ch]) * invstd)
+                })
         })
         .unzip()
 }

@@ -44,7 +44,15 @@ impl ConvGeom {
         self.n * self.cout * self.p() * self.kg()
     }
     /// Input row/column read by output `o` at tap `k`, or None in the padding.
-    fn src(&self, o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
+    fn src(
+        &self,
+        o: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        size: usize,
+    ) -> Option<usize> {
         let i = (o * stride + k * dil) as isize - pad as isize;
         (i >= 0 && (i as usize) < size).then_some(i as usize)
     }
@@ -86,7 +94,8 @@ fn col2im<T: Float>(cols: &[T], g: &ConvGeom, grp: usize, dx_img: &mut [T]) {
                         continue;
                     };
                     for ox in 0..g.wo {
-                        if let Some(ix) = g.src(ox, kj, g.stride.1, g.padding.1, g.dilation.1, g.w) {
+                        if let Some(ix) = g.src(ox, kj, g.stride.1, g.padding.1, g.dilation.1, g.w)
+                        {
                             plane[iy * g.w + ix] = plane[iy * g.w + ix] + row[oy * g.wo + ox];
                         }
                     }

@@ -57,12 +57,14 @@ pub fn max_pool<T: Float>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<i32>) {
 pub fn max_pool_backward<T: Float>(g_out: &[T], idx: &[i32], g: &PoolGeom) -> Vec<T> {
     let (hw, po) = (g.h * g.w, g.ho * g.wo);
     let mut dx = vec![T::zero(); g.planes * hw];
-    dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(plane, d)| {
-        for o in 0..po {
-            let i = idx[plane * po + o] as usize;
-            d[i] = d[i] + g_out[plane * po + o];
-        }
-    });
+    dx.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(plane, d)| {
+            for o in 0..po {
+                let i = idx[plane * po + o] as usize;
+                d[i] = d[i] + g_out[plane * po + o];
+            }
+        });
     dx
 }
 
@@ -74,9 +76,9 @@ pub fn avg_pool<T: Float>(x: &[T], g: &PoolGeom) -> Vec<T> {
         .into_par_iter()
         .map(|t| {
             let (plane, oy, ox) = (t / po, (t % po) / g.wo, t % g.wo);
-            g.window(oy, ox)
-                .fold(T::zero(), |a, (iy, ix)| a + x[plane * g.h * g.w + iy * g.w + ix])
-                / div
+            g.window(oy, ox).fold(T::zero(), |a, (iy, ix)| {
+                a + x[plane * g.h * g.w + iy * g.w + ix]
+            }) / div
         })
         .collect()
 }
@@ -85,15 +87,17 @@ pub fn avg_pool_backward<T: Float>(g_out: &[T], g: &PoolGeom) -> Vec<T> {
     let (hw, po) = (g.h * g.w, g.ho * g.wo);
     let div = T::from_usize(g.kernel.0 * g.kernel.1).unwrap();
     let mut dx = vec![T::zero(); g.planes * hw];
-    dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(plane, d)| {
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                let v = g_out[plane * po + oy * g.wo + ox] / div;
-                for (iy, ix) in g.window(oy, ox) {
-                    d[iy * g.w + ix] = d[iy * g.w + ix] + v;
+    dx.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(plane, d)| {
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    let v = g_out[plane * po + oy * g.wo + ox] / div;
+                    for (iy, ix) in g.window(oy, ox) {
+                        d[iy * g.w + ix] = d[iy * g.w + ix] + v;
+                    }
                 }
             }
-        }
-    });
+        });
     dx
 }

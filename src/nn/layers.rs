@@ -13,9 +13,18 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Kaiming-normal (fan-out, ReLU) initialised weights, as torchvision's ResNet; no bias.
-    pub fn new(init: &mut Init, cin: usize, cout: usize, k: usize, spec: Conv2dSpec) -> Result<Conv2d> {
+    pub fn new(
+        init: &mut Init,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        spec: Conv2dSpec,
+    ) -> Result<Conv2d> {
         let fan_out = cout / spec.groups * k * k;
-        let w = init.normal(&[cout, cin / spec.groups, k, k], (2.0 / fan_out as f64).sqrt())?;
+        let w = init.normal(
+            &[cout, cin / spec.groups, k, k],
+            (2.0 / fan_out as f64).sqrt(),
+        )?;
         Ok(Conv2d {
             weight: Param::new(w),
             bias: None,
@@ -107,7 +116,10 @@ impl BatchNorm {
     fn set(&self, domain: usize) -> Result<&BnSet> {
         self.sets.get(domain).ok_or_else(|| crate::Error::Shape {
             op: "batch norm",
-            message: format!("domain {domain} asked of a layer with {} domain sets", self.sets.len()),
+            message: format!(
+                "domain {domain} asked of a layer with {} domain sets",
+                self.sets.len()
+            ),
         })
     }
 
@@ -118,23 +130,42 @@ impl BatchNorm {
         let mut start = 0;
         for &(domain, count) in &parts {
             let s = self.set(domain)?;
-            let xp = if parts.len() == 1 { x.clone() } else { x.narrow(0, start, count)? };
+            let xp = if parts.len() == 1 {
+                x.clone()
+            } else {
+                x.narrow(0, start, count)?
+            };
             start += count;
             let y = if ctx.training {
-                let (y, mean, var) = xp.batch_norm_train(&s.weight.get(), &s.bias.get(), self.eps)?;
+                let (y, mean, var) =
+                    xp.batch_norm_train(&s.weight.get(), &s.bias.get(), self.eps)?;
                 let m = self.momentum as f32;
                 let per_channel = xp.numel() / self.channels().max(1);
                 let unbias = per_channel as f32 / (per_channel.max(2) - 1) as f32;
                 no_grad(|| -> Result<()> {
-                    let rm = s.running_mean.get().mul_scalar(1.0 - m)?.add(&mean.mul_scalar(m)?)?;
-                    let rv = s.running_var.get().mul_scalar(1.0 - m)?.add(&var.mul_scalar(m * unbias)?)?;
+                    let rm = s
+                        .running_mean
+                        .get()
+                        .mul_scalar(1.0 - m)?
+                        .add(&mean.mul_scalar(m)?)?;
+                    let rv = s
+                        .running_var
+                        .get()
+                        .mul_scalar(1.0 - m)?
+                        .add(&var.mul_scalar(m * unbias)?)?;
                     s.running_mean.set(rm);
                     s.running_var.set(rv);
                     Ok(())
                 })?;
                 y
             } else {
-                xp.batch_norm_eval(&s.weight.get(), &s.bias.get(), &s.running_mean.get(), &s.running_var.get(), self.eps)?
+                xp.batch_norm_eval(
+                    &s.weight.get(),
+                    &s.bias.get(),
+                    &s.running_mean.get(),
+                    &s.running_var.get(),
+                    self.eps,
+                )?
             };
             outs.push(y);
         }
@@ -149,7 +180,11 @@ impl BatchNorm {
 impl Module for BatchNorm {
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Param)) {
         for (d, s) in self.sets.iter().enumerate() {
-            let p = if self.sets.len() == 1 { prefix.to_string() } else { format!("{prefix}dsbn.{d}.") };
+            let p = if self.sets.len() == 1 {
+                prefix.to_string()
+            } else {
+                format!("{prefix}dsbn.{d}.")
+            };
             f(format!("{p}weight"), &s.weight);
             f(format!("{p}bias"), &s.bias);
             f(format!("{p}running_mean"), &s.running_mean);
@@ -173,7 +208,11 @@ impl Linear {
         let bound = 1.0 / (cin.max(1) as f64).sqrt();
         Ok(Linear {
             weight: Param::new(init.uniform(&[cout, cin], bound)?),
-            bias: if bias { Some(Param::new(init.uniform(&[cout], bound)?)) } else { None },
+            bias: if bias {
+                Some(Param::new(init.uniform(&[cout], bound)?))
+            } else {
+                None
+            },
         })
     }
 

@@ -13,9 +13,23 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(init: &mut Init, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, relu6: bool) -> Result<ConvBn> {
+    fn new(
+        init: &mut Init,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu6: bool,
+    ) -> Result<ConvBn> {
         Ok(ConvBn {
-            conv: Conv2d::new(init, cin, cout, k, Conv2dSpec::new(stride, (k - 1) / 2).groups(groups))?,
+            conv: Conv2d::new(
+                init,
+                cin,
+                cout,
+                k,
+                Conv2dSpec::new(stride, (k - 1) / 2).groups(groups),
+            )?,
             bn: BatchNorm::new(init, cout)?,
             relu6,
         })
@@ -55,7 +69,15 @@ pub struct MobileNetV2 {
 impl MobileNetV2 {
     /// `classes`: Some(1000) for the ImageNet head, None for a backbone.
     pub fn new(init: &mut Init, classes: Option<usize>) -> Result<MobileNetV2> {
-        let settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+        let settings = [
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ];
         let mut features = vec![Feature::Plain(ConvBn::new(init, 3, 32, 3, 2, 1, true)?)];
         let mut cin = 32;
         for (t, c, n, s) in settings {
@@ -68,13 +90,22 @@ impl MobileNetV2 {
                 }
                 layers.push(ConvBn::new(init, hidden, hidden, 3, stride, hidden, true)?);
                 layers.push(ConvBn::new(init, hidden, c, 1, 1, 1, false)?);
-                features.push(Feature::Inverted { layers, residual: stride == 1 && cin == c });
+                features.push(Feature::Inverted {
+                    layers,
+                    residual: stride == 1 && cin == c,
+                });
                 cin = c;
             }
         }
         features.push(Feature::Plain(ConvBn::new(init, cin, 1280, 1, 1, 1, true)?));
-        let classifier = classes.map(|k| Linear::new(init, 1280, k, true)).transpose()?;
-        Ok(MobileNetV2 { features, classifier, out_channels: 1280 })
+        let classifier = classes
+            .map(|k| Linear::new(init, 1280, k, true))
+            .transpose()?;
+        Ok(MobileNetV2 {
+            features,
+            classifier,
+            out_channels: 1280,
+        })
     }
 
     /// The final feature map [N, 1280, H/32, W/32].
@@ -102,11 +133,18 @@ impl MobileNetV2 {
     /// ImageNet logits and the pooled features (eval: dropout is the identity).
     pub fn classify(&self, x: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
         let pooled = self.forward(x, ctx)?.global_avg_pool()?;
-        let head = self.classifier.as_ref().ok_or_else(|| crate::Error::Shape {
-            op: "mobilenet_v2",
-            message: "built without a classifier".into(),
-        })?;
-        let h = if ctx.training { pooled.dropout(0.2, ctx.seed)? } else { pooled.clone() };
+        let head = self
+            .classifier
+            .as_ref()
+            .ok_or_else(|| crate::Error::Shape {
+                op: "mobilenet_v2",
+                message: "built without a classifier".into(),
+            })?;
+        let h = if ctx.training {
+            pooled.dropout(0.2, ctx.seed)?
+        } else {
+            pooled.clone()
+        };
         Ok((head.forward(&h)?, pooled))
     }
 }
@@ -124,7 +162,8 @@ impl Module for MobileNetV2 {
                         l.visit(&format!("{prefix}features.{i}.conv.{j}."), f);
                     }
                     let last = &layers[n - 1];
-                    last.conv.visit(&format!("{prefix}features.{i}.conv.{}.", n - 1), f);
+                    last.conv
+                        .visit(&format!("{prefix}features.{i}.conv.{}.", n - 1), f);
                     last.bn.visit(&format!("{prefix}features.{i}.conv.{n}."), f);
                 }
             }
@@ -137,7 +176,9 @@ impl Module for MobileNetV2 {
         for feat in &mut self.features {
             match feat {
                 Feature::Plain(c) => c.visit_bn_mut(f),
-                Feature::Inverted { layers, .. } => layers.iter_mut().for_each(|l| l.visit_bn_mut(f)),
+                Feature::Inverted { layers, .. } => {
+                    layers.iter_mut().for_each(|l| l.visit_bn_mut(f))
+                }
             }
         }
     }

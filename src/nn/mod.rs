@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use layers::{BatchNorm, Conv2d, Linear};
 pub use mobilenet::MobileNetV2;
-pub use reid::{Backbone, Pooling, ReidNet, ReidOutput};
+pub use reid::{Backbone, Pooling, ReidConfig, ReidNet, ReidOutput};
 pub use resnet::{ResNet, ResNetDepth};
 pub use weights::{load_safetensors, save_safetensors, ClassifierPolicy, LoadOptions, LoadReport};
 
@@ -63,7 +63,11 @@ impl Param {
     /// Stores a new value (an optimiser's update, loaded weights) as a fresh leaf.
     pub fn set(&self, value: Tensor) {
         let v = value.detach();
-        *self.value.write().unwrap() = if self.trainable() { v.with_requires_grad() } else { v };
+        *self.value.write().unwrap() = if self.trainable() {
+            v.with_requires_grad()
+        } else {
+            v
+        };
     }
 
     pub fn kind(&self) -> ParamKind {
@@ -177,7 +181,10 @@ impl Ctx {
         if total != n {
             return Err(crate::Error::Shape {
                 op: "domain-specific batch norm",
-                message: format!("domain parts {:?} cover {total} images but the batch has {n}", self.parts),
+                message: format!(
+                    "domain parts {:?} cover {total} images but the batch has {n}",
+                    self.parts
+                ),
             });
         }
         Ok(self.parts.clone())

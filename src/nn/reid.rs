@@ -23,7 +23,9 @@ impl Backbone {
             other => {
                 return Err(crate::Error::Shape {
                     op: "backbone",
-                    message: format!("unknown architecture {other:?} (resnet18, resnet34, resnet50, mobilenet_v2)"),
+                    message: format!(
+                    "unknown architecture {other:?} (resnet18, resnet34, resnet50, mobilenet_v2)"
+                ),
                 })
             }
         };
@@ -65,6 +67,47 @@ pub enum Pooling {
     Gem,
 }
 
+/// How to build a `ReidNet`.
+#[derive(Clone, Debug)]
+pub struct ReidConfig {
+    /// `resnet18`, `resnet34`, `resnet50` or `mobilenet_v2`.
+    pub arch: String,
+    /// Stride of ResNet's layer4 (1 for re-ID).
+    pub last_stride: usize,
+    pub pooling: Pooling,
+    /// A BNNeck (BatchNorm1d, bias frozen at 0) after pooling.
+    pub neck: bool,
+    /// Dropout before the classifier in training.
+    pub dropout: f64,
+    /// A bias-free classifier over this many classes.
+    pub classes: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for ReidConfig {
+    /// ResNet-50, last stride 1, average pooling, BNNeck, no dropout, no classifier.
+    fn default() -> Self {
+        ReidConfig {
+            arch: "resnet50".into(),
+            last_stride: 1,
+            pooling: Pooling::Avg,
+            neck: true,
+            dropout: 0.0,
+            classes: None,
+            seed: 0,
+        }
+    }
+}
+
+impl ReidConfig {
+    pub fn arch(arch: &str) -> ReidConfig {
+        ReidConfig {
+            arch: arch.into(),
+            ..Default::default()
+        }
+    }
+}
+
 pub struct ReidNet {
     pub backbone: Backbone,
     pub pooling: Pooling,
@@ -84,7 +127,17 @@ pub struct ReidOutput {
 
 impl ReidNet {
     /// A model on `device` with seeded initialisation.
-    pub fn new(device: &Device, arch: &str, last_stride: usize, pooling: Pooling, neck: bool, dropout: f64, classes: Option<usize>, seed: u64) -> Result<ReidNet> {
+    pub fn new(device: &Device, cfg: &ReidConfig) -> Result<ReidNet> {
+        let ReidConfig {
+            arch,
+            last_stride,
+            pooling,
+            neck,
+            dropout,
+            classes,
+            seed,
+        } = cfg.clone();
+        let arch = arch.as_str();
         let mut init = Init::new(device, seed);
         let backbone = Backbone::new(&mut init, arch, last_stride)?;
         let d = backbone.out_channels();
@@ -99,8 +152,17 @@ impl ReidNet {
         } else {
             None
         };
-        let classifier = classes.map(|k| Linear::new_normal(&mut init, d, k, 0.001)).transpose()?;
-        Ok(ReidNet { backbone, pooling, gem_p, neck, dropout, classifier })
+        let classifier = classes
+            .map(|k| Linear::new_normal(&mut init, d, k, 0.001))
+            .transpose()?;
+        Ok(ReidNet {
+            backbone,
+            pooling,
+            gem_p,
+            neck,
+            dropout,
+            classifier,
+        })
     }
 
     pub fn feature_dim(&self) -> usize {
@@ -119,7 +181,11 @@ impl ReidNet {
         };
         let logits = match &self.classifier {
             Some(c) => {
-                let h = if ctx.training && self.dropout > 0.0 { bn.dropout(self.dropout, ctx.seed)? } else { bn.clone() };
+                let h = if ctx.training && self.dropout > 0.0 {
+                    bn.dropout(self.dropout, ctx.seed)?
+                } else {
+                    bn.clone()
+                };
                 Some(c.forward(&h)?)
             }
             None => None,
@@ -130,7 +196,11 @@ impl ReidNet {
     /// Retrieval features: L2-normalised BN-neck output (pooled features without a neck), in
     /// evaluation mode for `domain`.
     pub fn extract(&self, x: &Tensor, domain: usize) -> Result<Tensor> {
-        crate::no_grad(|| self.forward(x, &Ctx::eval().domain(domain))?.bn.l2_normalize(1))
+        crate::no_grad(|| {
+            self.forward(x, &Ctx::eval().domain(domain))?
+                .bn
+                .l2_normalize(1)
+        })
     }
 }
 

@@ -36,10 +36,19 @@ struct Block {
 }
 
 impl Block {
-    fn new(init: &mut Init, cin: usize, width: usize, stride: usize, bottleneck: bool) -> Result<Block> {
+    fn new(
+        init: &mut Init,
+        cin: usize,
+        width: usize,
+        stride: usize,
+        bottleneck: bool,
+    ) -> Result<Block> {
         let cout = if bottleneck { width * 4 } else { width };
         let downsample = if stride != 1 || cin != cout {
-            Some((Conv2d::new(init, cin, cout, 1, Conv2dSpec::new(stride, 0))?, BatchNorm::new(init, cout)?))
+            Some((
+                Conv2d::new(init, cin, cout, 1, Conv2dSpec::new(stride, 0))?,
+                BatchNorm::new(init, cout)?,
+            ))
         } else {
             None
         };
@@ -49,7 +58,10 @@ impl Block {
                 bn1: BatchNorm::new(init, width)?,
                 conv2: Conv2d::new(init, width, width, 3, Conv2dSpec::new(stride, 1))?,
                 bn2: BatchNorm::new(init, width)?,
-                conv3: Some((Conv2d::new(init, width, cout, 1, Conv2dSpec::new(1, 0))?, BatchNorm::new(init, cout)?)),
+                conv3: Some((
+                    Conv2d::new(init, width, cout, 1, Conv2dSpec::new(1, 0))?,
+                    BatchNorm::new(init, cout)?,
+                )),
                 downsample,
             }
         } else {
@@ -130,7 +142,13 @@ impl ResNet {
             };
             let mut blocks = Vec::new();
             for j in 0..n {
-                blocks.push(Block::new(init, cin, width, if j == 0 { stride } else { 1 }, depth.bottleneck())?);
+                blocks.push(Block::new(
+                    init,
+                    cin,
+                    width,
+                    if j == 0 { stride } else { 1 },
+                    depth.bottleneck(),
+                )?);
                 cin = width * expansion;
             }
             layers.push(blocks);
@@ -145,7 +163,11 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let mut y = self.bn1.forward(&self.conv1.forward(x)?, ctx)?.relu()?.max_pool2d(3, 2, 1)?;
+        let mut y = self
+            .bn1
+            .forward(&self.conv1.forward(x)?, ctx)?
+            .relu()?
+            .max_pool2d(3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {
                 y = block.forward(&y, ctx)?;

@@ -18,7 +18,10 @@ struct Dims {
 
 fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Dims> {
     if x.rank() < 2 {
-        return shape_err("batch_norm", format!("needs [N, C, ...], got {:?}", x.shape()));
+        return shape_err(
+            "batch_norm",
+            format!("needs [N, C, ...], got {:?}", x.shape()),
+        );
     }
     let c = x.shape()[1];
     for t in per_channel {
@@ -26,15 +29,27 @@ fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Dims> {
         if t.shape() != [c] {
             return shape_err(
                 "batch_norm",
-                format!("per-channel operand {:?} should be [{c}] for input {:?}", t.shape(), x.shape()),
+                format!(
+                    "per-channel operand {:?} should be [{c}] for input {:?}",
+                    t.shape(),
+                    x.shape()
+                ),
             );
         }
     }
-    Ok(Dims { n: x.shape()[0], c, s: x.shape()[2..].iter().product() })
+    Ok(Dims {
+        n: x.shape()[0],
+        c,
+        s: x.shape()[2..].iter().product(),
+    })
 }
 
 fn params(d: Dims, eps: f64) -> Params {
-    Params::new().usize(d.n).usize(d.c).usize(d.s).f32(eps as f32)
+    Params::new()
+        .usize(d.n)
+        .usize(d.c)
+        .usize(d.s)
+        .f32(eps as f32)
 }
 
 fn vec_tensor(like: &Tensor, shape: Vec<usize>, data: Data) -> Tensor {
@@ -42,13 +57,33 @@ fn vec_tensor(like: &Tensor, shape: Vec<usize>, data: Data) -> Tensor {
 }
 
 /// Launches `entry` over `bufs` (last one is a fresh output of `n` floats per output listed).
-fn launch(entry: &'static str, train: bool, d: Dims, eps: f64, inputs: &[&Tensor], outs: &[Vec<usize>], per_channel: bool) -> Result<Vec<Tensor>> {
+fn launch(
+    entry: &'static str,
+    train: bool,
+    d: Dims,
+    eps: f64,
+    inputs: &[&Tensor],
+    outs: &[Vec<usize>],
+    per_channel: bool,
+) -> Result<Vec<Tensor>> {
     let gpu = inputs[0].device().as_gpu().unwrap();
-    let out_bufs = outs.iter().map(|s| alloc_f32(gpu, s.iter().product(), entry)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let out_bufs = outs
+        .iter()
+        .map(|s| alloc_f32(gpu, s.iter().product(), entry))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut bufs: Vec<_> = inputs.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.extend(out_bufs.iter());
-    let grid = if per_channel { grid_1d(d.c as u32, 1) } else { grid_1d((d.n * d.c * d.s) as u32, 256) };
-    gpu.dispatch(&Kernel::new("batchnorm", entry).with("TRAIN", train as u32), params(d, eps).bytes(), &bufs, grid)?;
+    let grid = if per_channel {
+        grid_1d(d.c as u32, 1)
+    } else {
+        grid_1d((d.n * d.c * d.s) as u32, 256)
+    };
+    gpu.dispatch(
+        &Kernel::new("batchnorm", entry).with("TRAIN", train as u32),
+        params(d, eps).bytes(),
+        &bufs,
+        grid,
+    )?;
     Ok(out_bufs
         .into_iter()
         .zip(outs)
@@ -58,7 +93,15 @@ fn launch(entry: &'static str, train: bool, d: Dims, eps: f64, inputs: &[&Tensor
 
 fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
     if x.device().is_gpu() {
-        let mut v = launch("bn_stats", true, d, 0.0, &[x], &[vec![d.c], vec![d.c]], true)?;
+        let mut v = launch(
+            "bn_stats",
+            true,
+            d,
+            0.0,
+            &[x],
+            &[vec![d.c], vec![d.c]],
+            true,
+        )?;
         let var = v.pop().unwrap();
         return Ok((v.pop().unwrap(), var));
     }
@@ -73,13 +116,32 @@ fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
     Ok((vec_tensor(x, vec![d.c], m), vec_tensor(x, vec![d.c], v)))
 }
 
-fn apply_raw(x: &Tensor, mean: &Tensor, var: &Tensor, gamma: &Tensor, beta: &Tensor, d: Dims, eps: f64) -> Result<Tensor> {
+fn apply_raw(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    d: Dims,
+    eps: f64,
+) -> Result<Tensor> {
     if x.device().is_gpu() {
-        return Ok(launch("bn_apply", true, d, eps, &[x, mean, var, gamma, beta], &[x.shape().to_vec()], false)?.remove(0));
+        return Ok(launch(
+            "bn_apply",
+            true,
+            d,
+            eps,
+            &[x, mean, var, gamma, beta],
+            &[x.shape().to_vec()],
+            false,
+        )?
+        .remove(0));
     }
     fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64) -> Data {
         let s = t.map(T::slice);
-        T::wrap(cpu::batchnorm::apply(s[0], s[1], s[2], s[3], s[4], d.c, d.s, eps))
+        T::wrap(cpu::batchnorm::apply(
+            s[0], s[1], s[2], s[3], s[4], d.c, d.s, eps,
+        ))
     }
     let t = [x, mean, var, gamma, beta];
     let data = match x.host_float().unwrap() {
@@ -91,18 +153,54 @@ fn apply_raw(x: &Tensor, mean: &Tensor, var: &Tensor, gamma: &Tensor, beta: &Ten
 
 /// (dx, dgamma, dbeta).
 #[allow(clippy::too_many_arguments)]
-fn backward_raw(x: &Tensor, g: &Tensor, mean: &Tensor, var: &Tensor, gamma: &Tensor, d: Dims, eps: f64, train: bool) -> Result<(Tensor, Tensor, Tensor)> {
+fn backward_raw(
+    x: &Tensor,
+    g: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    d: Dims,
+    eps: f64,
+    train: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
     if x.device().is_gpu() {
-        let mut sums = launch("bn_bwd_reduce", true, d, eps, &[x, g, mean, var], &[vec![d.c], vec![d.c]], true)?;
+        let mut sums = launch(
+            "bn_bwd_reduce",
+            true,
+            d,
+            eps,
+            &[x, g, mean, var],
+            &[vec![d.c], vec![d.c]],
+            true,
+        )?;
         let sum_gx = sums.pop().unwrap();
         let sum_g = sums.pop().unwrap();
-        let dx = launch("bn_bwd_apply", train, d, eps, &[x, g, mean, var, gamma, &sum_g, &sum_gx], &[x.shape().to_vec()], false)?.remove(0);
+        let dx = launch(
+            "bn_bwd_apply",
+            train,
+            d,
+            eps,
+            &[x, g, mean, var, gamma, &sum_g, &sum_gx],
+            &[x.shape().to_vec()],
+            false,
+        )?
+        .remove(0);
         return Ok((dx, sum_gx, sum_g));
     }
     fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64, train: bool) -> (Data, Data, Data) {
         let [x, g, mean, var, gamma] = t.map(T::slice);
         let (sg, sgx) = cpu::batchnorm::backward_reduce(x, g, mean, var, d.n, d.c, d.s, eps);
-        let dx = cpu::batchnorm::backward_apply(x, g, mean, var, gamma, (&sg, &sgx), (d.n, d.c, d.s), eps, train);
+        let dx = cpu::batchnorm::backward_apply(
+            x,
+            g,
+            mean,
+            var,
+            gamma,
+            (&sg, &sgx),
+            (d.n, d.c, d.s),
+            eps,
+            train,
+        );
         (T::wrap(dx), T::wrap(sgx), T::wrap(sg))
     }
     let t = [x, g, mean, var, gamma];
@@ -117,11 +215,26 @@ fn backward_raw(x: &Tensor, g: &Tensor, mean: &Tensor, var: &Tensor, gamma: &Ten
     ))
 }
 
-fn record_bn(out: Tensor, x: &Tensor, gamma: &Tensor, beta: &Tensor, mean: Tensor, var: Tensor, d: Dims, eps: f64, train: bool) -> Tensor {
+#[allow(clippy::too_many_arguments)]
+fn record_bn(
+    out: Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: Tensor,
+    var: Tensor,
+    d: Dims,
+    eps: f64,
+    train: bool,
+) -> Tensor {
     let (xs, gs) = (x.detach(), gamma.detach());
     record(out, "batch_norm", &[x, gamma, beta], move |g, needs| {
         let (dx, dgamma, dbeta) = backward_raw(&xs, g, &mean, &var, &gs, d, eps, train)?;
-        Ok(vec![needs[0].then_some(dx), needs[1].then_some(dgamma), needs[2].then_some(dbeta)])
+        Ok(vec![
+            needs[0].then_some(dx),
+            needs[1].then_some(dgamma),
+            needs[2].then_some(dbeta),
+        ])
     })
 }
 
@@ -129,21 +242,46 @@ impl Tensor {
     /// Training-mode batch norm over [N, C, ...] with per-channel `gamma`, `beta` [C]: normalises
     /// with this batch's statistics. Returns the output, the batch mean and the biased batch
     /// variance (constants, for running-statistics updates).
-    pub fn batch_norm_train(&self, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn batch_norm_train(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         same_device("batch_norm", &[self, gamma, beta])?;
         self.expect_dtype("batch_norm", DType::F32)?;
         let d = dims(self, &[gamma, beta])?;
         if d.n * d.s == 0 {
-            return shape_err("batch_norm", format!("no values per channel in {:?}", self.shape()));
+            return shape_err(
+                "batch_norm",
+                format!("no values per channel in {:?}", self.shape()),
+            );
         }
         let (mean, var) = stats_raw(self, d)?;
         let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
-        let y = record_bn(out, self, gamma, beta, mean.clone(), var.clone(), d, eps, true);
+        let y = record_bn(
+            out,
+            self,
+            gamma,
+            beta,
+            mean.clone(),
+            var.clone(),
+            d,
+            eps,
+            true,
+        );
         Ok((y, mean, var))
     }
 
     /// Evaluation-mode batch norm with given (running) `mean` and `var` [C], which get no gradient.
-    pub fn batch_norm_eval(&self, gamma: &Tensor, beta: &Tensor, mean: &Tensor, var: &Tensor, eps: f64) -> Result<Tensor> {
+    pub fn batch_norm_eval(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         same_device("batch_norm", &[self, gamma, beta, mean, var])?;
         self.expect_dtype("batch_norm", DType::F32)?;
         let d = dims(self, &[gamma, beta, mean, var])?;

@@ -66,7 +66,9 @@ pub(crate) fn geometry(x: &[usize], w: &[usize], spec: &Conv2dSpec) -> Result<Co
     if x.len() != 4 || w.len() != 4 {
         return shape_err(
             "conv2d",
-            format!("needs input [N,C,H,W] and weight [Cout,Cin/groups,KH,KW], got {x:?} and {w:?}"),
+            format!(
+                "needs input [N,C,H,W] and weight [Cout,Cin/groups,KH,KW], got {x:?} and {w:?}"
+            ),
         );
     }
     let g = spec.groups;
@@ -162,7 +164,14 @@ fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Te
 }
 
 /// Columns [K, chunk*P] of images n0..n0+chunk.
-fn im2col_gpu(gpu: &Arc<Gpu>, dev: &Device, x: &Tensor, g: &ConvGeom, n0: usize, chunk: usize) -> Result<Tensor> {
+fn im2col_gpu(
+    gpu: &Arc<Gpu>,
+    dev: &Device,
+    x: &Tensor,
+    g: &ConvGeom,
+    n0: usize,
+    chunk: usize,
+) -> Result<Tensor> {
     let n = g.kg() * chunk * g.p();
     let cols = alloc_f32(gpu, n, "conv2d im2col columns")?;
     gpu.dispatch(
@@ -174,7 +183,13 @@ fn im2col_gpu(gpu: &Arc<Gpu>, dev: &Device, x: &Tensor, g: &ConvGeom, n0: usize,
     Ok(gpu_tensor(dev, vec![g.kg(), chunk * g.p()], cols))
 }
 
-fn direct_gpu(entry: &'static str, a: &Tensor, b: &Tensor, g: &ConvGeom, out_shape: Vec<usize>) -> Result<Tensor> {
+fn direct_gpu(
+    entry: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    g: &ConvGeom,
+    out_shape: Vec<usize>,
+) -> Result<Tensor> {
     let dev = a.device();
     let gpu = dev.as_gpu().unwrap();
     let n: usize = out_shape.iter().product();
@@ -225,7 +240,12 @@ fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
         Device::Gpu(_) => direct_gpu("conv_direct", x, w, g, out_shape(g)),
         _ => {
             let data = host_float2!(x, w, |xv, wv| cpu::conv2d::forward(xv, wv, g));
-            Ok(Tensor::from_parts(out_shape(g), DType::F32, dev.clone(), data))
+            Ok(Tensor::from_parts(
+                out_shape(g),
+                DType::F32,
+                dev.clone(),
+                data,
+            ))
         }
     }
 }
@@ -268,7 +288,11 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
 
 /// dY of images n0..n0+c as [Cout, c*P].
 fn dy_chunk(dy: &Tensor, g: &ConvGeom, n0: usize, c: usize) -> Result<Tensor> {
-    let part = if c == g.n { dy.clone() } else { dy.narrow(0, n0, c)? };
+    let part = if c == g.n {
+        dy.clone()
+    } else {
+        dy.narrow(0, n0, c)?
+    };
     if c == 1 {
         part.reshape(&[g.cout, g.p()])
     } else {
@@ -309,7 +333,12 @@ fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> 
 impl Tensor {
     /// 2-D convolution of this [N, C, H, W] tensor with `weight` [Cout, C/groups, KH, KW] and an
     /// optional `bias` [Cout] (cross-correlation, as torch.nn.functional.conv2d).
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, spec: Conv2dSpec) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        spec: Conv2dSpec,
+    ) -> Result<Tensor> {
         same_device("conv2d", &[self, weight])?;
         self.expect_dtype("conv2d", DType::F32)?;
         weight.expect_dtype("conv2d", DType::F32)?;
@@ -318,8 +347,12 @@ impl Tensor {
         let (x, w) = (self.detach(), weight.detach());
         let y = record(out, "conv2d", &[self, weight], move |dy, needs| {
             Ok(vec![
-                needs[0].then(|| backward_input_raw(dy, &w, &g)).transpose()?,
-                needs[1].then(|| backward_weight_raw(dy, &x, &g)).transpose()?,
+                needs[0]
+                    .then(|| backward_input_raw(dy, &w, &g))
+                    .transpose()?,
+                needs[1]
+                    .then(|| backward_weight_raw(dy, &x, &g))
+                    .transpose()?,
             ])
         });
         match bias {

@@ -10,7 +10,11 @@ impl Tensor {
         if self.rank() != 2 || weight.rank() != 2 || self.shape()[1] != weight.shape()[1] {
             return shape_err(
                 "linear",
-                format!("input {:?} does not fit weight {:?} ([out, in])", self.shape(), weight.shape()),
+                format!(
+                    "input {:?} does not fit weight {:?} ([out, in])",
+                    self.shape(),
+                    weight.shape()
+                ),
             );
         }
         let y = self.matmul_t(weight, false, true)?;
@@ -40,7 +44,13 @@ impl Tensor {
         }
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f64> = (0..self.numel() as u64)
-            .map(|i| if random::uniform(seed, i) < p { 0.0 } else { keep })
+            .map(|i| {
+                if random::uniform(seed, i) < p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
             .collect();
         self.mul(&Tensor::from_f64(&mask, self.shape(), self.device())?)
     }

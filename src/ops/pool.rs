@@ -15,10 +15,18 @@ fn geometry(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<
         return shape_err("pool2d", format!("needs [N, C, H, W], got {:?}", x.shape()));
     }
     let [n, c, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    if kernel == 0 || stride == 0 || 2 * padding > kernel || h + 2 * padding < kernel || w + 2 * padding < kernel {
+    if kernel == 0
+        || stride == 0
+        || 2 * padding > kernel
+        || h + 2 * padding < kernel
+        || w + 2 * padding < kernel
+    {
         return shape_err(
             "pool2d",
-            format!("kernel {kernel}, stride {stride}, padding {padding} do not fit input {:?}", x.shape()),
+            format!(
+                "kernel {kernel}, stride {stride}, padding {padding} do not fit input {:?}",
+                x.shape()
+            ),
         );
     }
     Ok(PoolGeom {
@@ -54,12 +62,26 @@ fn out_shape(x: &Tensor, g: &PoolGeom) -> Vec<usize> {
 }
 
 /// Dispatches a pool kernel writing fresh outputs of `sizes` elements.
-fn launch(entry: &'static str, g: &PoolGeom, inputs: &[&Tensor], sizes: &[usize], n: usize) -> Result<Vec<crate::gpu::GpuBuffer>> {
+fn launch(
+    entry: &'static str,
+    g: &PoolGeom,
+    inputs: &[&Tensor],
+    sizes: &[usize],
+    n: usize,
+) -> Result<Vec<crate::gpu::GpuBuffer>> {
     let gpu = inputs[0].device().as_gpu().unwrap();
-    let outs = sizes.iter().map(|&s| alloc_f32(gpu, s, entry)).collect::<Result<Vec<_>>>()?;
+    let outs = sizes
+        .iter()
+        .map(|&s| alloc_f32(gpu, s, entry))
+        .collect::<Result<Vec<_>>>()?;
     let mut bufs: Vec<_> = inputs.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.extend(outs.iter());
-    gpu.dispatch(&Kernel::new("pool", entry), params(g).bytes(), &bufs, grid_1d(n as u32, 256))?;
+    gpu.dispatch(
+        &Kernel::new("pool", entry),
+        params(g).bytes(),
+        &bufs,
+        grid_1d(n as u32, 256),
+    )?;
     Ok(outs)
 }
 
@@ -74,7 +96,10 @@ impl Tensor {
             Device::Gpu(_) => {
                 let mut b = launch("max_pool", &g, &[self], &[n, n], n)?;
                 let idx = Tensor::from_gpu(shape.clone(), DType::I32, dev, b.pop().unwrap());
-                (Tensor::from_gpu(shape.clone(), DType::F32, dev, b.pop().unwrap()), idx)
+                (
+                    Tensor::from_gpu(shape.clone(), DType::F32, dev, b.pop().unwrap()),
+                    idx,
+                )
             }
             _ => {
                 let (data, idx) = match self.host_float().unwrap() {
@@ -89,7 +114,12 @@ impl Tensor {
                 };
                 (
                     Tensor::from_parts(shape.clone(), DType::F32, dev.clone(), data),
-                    Tensor::from_parts(shape.clone(), DType::I32, dev.clone(), Data::I32(idx.into())),
+                    Tensor::from_parts(
+                        shape.clone(),
+                        DType::I32,
+                        dev.clone(),
+                        Data::I32(idx.into()),
+                    ),
                 )
             }
         };
@@ -119,7 +149,12 @@ impl Tensor {
         let out = match dev {
             Device::Gpu(_) => {
                 let n = g.planes * g.ho * g.wo;
-                Tensor::from_gpu(shape, DType::F32, dev, launch("avg_pool", &g, &[self], &[n], n)?.remove(0))
+                Tensor::from_gpu(
+                    shape,
+                    DType::F32,
+                    dev,
+                    launch("avg_pool", &g, &[self], &[n], n)?.remove(0),
+                )
             }
             _ => {
                 let data = host_float!(self, |v| cpu::pool::avg_pool(v, &g));
@@ -131,7 +166,12 @@ impl Tensor {
             let dx = match grad.device() {
                 Device::Gpu(_) => {
                     let n = g.planes * g.h * g.w;
-                    Tensor::from_gpu(in_shape, DType::F32, grad.device(), launch("avg_pool_bwd", &g, &[grad], &[n], n)?.remove(0))
+                    Tensor::from_gpu(
+                        in_shape,
+                        DType::F32,
+                        grad.device(),
+                        launch("avg_pool_bwd", &g, &[grad], &[n], n)?.remove(0),
+                    )
                 }
                 _ => {
                     let data = host_float!(grad, |v| cpu::pool::avg_pool_backward(v, &g));
@@ -145,10 +185,14 @@ impl Tensor {
     /// Mean over the spatial dims: [N, C, H, W] -> [N, C].
     pub fn global_avg_pool(&self) -> Result<Tensor> {
         if self.rank() != 4 {
-            return shape_err("global_avg_pool", format!("needs [N, C, H, W], got {:?}", self.shape()));
+            return shape_err(
+                "global_avg_pool",
+                format!("needs [N, C, H, W], got {:?}", self.shape()),
+            );
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        self.reshape(&[n, c, self.shape()[2] * self.shape()[3]])?.mean(2, false)
+        self.reshape(&[n, c, self.shape()[2] * self.shape()[3]])?
+            .mean(2, false)
     }
 
     /// Generalised-mean pooling `(mean(clamp(x, eps)^p))^(1/p)` over H, W: [N, C, H, W] -> [N, C];
@@ -157,7 +201,11 @@ impl Tensor {
         if self.rank() != 4 || p.numel() != 1 {
             return shape_err(
                 "gem_pool",
-                format!("needs [N, C, H, W] and a one-element p, got {:?} and {:?}", self.shape(), p.shape()),
+                format!(
+                    "needs [N, C, H, W] and a one-element p, got {:?} and {:?}",
+                    self.shape(),
+                    p.shape()
+                ),
             );
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
