@@ -10,6 +10,7 @@ mod device;
 mod error;
 pub mod gpu;
 pub mod loss;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;

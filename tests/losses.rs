@@ -289,3 +289,18 @@ fn prototype_weights_are_a_softmax_over_shifted_distances() {
         1e-6,
     );
 }
+
+#[test]
+fn rectified_labels_reweight_and_renormalise() {
+    let d = common::gpu();
+    let p = Tensor::from_slice(&[0.6, 0.3, 0.1, 0.2, 0.2, 0.6], &[2, 3], &d).unwrap();
+    let w = Tensor::from_slice(&[0.1, 0.8, 0.1, 1.0, 0.0, 0.0], &[2, 3], &d).unwrap();
+    let (soft, hard) = rectified_labels(&p, &w).unwrap();
+    let s = soft.to_vec().unwrap();
+    // Row 0: (0.06, 0.24, 0.01) / 0.31; row 1: all mass on class 0.
+    assert!(
+        (s[1] - 0.24 / 0.31).abs() < 1e-6 && (s[3] - 1.0).abs() < 1e-6,
+        "{s:?}"
+    );
+    assert_eq!(hard, vec![1, 0]);
+}

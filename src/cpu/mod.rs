@@ -9,11 +9,13 @@ pub mod elementwise;
 pub mod index;
 pub mod losses;
 pub mod matmul;
+pub mod memory;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod topk;
 
 /// The float types the references run in.
 pub trait Float:

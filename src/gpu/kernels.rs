@@ -16,6 +16,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("losses", include_str!("../../shaders/losses.wgsl")),
+    ("memory", include_str!("../../shaders/memory.wgsl")),
+    ("topk", include_str!("../../shaders/topk.wgsl")),
 ];
 
 pub(crate) fn source(shader: &str) -> Option<&'static str> {

@@ -13,7 +13,7 @@ pub use contrastive::{
 };
 pub use cross_entropy::{cross_entropy, soft_cross_entropy, symmetric_cross_entropy};
 pub use distance::{cosine_distance, euclidean_distance, squared_euclidean_distance};
-pub use proda::prototype_weights;
+pub use proda::{prototype_weights, rectified_labels};
 pub use triplet::{batch_hard, margin_triplet, soft_softmax_triplet, softmax_triplet, Mined};
 
 use crate::{Device, Result, Tensor};

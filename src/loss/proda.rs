@@ -20,3 +20,18 @@ pub fn prototype_weights(
     let shifted = d.sub(&d.min(1, true)?)?;
     shifted.mul_scalar(-1.0 / temperature)?.softmax()
 }
+
+/// ProDA's rectified pseudo labels: classifier probabilities times the prototype weights,
+/// renormalised per row (detached soft labels, [B, K]), and their argmax (hard labels).
+pub fn rectified_labels(probabilities: &Tensor, weights: &Tensor) -> Result<(Tensor, Vec<i32>)> {
+    if probabilities.shape() != weights.shape() || probabilities.rank() != 2 {
+        return shape_err(
+            "rectified_labels",
+            format!("{:?} vs {:?}", probabilities.shape(), weights.shape()),
+        );
+    }
+    let joint = probabilities.detach().mul(&weights.detach())?;
+    let soft = joint.div(&joint.sum(1, true)?.clamp(1e-12, f32::MAX)?)?;
+    let hard = soft.argmax(1, false)?.to_vec_i32()?;
+    Ok((soft, hard))
+}

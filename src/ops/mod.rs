@@ -8,11 +8,13 @@ pub mod functional;
 pub mod index;
 pub mod losses;
 pub mod matmul;
+pub mod memory;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod topk;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer};
