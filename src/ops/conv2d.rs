@@ -141,22 +141,23 @@ fn params(g: &ConvGeom, n0: usize, chunk: usize) -> Params {
         .u32(0)
 }
 
-/// Images per im2col chunk: as many as fit the binding limit (and the soft cap).
+/// Images per im2col chunk: as many as keep the columns under the soft cap and every per-chunk
+/// buffer (columns, the GEMM's [Cout, chunk*P] output) under the binding limit.
 fn chunk_images(gpu: &Gpu, g: &ConvGeom) -> Result<usize> {
-    let per_image = (g.kg() * g.p() * 4) as u64;
-    let limit = gpu
-        .max_binding_bytes()
-        .min(COLS_CAP_BYTES.load(std::sync::atomic::Ordering::Relaxed));
-    if per_image > gpu.max_binding_bytes() {
+    let cols_per_image = (g.kg() * g.p() * 4) as u64;
+    let out_per_image = (g.cout * g.p() * 4) as u64;
+    let max = gpu.max_binding_bytes();
+    let worst = cols_per_image.max(out_per_image);
+    if worst > max {
         return shape_err(
             "conv2d",
-            format!(
-                "one image's im2col columns need {per_image} bytes; the adapter binds at most {}",
-                gpu.max_binding_bytes()
-            ),
+            format!("one image needs a {worst}-byte buffer (im2col columns or output); the adapter binds at most {max}"),
         );
     }
-    Ok(((limit / per_image.max(1)) as usize).clamp(1, g.n.max(1)))
+    let cap = max.min(COLS_CAP_BYTES.load(std::sync::atomic::Ordering::Relaxed));
+    let by_cols = cap / cols_per_image.max(1);
+    let by_out = max / out_per_image.max(1);
+    Ok((by_cols.min(by_out) as usize).clamp(1, g.n.max(1)))
 }
 
 fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Tensor {
@@ -212,9 +213,20 @@ fn out_shape(g: &ConvGeom) -> Vec<usize> {
     vec![g.n, g.cout, g.ho, g.wo]
 }
 
+/// A 1x1, stride-1, unpadded, ungrouped convolution is a GEMM on the input as it lies: no im2col.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0) && g.groups == 1
+}
+
 fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = x.device();
     match dev {
+        // W [Cout, Cin] x x[n] [Cin, P] for every n at once -> [N, Cout, P], already NCHW.
+        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+            let w2 = w.detach().reshape(&[g.cout, g.c])?;
+            w2.matmul(&x.detach().reshape(&[g.n, g.c, g.p()])?)?
+                .reshape(&out_shape(g))
+        }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
             let chunk = chunk_images(gpu, g)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
@@ -255,6 +267,12 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = dy.device();
     let x_shape = vec![g.n, g.c, g.h, g.w];
     match dev {
+        // W^T [Cin, Cout] x dY[n] [Cout, P] -> [N, Cin, P].
+        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+            let w2 = w.detach().reshape(&[g.cout, g.c])?;
+            w2.matmul_t(&dy.reshape(&[g.n, g.cout, g.p()])?, true, false)?
+                .reshape(&x_shape)
+        }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
             let chunk = chunk_images(gpu, g)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
