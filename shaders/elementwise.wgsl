@@ -93,21 +93,32 @@ struct BcastParams {
 }
 @group(0) @binding(0) var<uniform> bc_p: BcastParams;
 
-fn dim_of(v: array<vec4<u32>, 2>, d: u32) -> u32 {
-    return v[d / 4u][d % 4u];
+// Peels dim d (counted from the last) off `rem`, adding its coordinate times each operand's
+// stride. Every vector index is a constant: lavapipe turns dynamically indexed uniform reads into
+// slow per-lane loads, so the dim loop is written out rather than looped.
+fn peel(rem: ptr<function, u32>, off: ptr<function, vec3<u32>>, size: u32, sa: u32, sb: u32, sc: u32) {
+    let c = *rem % size;
+    *rem = *rem / size;
+    *off = *off + c * vec3<u32>(sa, sb, sc);
 }
 
 // Element offsets of output index i in operands a, b, c.
 fn offsets(i: u32) -> vec3<u32> {
     var rem = i;
     var off = vec3<u32>(0u, 0u, 0u);
-    for (var k = 0u; k < bc_p.rank; k = k + 1u) {
-        let d = bc_p.rank - 1u - k;
-        let size = dim_of(bc_p.shape, d);
-        let coord = rem % size;
-        rem = rem / size;
-        off = off + coord * vec3<u32>(dim_of(bc_p.a_strides, d), dim_of(bc_p.b_strides, d), dim_of(bc_p.c_strides, d));
-    }
+    let r = bc_p.rank;
+    let s0 = bc_p.shape[0]; let s1 = bc_p.shape[1];
+    let a0 = bc_p.a_strides[0]; let a1 = bc_p.a_strides[1];
+    let b0 = bc_p.b_strides[0]; let b1 = bc_p.b_strides[1];
+    let c0 = bc_p.c_strides[0]; let c1 = bc_p.c_strides[1];
+    if (r > 7u) { peel(&rem, &off, s1.w, a1.w, b1.w, c1.w); }
+    if (r > 6u) { peel(&rem, &off, s1.z, a1.z, b1.z, c1.z); }
+    if (r > 5u) { peel(&rem, &off, s1.y, a1.y, b1.y, c1.y); }
+    if (r > 4u) { peel(&rem, &off, s1.x, a1.x, b1.x, c1.x); }
+    if (r > 3u) { peel(&rem, &off, s0.w, a0.w, b0.w, c0.w); }
+    if (r > 2u) { peel(&rem, &off, s0.z, a0.z, b0.z, c0.z); }
+    if (r > 1u) { peel(&rem, &off, s0.y, a0.y, b0.y, c0.y); }
+    if (r > 0u) { peel(&rem, &off, s0.x, a0.x, b0.x, c0.x); }
     return off;
 }
 

@@ -2,9 +2,12 @@
 // A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), C is [M,N], all row-major;
 // batch strides of 0 broadcast a 2-D operand over the batch.
 //
-// matmul_reg: each invocation computes a 4x4 block of C in registers with no workgroup memory
-// (CPU adapters such as lavapipe run a workgroup as SIMD loops on one core: barriers are dear,
-// registers cheap). Workgroup 8x8 invocations = a 32x32 tile of C.
+// Kernels (src/ops/matmul.rs picks one per adapter; UNREID_MATMUL forces it):
+// - matmul_tiled: workgroup-memory tiles with barriers, for real GPUs.
+// - matmul_reg: a 4x4 block per invocation, no workgroup memory, any shape and layout; on CPU
+//   adapters the fallback for shapes matmul_subgroup.wgsl (the fast lavapipe kernel) cannot take.
+//
+// matmul_reg: workgroup 8x8 invocations = a 32x32 tile of C.
 // Dispatch: (ceil(N/32), ceil(M/32), batch). Bindings: 0 params, 1 a, 2 b, 3 c.
 
 override TRANS_A: bool = false;
@@ -52,6 +55,91 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var j = 0u; j < 4u; j = j + 1u) {
                 if (col0 + j < p.n) { c[c_base + row * p.n + col0 + j] = acc[r][j]; }
             }
+        }
+    }
+}
+
+
+// matmul_tiled: the workgroup (TILE_N/4) x (TILE_M/ROWS) owns a TILE_M x TILE_N tile of C; each step
+// stages a TILE_M x TILE_K slice of op(A) and a TILE_K x TILE_N slice of op(B) in workgroup memory
+// (zero past the edges, transposes resolved while staging), then each invocation accumulates ROWS
+// rows x 4 columns of C in registers. Tile sizes are overrides (defaults 64x64x16, 4x4 per
+// invocation); TILE_M * TILE_K and TILE_K * TILE_N must fit the staging arrays (TILE_MAX floats),
+// ROWS <= 8, and the workgroup needs (TILE_N/4) * (TILE_M/ROWS) <= 256 invocations.
+// Dispatch: (ceil(N/TILE_N), ceil(M/TILE_M), batch). Bindings: 0 params, 1 a, 2 b, 3 c.
+override TILE_M: u32 = 64u;
+override TILE_N: u32 = 64u;
+override TILE_K: u32 = 16u;
+override ROWS: u32 = 4u;
+const TILE_MAX: u32 = 2048u;
+var<workgroup> a_tile: array<f32, TILE_MAX>; // [TILE_K][TILE_M]
+var<workgroup> b_tile: array<f32, TILE_MAX>; // [TILE_K][TILE_N]
+
+@compute @workgroup_size(TILE_N / 4u, TILE_M / ROWS, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let threads = (TILE_N / 4u) * (TILE_M / ROWS);
+    let me = lid.y * (TILE_N / 4u) + lid.x;
+    let row0 = wid.y * TILE_M;
+    let col0 = wid.x * TILE_N;
+    let a_base = wid.z * p.a_stride;
+    let b_base = wid.z * p.b_stride;
+    var acc: array<vec4<f32>, 8>;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
+        for (var e = me; e < TILE_M * TILE_K; e = e + threads) {
+            // Consecutive invocations take consecutive addresses of A's storage.
+            var r: u32; var kk: u32;
+            if (TRANS_A) { r = e % TILE_M; kk = e / TILE_M; } else { kk = e % TILE_K; r = e / TILE_K; }
+            var v = 0.0;
+            if (k0 + kk < p.k) { v = load_a(a_base, row0 + r, k0 + kk); }
+            a_tile[kk * TILE_M + r] = v;
+        }
+        for (var e = me; e < TILE_K * TILE_N; e = e + threads) {
+            var kk: u32; var j: u32;
+            if (TRANS_B) { kk = e % TILE_K; j = e / TILE_K; } else { j = e % TILE_N; kk = e / TILE_N; }
+            var v = 0.0;
+            if (k0 + kk < p.k) { v = load_b(b_base, k0 + kk, col0 + j); }
+            b_tile[kk * TILE_N + j] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
+            let j = kk * TILE_N + lid.x * 4u;
+            let bv = vec4(b_tile[j], b_tile[j + 1u], b_tile[j + 2u], b_tile[j + 3u]);
+            for (var i = 0u; i < ROWS; i = i + 1u) {
+                acc[i] = fma(vec4(a_tile[kk * TILE_M + lid.y * ROWS + i]), bv, acc[i]);
+            }
+        }
+        workgroupBarrier();
+    }
+    let c_base = wid.z * p.c_stride;
+    let col = col0 + lid.x * 4u;
+    for (var i = 0u; i < ROWS; i = i + 1u) {
+        let row = row0 + lid.y * ROWS + i;
+        if (row < p.m) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                if (col + j < p.n) { c[c_base + row * p.n + col + j] = acc[i][j]; }
+            }
+        }
+    }
+}
+
+// pad: copies X [batch, R, C] into zeros [batch, R_OUT, C_OUT] (R_OUT >= R, C_OUT >= C), so that
+// matmul_sg can read operands as whole vec4 rows. Params fields reused: m = R, n = C, k = R_OUT,
+// a_stride = C_OUT. Bindings: 0 params, 1 x (as a), 2 x again (unused; keeps the layout of the
+// matmul kernels), 3 out (as c). Workgroup 64, each invocation 4 columns of one row.
+// Dispatch: (ceil(C_OUT/256), R_OUT, batch).
+@compute @workgroup_size(64, 1, 1)
+fn pad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    _ = b[0];
+    let c_out = p.a_stride;
+    let row = gid.y;
+    let col0 = gid.x * 4u;
+    let o = (gid.z * p.k + row) * c_out + col0;
+    let i = (gid.z * p.m + row) * p.n + col0;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (col0 + j < c_out) {
+            var v = 0.0;
+            if (row < p.m && col0 + j < p.n) { v = a[i + j]; }
+            c[o + j] = v;
         }
     }
 }

@@ -18,8 +18,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
-fn dim_of(v: array<vec4<u32>, 2>, d: u32) -> u32 {
-    return v[d / 4u][d % 4u];
+// Peels dim d (counted from the last) off `rem`, adding its coordinate times the input and
+// output strides. Every vector index is a constant: lavapipe turns dynamically indexed uniform
+// reads into slow per-lane loads, so the dim loop is written out rather than looped.
+fn peel(rem: ptr<function, u32>, off: ptr<function, vec2<u32>>, size: u32, s_in: u32, s_out: u32) {
+    let c = *rem % size;
+    *rem = *rem / size;
+    *off = *off + c * vec2<u32>(s_in, s_out);
 }
 
 @compute @workgroup_size(256)
@@ -28,15 +33,18 @@ fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
     var rem = i;
-    var src = p.in_offset;
-    var dst = p.out_offset;
-    for (var k = 0u; k < p.rank; k = k + 1u) {
-        let d = p.rank - 1u - k;
-        let size = dim_of(p.shape, d);
-        let c = rem % size;
-        rem = rem / size;
-        src = src + c * dim_of(p.in_strides, d);
-        dst = dst + c * dim_of(p.out_strides, d);
-    }
-    out[dst] = x[src];
+    var off = vec2<u32>(p.in_offset, p.out_offset);
+    let r = p.rank;
+    let s0 = p.shape[0]; let s1 = p.shape[1];
+    let i0 = p.in_strides[0]; let i1 = p.in_strides[1];
+    let o0 = p.out_strides[0]; let o1 = p.out_strides[1];
+    if (r > 7u) { peel(&rem, &off, s1.w, i1.w, o1.w); }
+    if (r > 6u) { peel(&rem, &off, s1.z, i1.z, o1.z); }
+    if (r > 5u) { peel(&rem, &off, s1.y, i1.y, o1.y); }
+    if (r > 4u) { peel(&rem, &off, s1.x, i1.x, o1.x); }
+    if (r > 3u) { peel(&rem, &off, s0.w, i0.w, o0.w); }
+    if (r > 2u) { peel(&rem, &off, s0.z, i0.z, o0.z); }
+    if (r > 1u) { peel(&rem, &off, s0.y, i0.y, o0.y); }
+    if (r > 0u) { peel(&rem, &off, s0.x, i0.x, o0.x); }
+    out[off.y] = x[off.x];
 }

@@ -5,9 +5,13 @@
 
 pub mod autograd;
 pub mod cli;
+pub mod cluster;
 pub mod cpu;
+pub mod data;
 mod device;
 mod error;
+pub mod eval;
+pub mod features;
 pub mod gpu;
 pub mod loss;
 pub mod memory;

@@ -52,6 +52,9 @@ fn extract_writes_normalised_features_ids_and_paths() {
     assert!(matches!(cli.command, Command::Extract(_)));
     unreid::cli::run(cli).unwrap();
 
+    // Also readable as the shared features file.
+    let set = unreid::features::FeatureSet::load(&out).unwrap();
+    assert_eq!((set.num, set.dim), (5, 1280));
     let t = read_tensors(&out).unwrap();
     let (shape, feats) = &t["features"];
     assert_eq!(shape, &vec![5, 1280]);
@@ -66,6 +69,56 @@ fn extract_writes_normalised_features_ids_and_paths() {
     let paths: Vec<String> = serde_json::from_str(&meta["paths"]).unwrap();
     assert_eq!(paths.len(), 5);
     assert!(paths[0].ends_with("-1_c2s1_000001_00.jpg"), "{paths:?}");
-    assert_eq!(meta["feature"], "pooled_l2");
+
+    // A Market-1501 layout through the data module: --data ROOT --split query.
+    let root = dir.join("market");
+    for (sub, files) in [
+        (
+            "bounding_box_train",
+            ["0003_c1s1_000001_01.jpg", "0003_c2s1_000001_01.jpg"],
+        ),
+        (
+            "bounding_box_test",
+            ["0004_c1s1_000001_01.jpg", "0005_c2s1_000001_01.jpg"],
+        ),
+        (
+            "query",
+            ["0004_c3s1_000001_01.jpg", "0005_c4s1_000001_01.jpg"],
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        for f in files {
+            image::RgbImage::from_pixel(30, 60, image::Rgb([90, 120, 30]))
+                .save(root.join(sub).join(f))
+                .unwrap();
+        }
+    }
+    let out2 = dir.join("query.safetensors");
+    let cli = Cli::try_parse_from([
+        "unreid",
+        "extract",
+        "--arch",
+        "mobilenet_v2",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--split",
+        "query",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        out2.to_str().unwrap(),
+    ])
+    .unwrap();
+    unreid::cli::run(cli).unwrap();
+    let set = unreid::features::FeatureSet::load(&out2).unwrap();
+    assert_eq!(set.num, 2);
+    assert_eq!(set.pids.unwrap(), vec![4, 5]);
+    assert_eq!(set.camids.unwrap(), vec![2, 3]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -158,3 +158,10 @@ fn shape_and_device_errors_are_results() {
     let labels = Tensor::from_i32(&[1, 2, 3], &[3], &g).unwrap();
     assert!(a.add(&labels).unwrap_err().to_string().contains("I32"));
 }
+
+#[test]
+fn broadcasting_over_many_unmergeable_dims() {
+    let a = Input::randn(&[2, 1, 2, 1, 2, 1], 15);
+    let b = Input::randn(&[1, 3, 1, 3, 1, 3], 16);
+    check("mul rank 6 broadcast", &|xs, _| xs[0].mul(&xs[1]), &[a, b]);
+}

@@ -164,3 +164,22 @@ fn out_of_range_indices_read_nan_and_bad_shapes_are_errors() {
         .contains("permutation"));
     assert!(x.reshape(&[5]).unwrap_err().to_string().contains("reshape"));
 }
+
+#[test]
+fn high_rank_layouts_use_every_unrolled_dim() {
+    // Six and eight dims that no collapsing can merge.
+    let x = Input::randn(&[2, 3, 2, 3, 2, 2], 13);
+    check(
+        "permute rank 6",
+        &|xs, _| xs[0].permute(&[5, 3, 1, 0, 2, 4]),
+        &[x],
+    );
+    let y = Input::randn(&[2, 1, 2, 1, 2, 1, 2, 1], 14);
+    compare_forward(
+        "broadcast rank 8",
+        &|xs, _| xs[0].broadcast_to(&[2, 3, 2, 3, 2, 3, 2, 3]),
+        &[y],
+        0.0,
+        0.0,
+    );
+}

@@ -85,29 +85,31 @@ pub fn binary_scalar<T: Float>(op: BinaryOp, a: T, b: T) -> T {
     }
 }
 
-/// Offsets into each operand for every output element, by plain index decomposition.
-fn broadcast_offsets(
-    out_shape: &[usize],
-    operand_shapes: &[&[usize]],
-) -> impl Fn(usize) -> Vec<usize> + Sync {
-    let out_strides = contiguous_strides(out_shape);
-    let strides: Vec<Vec<usize>> = operand_shapes
-        .iter()
-        .map(|s| broadcast_strides(s, out_shape))
-        .collect();
-    move |i| {
-        strides
-            .iter()
-            .map(|st| {
-                let mut off = 0;
-                let mut rem = i;
-                for (d, os) in out_strides.iter().enumerate() {
-                    off += (rem / os) * st[d];
-                    rem %= os;
-                }
-                off
-            })
-            .collect()
+/// Broadcast strides of each operand into `out_shape`, with the output's own strides, so element
+/// offsets come from a short loop over dims and no per-element allocation.
+struct Broadcast<const N: usize> {
+    out_strides: Vec<usize>,
+    strides: [Vec<usize>; N],
+}
+
+impl<const N: usize> Broadcast<N> {
+    fn new(out_shape: &[usize], operand_shapes: [&[usize]; N]) -> Self {
+        Broadcast {
+            out_strides: contiguous_strides(out_shape),
+            strides: operand_shapes.map(|s| broadcast_strides(s, out_shape)),
+        }
+    }
+
+    fn offsets(&self, mut i: usize) -> [usize; N] {
+        let mut off = [0; N];
+        for (d, &os) in self.out_strides.iter().enumerate() {
+            let c = i / os;
+            i %= os;
+            for (o, st) in off.iter_mut().zip(&self.strides) {
+                *o += c * st[d];
+            }
+        }
+        off
     }
 }
 
@@ -119,13 +121,20 @@ pub fn binary<T: Float>(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<T> {
+    if a_shape == out_shape && b_shape == out_shape {
+        return a
+            .par_iter()
+            .zip(b)
+            .map(|(&x, &y)| binary_scalar(op, x, y))
+            .collect();
+    }
     let n: usize = out_shape.iter().product();
-    let offsets = broadcast_offsets(out_shape, &[a_shape, b_shape]);
+    let bc = Broadcast::new(out_shape, [a_shape, b_shape]);
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let o = offsets(i);
-            binary_scalar(op, a[o[0]], b[o[1]])
+            let [oa, ob] = bc.offsets(i);
+            binary_scalar(op, a[oa], b[ob])
         })
         .collect()
 }
@@ -138,15 +147,15 @@ pub fn where_select<T: Float>(
     out_shape: &[usize],
 ) -> Vec<T> {
     let n: usize = out_shape.iter().product();
-    let offsets = broadcast_offsets(out_shape, &[cond.1, a.1, b.1]);
+    let bc = Broadcast::new(out_shape, [cond.1, a.1, b.1]);
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let o = offsets(i);
-            if cond.0[o[0]] != T::zero() {
-                a.0[o[1]]
+            let [oc, oa, ob] = bc.offsets(i);
+            if cond.0[oc] != T::zero() {
+                a.0[oa]
             } else {
-                b.0[o[2]]
+                b.0[ob]
             }
         })
         .collect()

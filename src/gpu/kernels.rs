@@ -9,6 +9,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_subgroup",
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ),
     ("shape", include_str!("../../shaders/shape.wgsl")),
     ("index", include_str!("../../shaders/index.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),

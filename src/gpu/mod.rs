@@ -70,6 +70,8 @@ pub struct Gpu {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     limits: wgpu::Limits,
+    /// Smallest subgroup size, when the device was opened with subgroup operations.
+    subgroup_min_size: Option<u32>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(String, Vec<u64>), wgpu::ComputePipeline>>,
     pool: BufferPool,
@@ -129,9 +131,14 @@ impl Gpu {
         let adapter = adapter::choose(&instance, options.adapter.as_deref())?;
         let summary = AdapterSummary::of(&adapter);
         let limits = adapter.limits();
+        let subgroup_min_size = adapter
+            .features()
+            .contains(wgpu::Features::SUBGROUP)
+            .then(|| adapter.get_info().subgroup_min_size);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("unreid"),
-            required_features: wgpu::Features::empty(),
+            // Subgroup operations where the adapter has them (matmul's CPU-adapter kernel uses them).
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -163,6 +170,7 @@ impl Gpu {
             queue,
             summary,
             limits,
+            subgroup_min_size,
             modules: Mutex::default(),
             pipelines: Mutex::default(),
             pool: BufferPool::default(),
@@ -185,6 +193,11 @@ impl Gpu {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Smallest subgroup size when subgroup operations are enabled (shaders may use them), else None.
+    pub fn subgroup_min_size(&self) -> Option<u32> {
+        self.subgroup_min_size
     }
 
     pub fn set_poison(&self, on: bool) {

@@ -1,15 +1,241 @@
 //! Batched matmul with either operand transposed, and its backward rule.
 
+use std::sync::Arc;
+
 use crate::autograd::record;
 use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
-use crate::gpu::Kernel;
+use crate::gpu::{Gpu, GpuBuffer, Kernel};
 use crate::ops::{alloc_f32, host_float2, same_device, Params};
 use crate::tensor::{DType, Data};
 use crate::{cpu, Device, Tensor};
 
-/// Output rows and columns one workgroup of `matmul_reg` covers.
-const TILE: usize = 32;
+/// Which matmul kernel runs on a GPU device.
+///
+/// `Auto` picks by adapter type: on CPU adapters (lavapipe) `Subgroup` (or `Reg` where the adapter
+/// has no subgroups of >= 8 lanes), on real GPUs `Tiled`. The environment variable
+/// `UNREID_MATMUL=sg|reg|tiled` overrides the pick for the whole process, and
+/// [`with_matmul_kernel`] for one thread (the tests use it to run every kernel on lavapipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    Auto,
+    /// `matmul_sg` (shaders/matmul_subgroup.wgsl), for CPU adapters: (8*ROW_GROUPS) x 32 register
+    /// tiles shared through subgroup broadcasts, vec4 loads, no workgroup memory or barriers.
+    /// Operands whose rows are not whole vec4s are zero-padded first. Falls back to `Reg` without
+    /// subgroups of >= 8 lanes.
+    Subgroup,
+    /// `matmul_reg`: a 4x4 register block per invocation, any adapter, any shape.
+    Reg,
+    /// `matmul_tiled`: workgroup-memory tiles with barriers, for discrete and integrated GPUs.
+    Tiled,
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
+}
+
+/// Runs `f` with every matmul on this thread (forward and backward) using `kernel`.
+pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
+    let before = FORCED.with(|k| k.replace(kernel));
+    struct Restore(MatmulKernel);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn has_subgroups(gpu: &Gpu) -> bool {
+    gpu.subgroup_min_size().is_some_and(|s| s >= 8)
+}
+
+/// The kernel family for one product (never `Auto`).
+fn family(gpu: &Gpu, d: &MatmulDims) -> MatmulKernel {
+    let wanted = match FORCED.with(|k| k.get()) {
+        MatmulKernel::Auto => match std::env::var("UNREID_MATMUL").ok().as_deref() {
+            Some("sg") => MatmulKernel::Subgroup,
+            Some("reg") => MatmulKernel::Reg,
+            Some("tiled") => MatmulKernel::Tiled,
+            _ if gpu.summary().is_cpu() => MatmulKernel::Subgroup,
+            _ => MatmulKernel::Tiled,
+        },
+        forced => forced,
+    };
+    match wanted {
+        MatmulKernel::Subgroup if !has_subgroups(gpu) || d.k == 0 || !pad_fits(gpu, d) => {
+            MatmulKernel::Reg
+        }
+        other => other,
+    }
+}
+
+/// Rows of C per `matmul_sg` workgroup / 8 (its ROW_GROUPS). 6 measured best at 1024 on lavapipe
+/// (4: -10%, 8: -5%, 2: -35%); each row group is 8 vec4 accumulators per lane.
+const SG_ROW_GROUPS: usize = 6;
+
+/// ROW_GROUPS for `m` rows: 6, unless another value from 4 to 8 computes at least m/16 fewer
+/// dropped rows (64 rows take one tile of 64, not two of 48); small `m` takes just enough groups.
+fn sg_row_groups(m: usize) -> usize {
+    if m <= 32 {
+        return m.div_ceil(8).max(1);
+    }
+    let padded = |rg: usize| m.div_ceil(8 * rg) * 8 * rg;
+    let mut best = SG_ROW_GROUPS;
+    for rg in [5, 7, 8, 4] {
+        if padded(rg) + m / 16 <= padded(best) {
+            best = rg;
+        }
+    }
+    best
+}
+
+/// `matmul_reg` covers a 32x32 tile of C per workgroup.
+const REG_TILE: usize = 32;
+/// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
+const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
+
+/// The kernel (entry point and pipeline constants) and workgroup grid for one product.
+fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
+    let batch = d.batch as u32;
+    let trans = |k: Kernel| {
+        k.with("TRANS_A", d.trans_a as u32)
+            .with("TRANS_B", d.trans_b as u32)
+    };
+    match family(gpu, d) {
+        MatmulKernel::Tiled => {
+            let (tm, tn, tk, rows) = TILED;
+            let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
+                .with("TILE_M", tm as u32)
+                .with("TILE_N", tn as u32)
+                .with("TILE_K", tk as u32)
+                .with("ROWS", rows as u32);
+            (
+                kernel,
+                [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch],
+            )
+        }
+        MatmulKernel::Subgroup => {
+            let rg = sg_row_groups(d.m);
+            let kernel =
+                trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
+            let rows = 8 * rg;
+            (
+                kernel,
+                [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch],
+            )
+        }
+        _ => {
+            let kernel = trans(Kernel::new("matmul", "matmul_reg"));
+            let groups = [
+                d.n.div_ceil(REG_TILE) as u32,
+                d.m.div_ceil(REG_TILE) as u32,
+                batch,
+            ];
+            (kernel, groups)
+        }
+    }
+}
+
+/// The entry point a product of these sizes runs on `gpu` under the current kernel choice.
+pub fn matmul_entry(gpu: &Gpu, d: &MatmulDims) -> &'static str {
+    plan(gpu, d).0.entry
+}
+
+/// `t` ([.., R, C] on `gpu`) copied into zeros of shape [.., rows, cols] (`t` itself if equal).
+fn zero_pad(gpu: &Arc<Gpu>, t: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let r = t.rank();
+    let (have_rows, have_cols) = (t.shape()[r - 2], t.shape()[r - 1]);
+    if (have_rows, have_cols) == (rows, cols) {
+        return Ok(t.clone());
+    }
+    let batch: usize = t.shape()[..r - 2].iter().product();
+    let out = alloc_f32(gpu, batch * rows * cols, "matmul operand padding")?;
+    let params = Params::new()
+        .usize(have_rows)
+        .usize(have_cols)
+        .usize(rows)
+        .usize(batch)
+        .usize(cols)
+        .u32(0)
+        .u32(0)
+        .u32(0);
+    let x = t.gpu_buffer().unwrap();
+    gpu.dispatch(
+        &Kernel::new("matmul", "pad"),
+        params.bytes(),
+        &[x, x, &out],
+        [cols.div_ceil(256) as u32, rows as u32, batch as u32],
+    )?;
+    let mut shape = t.shape()[..r - 2].to_vec();
+    shape.extend([rows, cols]);
+    Ok(Tensor::from_parts(
+        shape,
+        DType::F32,
+        t.device().clone(),
+        Data::Gpu(out.into()),
+    ))
+}
+
+/// Whether `zero_pad`'s grid (rows in y, batch in z) fits the adapter for every operand.
+fn pad_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let rows = d.m.max(d.n).max(d.k.next_multiple_of(4));
+    rows <= max && d.batch <= max
+}
+
+/// Launches `matmul_sg`. Its loads are vec4s along the contiguous axis of each operand and its k
+/// loop takes 4 steps at a time, so operands whose contiguous axis or K is not a multiple of 4 are
+/// first copied with zeros appended (the zeros add nothing to C; padded rows and columns of C are
+/// never stored). The copy (matmul.wgsl's `pad`) is O(size of the operand), small next to the
+/// product (`Tensor::concat` with zeros cost 30x the product itself at 64x2048 x 2048x751).
+fn launch_sg(
+    gpu: &Arc<Gpu>,
+    a: &Tensor,
+    b: &Tensor,
+    d: &MatmulDims,
+    out: &GpuBuffer,
+) -> Result<()> {
+    let (m4, k4, n4) = (
+        d.m.next_multiple_of(4),
+        d.k.next_multiple_of(4),
+        d.n.next_multiple_of(4),
+    );
+    let a = if d.trans_a {
+        zero_pad(gpu, a, k4, m4)?
+    } else {
+        zero_pad(gpu, a, d.m, k4)?
+    };
+    let b = if d.trans_b {
+        zero_pad(gpu, b, d.n, k4)?
+    } else {
+        zero_pad(gpu, b, k4, n4)?
+    };
+    // Row strides of the stored (padded) operands, in vec4s.
+    let a_ld = if d.trans_a { m4 } else { k4 } / 4;
+    let b_ld = if d.trans_b { k4 } else { n4 } / 4;
+    let a_rows = if d.trans_a { k4 } else { d.m };
+    let b_rows = if d.trans_b { d.n } else { k4 };
+    let params = Params::new()
+        .usize(d.m)
+        .usize(d.n)
+        .usize(k4 / 4)
+        .usize(d.batch)
+        .usize(if d.a_batched { a_rows * a_ld * 4 } else { 0 })
+        .usize(if d.b_batched { b_rows * b_ld * 4 } else { 0 })
+        .usize(d.m * d.n)
+        .usize(a_ld)
+        .usize(b_ld);
+    let (kernel, groups) = plan(gpu, d);
+    gpu.dispatch(
+        &kernel,
+        params.bytes(),
+        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), out],
+        groups,
+    )?;
+    Ok(())
+}
 
 fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(MatmulDims, Vec<usize>)> {
     if a.rank() < 2 || b.rank() < 2 {
@@ -78,6 +304,15 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     let data = match a.device() {
         Device::Gpu(g) => {
             let out = alloc_f32(g, d.batch * d.m * d.n, "matmul output")?;
+            if family(g, &d) == MatmulKernel::Subgroup {
+                launch_sg(g, a, b, &d, &out)?;
+                return Ok(Tensor::from_parts(
+                    out_shape,
+                    DType::F32,
+                    a.device().clone(),
+                    Data::Gpu(out.into()),
+                ));
+            }
             let params = Params::new()
                 .usize(d.m)
                 .usize(d.n)
@@ -87,14 +322,7 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
                 .usize(if d.b_batched { d.k * d.n } else { 0 })
                 .usize(d.m * d.n)
                 .u32(0);
-            let kernel = Kernel::new("matmul", "matmul_reg")
-                .with("TRANS_A", trans_a as u32)
-                .with("TRANS_B", trans_b as u32);
-            let groups = [
-                d.n.div_ceil(TILE) as u32,
-                d.m.div_ceil(TILE) as u32,
-                d.batch as u32,
-            ];
+            let (kernel, groups) = plan(g, &d);
             g.dispatch(
                 &kernel,
                 params.bytes(),
@@ -148,5 +376,20 @@ impl Tensor {
                 gb.map(|t| t.sum_to_shape(b.shape())).transpose()?,
             ])
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sg_row_groups;
+
+    #[test]
+    fn row_groups_fit_the_rows() {
+        assert_eq!(sg_row_groups(1), 1);
+        assert_eq!(sg_row_groups(20), 3);
+        assert_eq!(sg_row_groups(64), 8);
+        assert_eq!(sg_row_groups(100), 7);
+        assert_eq!(sg_row_groups(1024), 6);
+        assert_eq!(sg_row_groups(2048), 6);
     }
 }

@@ -1,0 +1,12 @@
+//! Re-ID evaluation (shared/ALGORITHMS.md section 9): CMC and mAP under the Market-1501 protocol,
+//! k-reciprocal re-ranking, and ranked-list pictures. Distances are produced one block of queries
+//! at a time and each query is scored from its own row, so nothing query x gallery is held.
+
+pub mod metrics;
+pub mod rerank;
+pub mod visualize;
+
+pub use metrics::{
+    evaluate, evaluate_with, score_query, top_ranked, EvalResult, LabeledFeatures, QueryScore,
+};
+pub use rerank::{RerankParams, Reranker};

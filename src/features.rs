@@ -1,0 +1,251 @@
+//! The features file shared by `unreid extract`, `cluster` and `evaluate`: one safetensors file with
+//!
+//! - `features`: f32 [N, D] (one row per image; f64 is accepted and converted),
+//! - `pids`, `camids`: i64 [N] (i32 accepted), -1 = unknown; optional when reading,
+//! - metadata key `paths`: a JSON array of the N image paths, in row order (optional).
+//!
+//! Writes are atomic (temporary file in the same folder, then rename), so a killed run never leaves
+//! a truncated file behind.
+
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("cannot read features file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: tensor `{tensor}` {message}")]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+    #[error("{path}: metadata key `paths` {message}")]
+    Paths { path: PathBuf, message: String },
+    #[error("cannot write features file {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// Features of N images with their identities, cameras and paths.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FeatureSet {
+    /// Row-major N x D.
+    pub features: Vec<f32>,
+    pub num: usize,
+    pub dim: usize,
+    /// Person ids (-1 unknown); None when the file has no `pids` tensor.
+    pub pids: Option<Vec<i64>>,
+    /// Camera ids (-1 unknown); None when the file has no `camids` tensor.
+    pub camids: Option<Vec<i64>>,
+    /// Image paths in row order; empty when the file has none.
+    pub paths: Vec<String>,
+}
+
+fn as_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, FeaturesError> {
+    match dtype {
+        Dtype::F32 => Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        Dtype::F64 => Ok(bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect()),
+        other => Err(FeaturesError::Tensor {
+            path: path.into(),
+            tensor: name.into(),
+            message: format!("has dtype {other:?}, expected F32"),
+        }),
+    }
+}
+
+fn as_i64(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<i64>, FeaturesError> {
+    match dtype {
+        Dtype::I64 => Ok(bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()),
+        Dtype::I32 => Ok(bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect()),
+        other => Err(FeaturesError::Tensor {
+            path: path.into(),
+            tensor: name.into(),
+            message: format!("has dtype {other:?}, expected I64"),
+        }),
+    }
+}
+
+impl FeatureSet {
+    #[inline]
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Reads a features file, checking dtypes, shapes and that every length agrees with N.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, FeaturesError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| FeaturesError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let format = |e: safetensors::SafeTensorError| FeaturesError::Format {
+            path: path.into(),
+            message: e.to_string(),
+        };
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(format)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(format)?;
+        let tensor_err = |tensor: &str, message: String| FeaturesError::Tensor {
+            path: path.into(),
+            tensor: tensor.into(),
+            message,
+        };
+
+        let view = st
+            .tensor("features")
+            .map_err(|_| tensor_err("features", format!("is missing (found: {:?})", st.names())))?;
+        let (num, dim) = match view.shape() {
+            [n, d] => (*n, *d),
+            other => {
+                return Err(tensor_err(
+                    "features",
+                    format!("has shape {other:?}, expected [N, D]"),
+                ))
+            }
+        };
+        let features = as_f32(path, "features", view.dtype(), view.data())?;
+
+        let labels = |name: &str| -> Result<Option<Vec<i64>>, FeaturesError> {
+            let Ok(view) = st.tensor(name) else {
+                return Ok(None);
+            };
+            if view.shape() != [num] {
+                return Err(tensor_err(
+                    name,
+                    format!(
+                        "has shape {:?}, expected [{num}] to match `features`",
+                        view.shape()
+                    ),
+                ));
+            }
+            as_i64(path, name, view.dtype(), view.data()).map(Some)
+        };
+        let pids = labels("pids")?;
+        let camids = labels("camids")?;
+
+        let paths = match metadata.metadata().as_ref().and_then(|m| m.get("paths")) {
+            None => Vec::new(),
+            Some(json) => {
+                let paths: Vec<String> =
+                    serde_json::from_str(json).map_err(|e| FeaturesError::Paths {
+                        path: path.into(),
+                        message: format!("is not a JSON array of strings: {e}"),
+                    })?;
+                if paths.len() != num {
+                    return Err(FeaturesError::Paths {
+                        path: path.into(),
+                        message: format!("lists {} paths for {num} feature rows", paths.len()),
+                    });
+                }
+                paths
+            }
+        };
+        Ok(Self {
+            features,
+            num,
+            dim,
+            pids,
+            camids,
+            paths,
+        })
+    }
+
+    /// Writes the file atomically. Missing pids/camids are written as -1.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), FeaturesError> {
+        let path = path.as_ref();
+        let err = |message: String| FeaturesError::Write {
+            path: path.into(),
+            message,
+        };
+        if self.features.len() != self.num * self.dim {
+            return Err(err(format!(
+                "{} values are not {} x {}",
+                self.features.len(),
+                self.num,
+                self.dim
+            )));
+        }
+        let unknown = vec![-1i64; self.num];
+        let pids = self.pids.as_deref().unwrap_or(&unknown);
+        let camids = self.camids.as_deref().unwrap_or(&unknown);
+        if pids.len() != self.num || camids.len() != self.num {
+            return Err(err(format!(
+                "{} pids / {} camids for {} rows",
+                pids.len(),
+                camids.len(),
+                self.num
+            )));
+        }
+        if !self.paths.is_empty() && self.paths.len() != self.num {
+            return Err(err(format!(
+                "{} paths for {} rows",
+                self.paths.len(),
+                self.num
+            )));
+        }
+        let feat_bytes: Vec<u8> = self.features.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let pid_bytes: Vec<u8> = pids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let cam_bytes: Vec<u8> = camids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = |dtype, shape: Vec<usize>, data| {
+            safetensors::tensor::TensorView::new(dtype, shape, data).map_err(|e| err(e.to_string()))
+        };
+        let tensors = vec![
+            (
+                "features",
+                view(Dtype::F32, vec![self.num, self.dim], &feat_bytes[..])?,
+            ),
+            ("pids", view(Dtype::I64, vec![self.num], &pid_bytes[..])?),
+            ("camids", view(Dtype::I64, vec![self.num], &cam_bytes[..])?),
+        ];
+        let mut meta = HashMap::new();
+        if !self.paths.is_empty() {
+            meta.insert(
+                "paths".to_string(),
+                serde_json::to_string(&self.paths).map_err(|e| err(e.to_string()))?,
+            );
+        }
+        let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| err(e.to_string()))?;
+        write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, syncs it, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
