@@ -15,6 +15,7 @@ pub mod features;
 pub mod gpu;
 pub mod loss;
 pub mod memory;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod random;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod check_data;
 pub mod cluster;
 pub mod evaluate;
+pub mod extract;
 pub mod info;
 pub mod synth;
 
@@ -27,6 +28,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// List GPU adapters, the one chosen, and its limits.
     Info(info::InfoArgs),
+    /// L2-normalised re-ID features of a folder of images (or a dataset split) as safetensors.
+    Extract(Box<extract::ExtractArgs>),
     /// Write the built-in synthetic two-domain benchmark (Market-1501 layout per domain).
     Synth(synth::Args),
     /// Scan a dataset: print its summary table and list every unreadable or truncated image.
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(args) => cluster::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Extract(args) => extract::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::CheckData(args) => check_data::run(args),
     }

@@ -3,12 +3,15 @@
 //! These functions share no code with the WGSL kernels: they are the independent ground truth the
 //! tests compare the GPU against, and in f64 the ground truth of the numeric gradient checks.
 
+pub mod batchnorm;
+pub mod conv2d;
 pub mod elementwise;
 pub mod index;
 pub mod losses;
 pub mod matmul;
 pub mod memory;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

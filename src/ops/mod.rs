@@ -1,12 +1,16 @@
 //! Ops: one file per family. Each op checks its operands, runs its WGSL kernel (GPU) or its
 //! `cpu::` reference (CPU devices), and records its backward rule, written with the same ops.
 
+pub mod batchnorm;
+pub mod conv2d;
 pub mod elementwise;
+pub mod functional;
 pub mod index;
 pub mod losses;
 pub mod matmul;
 pub mod memory;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
@@ -117,4 +121,35 @@ impl Params {
 /// A float output buffer of `n` elements.
 pub(crate) fn alloc_f32(gpu: &Arc<Gpu>, n: usize, op: &str) -> Result<GpuBuffer> {
     Ok(gpu.alloc((n.max(1) * 4) as u64, op)?)
+}
+
+/// Host slices of a CPU float tensor in one precision, and the storage for a result in it: lets
+/// an op with many float operands write its CPU path once, generic over f32/f64.
+pub(crate) trait HostElem: crate::cpu::Float {
+    fn slice(t: &Tensor) -> &[Self];
+    fn wrap(v: Vec<Self>) -> crate::tensor::Data;
+}
+
+impl HostElem for f32 {
+    fn slice(t: &Tensor) -> &[f32] {
+        match t.host_float() {
+            Some(crate::tensor::HostFloat::F32(v)) => v,
+            _ => panic!("an f32 CPU tensor"),
+        }
+    }
+    fn wrap(v: Vec<f32>) -> crate::tensor::Data {
+        crate::tensor::Data::F32(Arc::new(v))
+    }
+}
+
+impl HostElem for f64 {
+    fn slice(t: &Tensor) -> &[f64] {
+        match t.host_float() {
+            Some(crate::tensor::HostFloat::F64(v)) => v,
+            _ => panic!("an f64 CPU tensor"),
+        }
+    }
+    fn wrap(v: Vec<f64>) -> crate::tensor::Data {
+        crate::tensor::Data::F64(Arc::new(v))
+    }
 }

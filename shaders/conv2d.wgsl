@@ -1,0 +1,216 @@
+// 2-D convolution, NCHW, weights [Cout, Cin/groups, KH, KW]. Two paths:
+//
+// groups == 1: im2col + the tiled matmul (src/ops/matmul.rs), chunked over the batch so one column
+// buffer stays under the adapter's binding limit. Columns are laid out [K, chunk * P] with
+// K = Cin*KH*KW (row k = (ci, ki, kj)) and P = Ho*Wo (column = image-in-chunk * P + output pixel),
+// so the forward is one GEMM W[Cout,K] x cols[K, chunk*P] and dW is one GEMM dY x cols^T.
+// col2im is the adjoint of im2col written as a gather over kernel taps: deterministic, no atomics.
+//
+// groups > 1 (depthwise included): direct kernels for the forward, dX (gather) and dW (one
+// workgroup per weight element, tree-reduced).
+//
+// All entry points share one parameter block (see `Geom` in src/ops/conv2d.rs); 1-D grids are
+// folded into 2-D (index = (wid.y * nwg.x + wid.x) * WG + lid.x) and bounds-checked.
+
+struct Geom {
+    n: u32, c: u32, h: u32, w: u32,
+    cout: u32, kh: u32, kw: u32, groups: u32,
+    sh: u32, sw: u32, ph: u32, pw: u32,
+    dh: u32, dw: u32, ho: u32, wo: u32,
+    // First image of this chunk, images in the chunk.
+    n0: u32, chunk: u32, _p0: u32, _p1: u32,
+}
+@group(0) @binding(0) var<uniform> g: Geom;
+
+const WG: u32 = 256u;
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// im2col: bindings 1 x (whole batch), 2 cols [K, chunk*P]. One invocation per column element.
+@group(0) @binding(1) var<storage, read> ic_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ic_cols: array<f32>;
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = linear_id(wid, nwg, lid);
+    let p = g.ho * g.wo;
+    let cols = g.chunk * p;
+    let kk = g.kh * g.kw;
+    if (t >= g.c * kk * cols) { return; }
+    let k = t / cols;
+    let col = t % cols;
+    let n = col / p;
+    let pix = col % p;
+    let ci = k / kk;
+    let tap = k % kk;
+    let iy = i32((pix / g.wo) * g.sh + (tap / g.kw) * g.dh) - i32(g.ph);
+    let ix = i32((pix % g.wo) * g.sw + (tap % g.kw) * g.dw) - i32(g.pw);
+    var v = 0.0;
+    if (iy >= 0 && iy < i32(g.h) && ix >= 0 && ix < i32(g.w)) {
+        v = ic_x[((g.n0 + n) * g.c + ci) * g.h * g.w + u32(iy) * g.w + u32(ix)];
+    }
+    ic_cols[t] = v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// col2im: bindings 1 dcols [K, chunk*P], 2 dx [chunk, C, H, W]. One invocation per dx element,
+// summing every (tap, output pixel) whose window reads it.
+@group(0) @binding(1) var<storage, read> ci_cols: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = linear_id(wid, nwg, lid);
+    let hw = g.h * g.w;
+    if (t >= g.chunk * g.c * hw) { return; }
+    let n = t / (g.c * hw);
+    let ci = (t / hw) % g.c;
+    let iy = (t % hw) / g.w;
+    let ix = t % g.w;
+    let p = g.ho * g.wo;
+    let cols = g.chunk * p;
+    var acc = 0.0;
+    for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+        let ty = i32(iy + g.ph) - i32(ki * g.dh);
+        if (ty < 0 || ty % i32(g.sh) != 0) { continue; }
+        let oy = u32(ty) / g.sh;
+        if (oy >= g.ho) { continue; }
+        for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+            let tx = i32(ix + g.pw) - i32(kj * g.dw);
+            if (tx < 0 || tx % i32(g.sw) != 0) { continue; }
+            let ox = u32(tx) / g.sw;
+            if (ox >= g.wo) { continue; }
+            let k = (ci * g.kh + ki) * g.kw + kj;
+            acc = acc + ci_cols[k * cols + n * p + oy * g.wo + ox];
+        }
+    }
+    ci_dx[t] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_direct (grouped forward): bindings 1 x, 2 weight, 3 out [N, Cout, Ho, Wo].
+@group(0) @binding(1) var<storage, read> df_x: array<f32>;
+@group(0) @binding(2) var<storage, read> df_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> df_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = linear_id(wid, nwg, lid);
+    let p = g.ho * g.wo;
+    if (t >= g.n * g.cout * p) { return; }
+    let n = t / (g.cout * p);
+    let co = (t / p) % g.cout;
+    let oy = (t % p) / g.wo;
+    let ox = t % g.wo;
+    let cin_g = g.c / g.groups;
+    let cout_g = g.cout / g.groups;
+    let c0 = (co / cout_g) * cin_g;
+    var acc = 0.0;
+    for (var cg = 0u; cg < cin_g; cg = cg + 1u) {
+        let xbase = (n * g.c + c0 + cg) * g.h * g.w;
+        let wbase = (co * cin_g + cg) * g.kh * g.kw;
+        for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+            let iy = i32(oy * g.sh + ki * g.dh) - i32(g.ph);
+            if (iy < 0 || iy >= i32(g.h)) { continue; }
+            for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+                let ix = i32(ox * g.sw + kj * g.dw) - i32(g.pw);
+                if (ix < 0 || ix >= i32(g.w)) { continue; }
+                acc = acc + df_x[xbase + u32(iy) * g.w + u32(ix)] * df_w[wbase + ki * g.kw + kj];
+            }
+        }
+    }
+    df_out[t] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_direct_dx (grouped input gradient, a gather): bindings 1 dy, 2 weight, 3 dx [N, C, H, W].
+@group(0) @binding(1) var<storage, read> dx_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> dx_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn conv_direct_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = linear_id(wid, nwg, lid);
+    let hw = g.h * g.w;
+    if (t >= g.n * g.c * hw) { return; }
+    let n = t / (g.c * hw);
+    let ci = (t / hw) % g.c;
+    let iy = (t % hw) / g.w;
+    let ix = t % g.w;
+    let cin_g = g.c / g.groups;
+    let cout_g = g.cout / g.groups;
+    let grp = ci / cin_g;
+    let cg = ci % cin_g;
+    let p = g.ho * g.wo;
+    var acc = 0.0;
+    for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+        let ty = i32(iy + g.ph) - i32(ki * g.dh);
+        if (ty < 0 || ty % i32(g.sh) != 0) { continue; }
+        let oy = u32(ty) / g.sh;
+        if (oy >= g.ho) { continue; }
+        for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+            let tx = i32(ix + g.pw) - i32(kj * g.dw);
+            if (tx < 0 || tx % i32(g.sw) != 0) { continue; }
+            let ox = u32(tx) / g.sw;
+            if (ox >= g.wo) { continue; }
+            for (var oc = 0u; oc < cout_g; oc = oc + 1u) {
+                let co = grp * cout_g + oc;
+                acc = acc + dx_dy[(n * g.cout + co) * p + oy * g.wo + ox]
+                    * dx_w[((co * cin_g + cg) * g.kh + ki) * g.kw + kj];
+            }
+        }
+    }
+    dx_out[t] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_direct_dw (grouped weight gradient): bindings 1 dy, 2 x, 3 dw [Cout, Cin/groups, KH, KW].
+// One workgroup of 256 per weight element (2-D folded); threads stride over N*Ho*Wo, then a tree.
+@group(0) @binding(1) var<storage, read> dw_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> dw_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dw_out: array<f32>;
+var<workgroup> dw_scratch: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn conv_direct_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = wid.y * nwg.x + wid.x;
+    let cin_g = g.c / g.groups;
+    let cout_g = g.cout / g.groups;
+    let total = g.cout * cin_g * g.kh * g.kw;
+    let valid = e < total;
+    let co = e / (cin_g * g.kh * g.kw);
+    let cg = (e / (g.kh * g.kw)) % cin_g;
+    let ki = (e / g.kw) % g.kh;
+    let kj = e % g.kw;
+    let ci = (co / cout_g) * cin_g + cg;
+    let p = g.ho * g.wo;
+    var acc = 0.0;
+    if (valid) {
+        for (var i = lid.x; i < g.n * p; i = i + WG) {
+            let n = i / p;
+            let oy = (i % p) / g.wo;
+            let ox = i % g.wo;
+            let iy = i32(oy * g.sh + ki * g.dh) - i32(g.ph);
+            let ix = i32(ox * g.sw + kj * g.dw) - i32(g.pw);
+            if (iy >= 0 && iy < i32(g.h) && ix >= 0 && ix < i32(g.w)) {
+                acc = acc + dw_dy[(n * g.cout + co) * p + oy * g.wo + ox]
+                    * dw_x[((n * g.c + ci) * g.h + u32(iy)) * g.w + u32(ix)];
+            }
+        }
+    }
+    dw_scratch[lid.x] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid.x < s) { dw_scratch[lid.x] = dw_scratch[lid.x] + dw_scratch[lid.x + s]; }
+        workgroupBarrier();
+    }
+    if (valid && lid.x == 0u) { dw_out[e] = dw_scratch[0]; }
+}

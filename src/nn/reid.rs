@@ -1,0 +1,226 @@
+//! `ReidNet`: backbone + pooling (average | GeM) + BNNeck (BatchNorm1d, bias frozen at 0) +
+//! optional dropout + optional bias-free classifier.
+//!
+//! Names: the backbone's torchvision names unchanged (so ImageNet weights load as they are),
+//! `gem.p`, `feat_bn.*` and `classifier.weight`.
+
+use super::{BatchNorm, Ctx, Init, Linear, MobileNetV2, Module, Param, ResNet, ResNetDepth};
+use crate::{Device, Result, Tensor};
+
+pub enum Backbone {
+    ResNet(ResNet),
+    MobileNetV2(MobileNetV2),
+}
+
+impl Backbone {
+    /// `resnet18`, `resnet34`, `resnet50` or `mobilenet_v2`.
+    pub fn new(init: &mut Init, arch: &str, last_stride: usize) -> Result<Backbone> {
+        let depth = match arch {
+            "resnet18" => ResNetDepth::R18,
+            "resnet34" => ResNetDepth::R34,
+            "resnet50" => ResNetDepth::R50,
+            "mobilenet_v2" => return Ok(Backbone::MobileNetV2(MobileNetV2::new(init, None)?)),
+            other => {
+                return Err(crate::Error::Shape {
+                    op: "backbone",
+                    message: format!(
+                    "unknown architecture {other:?} (resnet18, resnet34, resnet50, mobilenet_v2)"
+                ),
+                })
+            }
+        };
+        Ok(Backbone::ResNet(ResNet::new(init, depth, last_stride)?))
+    }
+
+    pub fn out_channels(&self) -> usize {
+        match self {
+            Backbone::ResNet(r) => r.out_channels,
+            Backbone::MobileNetV2(m) => m.out_channels,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        match self {
+            Backbone::ResNet(r) => r.forward(x, ctx),
+            Backbone::MobileNetV2(m) => m.forward(x, ctx),
+        }
+    }
+
+    fn module(&self) -> &dyn Module {
+        match self {
+            Backbone::ResNet(r) => r,
+            Backbone::MobileNetV2(m) => m,
+        }
+    }
+    fn module_mut(&mut self) -> &mut dyn Module {
+        match self {
+            Backbone::ResNet(r) => r,
+            Backbone::MobileNetV2(m) => m,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    Avg,
+    /// Generalised mean with learnable p (initialised to 3).
+    Gem,
+}
+
+/// How to build a `ReidNet`.
+#[derive(Clone, Debug)]
+pub struct ReidConfig {
+    /// `resnet18`, `resnet34`, `resnet50` or `mobilenet_v2`.
+    pub arch: String,
+    /// Stride of ResNet's layer4 (1 for re-ID).
+    pub last_stride: usize,
+    pub pooling: Pooling,
+    /// A BNNeck (BatchNorm1d, bias frozen at 0) after pooling.
+    pub neck: bool,
+    /// Dropout before the classifier in training.
+    pub dropout: f64,
+    /// A bias-free classifier over this many classes.
+    pub classes: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for ReidConfig {
+    /// ResNet-50, last stride 1, average pooling, BNNeck, no dropout, no classifier.
+    fn default() -> Self {
+        ReidConfig {
+            arch: "resnet50".into(),
+            last_stride: 1,
+            pooling: Pooling::Avg,
+            neck: true,
+            dropout: 0.0,
+            classes: None,
+            seed: 0,
+        }
+    }
+}
+
+impl ReidConfig {
+    pub fn arch(arch: &str) -> ReidConfig {
+        ReidConfig {
+            arch: arch.into(),
+            ..Default::default()
+        }
+    }
+}
+
+pub struct ReidNet {
+    pub backbone: Backbone,
+    pub pooling: Pooling,
+    pub gem_p: Option<Param>,
+    pub neck: Option<BatchNorm>,
+    pub dropout: f64,
+    pub classifier: Option<Linear>,
+}
+
+/// What a forward pass returns: pooled backbone features, BN-neck features (= pooled without a
+/// neck) and classifier logits (when there is a classifier).
+pub struct ReidOutput {
+    pub pooled: Tensor,
+    pub bn: Tensor,
+    pub logits: Option<Tensor>,
+}
+
+impl ReidNet {
+    /// A model on `device` with seeded initialisation.
+    pub fn new(device: &Device, cfg: &ReidConfig) -> Result<ReidNet> {
+        let ReidConfig {
+            arch,
+            last_stride,
+            pooling,
+            neck,
+            dropout,
+            classes,
+            seed,
+        } = cfg.clone();
+        let arch = arch.as_str();
+        let mut init = Init::new(device, seed);
+        let backbone = Backbone::new(&mut init, arch, last_stride)?;
+        let d = backbone.out_channels();
+        let gem_p = match pooling {
+            Pooling::Gem => Some(Param::new(init.full(&[1], 3.0)?)),
+            Pooling::Avg => None,
+        };
+        let neck = if neck {
+            let bn = BatchNorm::new(&init, d)?;
+            bn.freeze_bias();
+            Some(bn)
+        } else {
+            None
+        };
+        let classifier = classes
+            .map(|k| Linear::new_normal(&mut init, d, k, 0.001))
+            .transpose()?;
+        Ok(ReidNet {
+            backbone,
+            pooling,
+            gem_p,
+            neck,
+            dropout,
+            classifier,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.backbone.out_channels()
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<ReidOutput> {
+        let map = self.backbone.forward(x, ctx)?;
+        let pooled = match &self.gem_p {
+            Some(p) => map.gem_pool(&p.get(), 1e-6)?,
+            None => map.global_avg_pool()?,
+        };
+        let bn = match &self.neck {
+            Some(n) => n.forward(&pooled, ctx)?,
+            None => pooled.clone(),
+        };
+        let logits = match &self.classifier {
+            Some(c) => {
+                let h = if ctx.training && self.dropout > 0.0 {
+                    bn.dropout(self.dropout, ctx.seed)?
+                } else {
+                    bn.clone()
+                };
+                Some(c.forward(&h)?)
+            }
+            None => None,
+        };
+        Ok(ReidOutput { pooled, bn, logits })
+    }
+
+    /// Retrieval features: L2-normalised BN-neck output (pooled features without a neck), in
+    /// evaluation mode for `domain`.
+    pub fn extract(&self, x: &Tensor, domain: usize) -> Result<Tensor> {
+        crate::no_grad(|| {
+            self.forward(x, &Ctx::eval().domain(domain))?
+                .bn
+                .l2_normalize(1)
+        })
+    }
+}
+
+impl Module for ReidNet {
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Param)) {
+        self.backbone.module().visit(prefix, f);
+        if let Some(p) = &self.gem_p {
+            f(format!("{prefix}gem.p"), p);
+        }
+        if let Some(n) = &self.neck {
+            n.visit(&format!("{prefix}feat_bn."), f);
+        }
+        if let Some(c) = &self.classifier {
+            c.visit(&format!("{prefix}classifier."), f);
+        }
+    }
+    fn visit_bn_mut(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        self.backbone.module_mut().visit_bn_mut(f);
+        if let Some(n) = &mut self.neck {
+            f(n);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Batch normalisation over [N, C] or [N, C, H, W]: fused kernels (per-channel statistics, one
+//! normalising pass; backward: per-channel sums of g and g*xhat, one elementwise pass).
+//! Running statistics and domain-specific sets live in `nn::BatchNorm`; these ops are pure.
+
+use crate::autograd::record;
+use crate::error::{shape_err, Result};
+use crate::gpu::{grid_1d, Kernel};
+use crate::ops::{alloc_f32, same_device, HostElem, Params};
+use crate::tensor::{DType, Data, HostFloat};
+use crate::{cpu, Tensor};
+
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    s: usize,
+}
+
+fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Dims> {
+    if x.rank() < 2 {
+        return shape_err(
+            "batch_norm",
+            format!("needs [N, C, ...], got {:?}", x.shape()),
+        );
+    }
+    let c = x.shape()[1];
+    for t in per_channel {
+        t.expect_dtype("batch_norm", DType::F32)?;
+        if t.shape() != [c] {
+            return shape_err(
+                "batch_norm",
+                format!(
+                    "per-channel operand {:?} should be [{c}] for input {:?}",
+                    t.shape(),
+                    x.shape()
+                ),
+            );
+        }
+    }
+    Ok(Dims {
+        n: x.shape()[0],
+        c,
+        s: x.shape()[2..].iter().product(),
+    })
+}
+
+fn params(d: Dims, eps: f64) -> Params {
+    Params::new()
+        .usize(d.n)
+        .usize(d.c)
+        .usize(d.s)
+        .f32(eps as f32)
+}
+
+fn vec_tensor(like: &Tensor, shape: Vec<usize>, data: Data) -> Tensor {
+    Tensor::from_parts(shape, DType::F32, like.device().clone(), data)
+}
+
+/// Launches `entry` over `bufs` (last one is a fresh output of `n` floats per output listed).
+fn launch(
+    entry: &'static str,
+    train: bool,
+    d: Dims,
+    eps: f64,
+    inputs: &[&Tensor],
+    outs: &[Vec<usize>],
+    per_channel: bool,
+) -> Result<Vec<Tensor>> {
+    let gpu = inputs[0].device().as_gpu().unwrap();
+    let out_bufs = outs
+        .iter()
+        .map(|s| alloc_f32(gpu, s.iter().product(), entry))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut bufs: Vec<_> = inputs.iter().map(|t| t.gpu_buffer().unwrap()).collect();
+    bufs.extend(out_bufs.iter());
+    let grid = if per_channel {
+        grid_1d(d.c as u32, 1)
+    } else {
+        grid_1d((d.n * d.c * d.s) as u32, 256)
+    };
+    gpu.dispatch(
+        &Kernel::new("batchnorm", entry).with("TRAIN", train as u32),
+        params(d, eps).bytes(),
+        &bufs,
+        grid,
+    )?;
+    Ok(out_bufs
+        .into_iter()
+        .zip(outs)
+        .map(|(b, shape)| Tensor::from_gpu(shape.clone(), DType::F32, inputs[0].device(), b))
+        .collect())
+}
+
+fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
+    if x.device().is_gpu() {
+        let mut v = launch(
+            "bn_stats",
+            true,
+            d,
+            0.0,
+            &[x],
+            &[vec![d.c], vec![d.c]],
+            true,
+        )?;
+        let var = v.pop().unwrap();
+        return Ok((v.pop().unwrap(), var));
+    }
+    fn run<T: HostElem>(x: &Tensor, d: Dims) -> (Data, Data) {
+        let (m, v) = cpu::batchnorm::stats(T::slice(x), d.n, d.c, d.s);
+        (T::wrap(m), T::wrap(v))
+    }
+    let (m, v) = match x.host_float().unwrap() {
+        HostFloat::F32(_) => run::<f32>(x, d),
+        HostFloat::F64(_) => run::<f64>(x, d),
+    };
+    Ok((vec_tensor(x, vec![d.c], m), vec_tensor(x, vec![d.c], v)))
+}
+
+fn apply_raw(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    d: Dims,
+    eps: f64,
+) -> Result<Tensor> {
+    if x.device().is_gpu() {
+        return Ok(launch(
+            "bn_apply",
+            true,
+            d,
+            eps,
+            &[x, mean, var, gamma, beta],
+            &[x.shape().to_vec()],
+            false,
+        )?
+        .remove(0));
+    }
+    fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64) -> Data {
+        let s = t.map(T::slice);
+        T::wrap(cpu::batchnorm::apply(
+            s[0], s[1], s[2], s[3], s[4], d.c, d.s, eps,
+        ))
+    }
+    let t = [x, mean, var, gamma, beta];
+    let data = match x.host_float().unwrap() {
+        HostFloat::F32(_) => run::<f32>(t, d, eps),
+        HostFloat::F64(_) => run::<f64>(t, d, eps),
+    };
+    Ok(vec_tensor(x, x.shape().to_vec(), data))
+}
+
+/// (dx, dgamma, dbeta).
+#[allow(clippy::too_many_arguments)]
+fn backward_raw(
+    x: &Tensor,
+    g: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    d: Dims,
+    eps: f64,
+    train: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if x.device().is_gpu() {
+        let mut sums = launch(
+            "bn_bwd_reduce",
+            true,
+            d,
+            eps,
+            &[x, g, mean, var],
+            &[vec![d.c], vec![d.c]],
+            true,
+        )?;
+        let sum_gx = sums.pop().unwrap();
+        let sum_g = sums.pop().unwrap();
+        let dx = launch(
+            "bn_bwd_apply",
+            train,
+            d,
+            eps,
+            &[x, g, mean, var, gamma, &sum_g, &sum_gx],
+            &[x.shape().to_vec()],
+            false,
+        )?
+        .remove(0);
+        return Ok((dx, sum_gx, sum_g));
+    }
+    fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64, train: bool) -> (Data, Data, Data) {
+        let [x, g, mean, var, gamma] = t.map(T::slice);
+        let (sg, sgx) = cpu::batchnorm::backward_reduce(x, g, mean, var, d.n, d.c, d.s, eps);
+        let dx = cpu::batchnorm::backward_apply(
+            x,
+            g,
+            mean,
+            var,
+            gamma,
+            (&sg, &sgx),
+            (d.n, d.c, d.s),
+            eps,
+            train,
+        );
+        (T::wrap(dx), T::wrap(sgx), T::wrap(sg))
+    }
+    let t = [x, g, mean, var, gamma];
+    let (dx, dgamma, dbeta) = match x.host_float().unwrap() {
+        HostFloat::F32(_) => run::<f32>(t, d, eps, train),
+        HostFloat::F64(_) => run::<f64>(t, d, eps, train),
+    };
+    Ok((
+        vec_tensor(x, x.shape().to_vec(), dx),
+        vec_tensor(x, vec![d.c], dgamma),
+        vec_tensor(x, vec![d.c], dbeta),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_bn(
+    out: Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: Tensor,
+    var: Tensor,
+    d: Dims,
+    eps: f64,
+    train: bool,
+) -> Tensor {
+    let (xs, gs) = (x.detach(), gamma.detach());
+    record(out, "batch_norm", &[x, gamma, beta], move |g, needs| {
+        let (dx, dgamma, dbeta) = backward_raw(&xs, g, &mean, &var, &gs, d, eps, train)?;
+        Ok(vec![
+            needs[0].then_some(dx),
+            needs[1].then_some(dgamma),
+            needs[2].then_some(dbeta),
+        ])
+    })
+}
+
+impl Tensor {
+    /// Training-mode batch norm over [N, C, ...] with per-channel `gamma`, `beta` [C]: normalises
+    /// with this batch's statistics. Returns the output, the batch mean and the biased batch
+    /// variance (constants, for running-statistics updates).
+    pub fn batch_norm_train(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        same_device("batch_norm", &[self, gamma, beta])?;
+        self.expect_dtype("batch_norm", DType::F32)?;
+        let d = dims(self, &[gamma, beta])?;
+        if d.n * d.s == 0 {
+            return shape_err(
+                "batch_norm",
+                format!("no values per channel in {:?}", self.shape()),
+            );
+        }
+        let (mean, var) = stats_raw(self, d)?;
+        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
+        let y = record_bn(
+            out,
+            self,
+            gamma,
+            beta,
+            mean.clone(),
+            var.clone(),
+            d,
+            eps,
+            true,
+        );
+        Ok((y, mean, var))
+    }
+
+    /// Evaluation-mode batch norm with given (running) `mean` and `var` [C], which get no gradient.
+    pub fn batch_norm_eval(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        same_device("batch_norm", &[self, gamma, beta, mean, var])?;
+        self.expect_dtype("batch_norm", DType::F32)?;
+        let d = dims(self, &[gamma, beta, mean, var])?;
+        let (mean, var) = (mean.detach(), var.detach());
+        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
+        Ok(record_bn(out, self, gamma, beta, mean, var, d, eps, false))
+    }
+}

@@ -1,0 +1,389 @@
+//! 2-D convolution (NCHW) with stride, padding, dilation and groups, and its backward rules.
+//!
+//! groups == 1: im2col + the tiled matmul, chunked over the batch so the column buffer fits one
+//! binding; dW = dY cols^T and dX = col2im(W^T dY) (a gather, deterministic).
+//! groups > 1 (depthwise included): direct kernels. See shaders/conv2d.wgsl.
+
+use std::sync::Arc;
+
+use crate::autograd::record;
+use crate::cpu::conv2d::ConvGeom;
+use crate::error::{shape_err, Result};
+use crate::gpu::{grid_1d, Gpu, Kernel};
+use crate::ops::{alloc_f32, host_float2, same_device, Params};
+use crate::tensor::DType;
+use crate::{cpu, no_grad, Device, Tensor};
+
+/// Stride, padding, dilation (each (height, width)) and groups of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Conv2dSpec {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dSpec {
+    /// Square stride `s` and padding `p`, no dilation, one group.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dSpec {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            ..Default::default()
+        }
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+}
+
+/// Soft cap on one im2col chunk, below the binding limit, so memory stays bounded.
+static COLS_CAP_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
+
+/// Changes the im2col chunk cap (bytes); tests use a tiny cap to exercise batch chunking.
+#[doc(hidden)]
+pub fn set_im2col_chunk_bytes(bytes: u64) {
+    COLS_CAP_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn geometry(x: &[usize], w: &[usize], spec: &Conv2dSpec) -> Result<ConvGeom> {
+    if x.len() != 4 || w.len() != 4 {
+        return shape_err(
+            "conv2d",
+            format!(
+                "needs input [N,C,H,W] and weight [Cout,Cin/groups,KH,KW], got {x:?} and {w:?}"
+            ),
+        );
+    }
+    let g = spec.groups;
+    let bad = |m: String| shape_err("conv2d", m);
+    if g == 0 || x[1] % g != 0 || w[0] % g != 0 {
+        return bad(format!(
+            "groups {g} must divide input channels {} and output channels {}",
+            x[1], w[0]
+        ));
+    }
+    if w[1] * g != x[1] {
+        return bad(format!(
+            "weight {w:?} expects {} input channels (groups {g}) but the input {x:?} has {}",
+            w[1] * g,
+            x[1]
+        ));
+    }
+    let (sh, sw) = spec.stride;
+    let (dh, dw) = spec.dilation;
+    if sh == 0 || sw == 0 || dh == 0 || dw == 0 {
+        return bad("stride and dilation must be at least 1".into());
+    }
+    let span_h = dh * (w[2] - 1) + 1;
+    let span_w = dw * (w[3] - 1) + 1;
+    let (ph, pw) = spec.padding;
+    if x[2] + 2 * ph < span_h || x[3] + 2 * pw < span_w || w[2] == 0 || w[3] == 0 {
+        return bad(format!(
+            "kernel {}x{} (dilation {dh}x{dw}) does not fit input {}x{} with padding {ph}x{pw}",
+            w[2], w[3], x[2], x[3]
+        ));
+    }
+    Ok(ConvGeom {
+        n: x[0],
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        cout: w[0],
+        kh: w[2],
+        kw: w[3],
+        groups: g,
+        stride: spec.stride,
+        padding: spec.padding,
+        dilation: spec.dilation,
+        ho: (x[2] + 2 * ph - span_h) / sh + 1,
+        wo: (x[3] + 2 * pw - span_w) / sw + 1,
+    })
+}
+
+fn params(g: &ConvGeom, n0: usize, chunk: usize) -> Params {
+    Params::new()
+        .usize(g.n)
+        .usize(g.c)
+        .usize(g.h)
+        .usize(g.w)
+        .usize(g.cout)
+        .usize(g.kh)
+        .usize(g.kw)
+        .usize(g.groups)
+        .usize(g.stride.0)
+        .usize(g.stride.1)
+        .usize(g.padding.0)
+        .usize(g.padding.1)
+        .usize(g.dilation.0)
+        .usize(g.dilation.1)
+        .usize(g.ho)
+        .usize(g.wo)
+        .usize(n0)
+        .usize(chunk)
+        .u32(0)
+        .u32(0)
+}
+
+/// Images per im2col chunk: as many as keep the columns under the soft cap and every per-chunk
+/// buffer (columns, the GEMM's [Cout, chunk*P] output) under the binding limit.
+fn chunk_images(gpu: &Gpu, g: &ConvGeom) -> Result<usize> {
+    let cols_per_image = (g.kg() * g.p() * 4) as u64;
+    let out_per_image = (g.cout * g.p() * 4) as u64;
+    let max = gpu.max_binding_bytes();
+    let worst = cols_per_image.max(out_per_image);
+    if worst > max {
+        return shape_err(
+            "conv2d",
+            format!("one image needs a {worst}-byte buffer (im2col columns or output); the adapter binds at most {max}"),
+        );
+    }
+    let cap = max.min(COLS_CAP_BYTES.load(std::sync::atomic::Ordering::Relaxed));
+    let by_cols = cap / cols_per_image.max(1);
+    let by_out = max / out_per_image.max(1);
+    Ok((by_cols.min(by_out) as usize).clamp(1, g.n.max(1)))
+}
+
+fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Tensor {
+    Tensor::from_gpu(shape, DType::F32, dev, buf)
+}
+
+/// Columns [K, chunk*P] of images n0..n0+chunk.
+fn im2col_gpu(
+    gpu: &Arc<Gpu>,
+    dev: &Device,
+    x: &Tensor,
+    g: &ConvGeom,
+    n0: usize,
+    chunk: usize,
+) -> Result<Tensor> {
+    let n = g.kg() * chunk * g.p();
+    let cols = alloc_f32(gpu, n, "conv2d im2col columns")?;
+    gpu.dispatch(
+        &Kernel::new("conv2d", "im2col"),
+        params(g, n0, chunk).bytes(),
+        &[x.gpu_buffer().unwrap(), &cols],
+        grid_1d(n as u32, 256),
+    )?;
+    Ok(gpu_tensor(dev, vec![g.kg(), chunk * g.p()], cols))
+}
+
+fn direct_gpu(
+    entry: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    g: &ConvGeom,
+    out_shape: Vec<usize>,
+) -> Result<Tensor> {
+    let dev = a.device();
+    let gpu = dev.as_gpu().unwrap();
+    let n: usize = out_shape.iter().product();
+    let out = alloc_f32(gpu, n, entry)?;
+    let groups = if entry == "conv_direct_dw" {
+        grid_1d(n as u32, 1)
+    } else {
+        grid_1d(n as u32, 256)
+    };
+    gpu.dispatch(
+        &Kernel::new("conv2d", entry),
+        params(g, 0, g.n).bytes(),
+        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &out],
+        groups,
+    )?;
+    Ok(gpu_tensor(dev, out_shape, out))
+}
+
+fn out_shape(g: &ConvGeom) -> Vec<usize> {
+    vec![g.n, g.cout, g.ho, g.wo]
+}
+
+/// A 1x1, stride-1, unpadded, ungrouped convolution is a GEMM on the input as it lies: no im2col.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0) && g.groups == 1
+}
+
+fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+    let dev = x.device();
+    match dev {
+        // W [Cout, Cin] x x[n] [Cin, P] for every n at once -> [N, Cout, P], already NCHW.
+        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+            let w2 = w.detach().reshape(&[g.cout, g.c])?;
+            w2.matmul(&x.detach().reshape(&[g.n, g.c, g.p()])?)?
+                .reshape(&out_shape(g))
+        }),
+        Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
+            let chunk = chunk_images(gpu, g)?;
+            let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
+            let mut parts = Vec::new();
+            for n0 in (0..g.n).step_by(chunk) {
+                let c = chunk.min(g.n - n0);
+                let cols = im2col_gpu(gpu, dev, x, g, n0, c)?;
+                // [Cout, c*P] -> [c, Cout, P]
+                let y = w2.matmul(&cols)?;
+                let y = if c == 1 {
+                    y
+                } else {
+                    y.reshape(&[g.cout, c, g.p()])?.permute(&[1, 0, 2])?
+                };
+                parts.push(y.reshape(&[c, g.cout, g.ho, g.wo])?);
+            }
+            if parts.len() == 1 {
+                Ok(parts.pop().unwrap())
+            } else {
+                Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+            }
+        }),
+        Device::Gpu(_) => direct_gpu("conv_direct", x, w, g, out_shape(g)),
+        _ => {
+            let data = host_float2!(x, w, |xv, wv| cpu::conv2d::forward(xv, wv, g));
+            Ok(Tensor::from_parts(
+                out_shape(g),
+                DType::F32,
+                dev.clone(),
+                data,
+            ))
+        }
+    }
+}
+
+/// dL/dx from dL/dy.
+fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+    let dev = dy.device();
+    let x_shape = vec![g.n, g.c, g.h, g.w];
+    match dev {
+        // W^T [Cin, Cout] x dY[n] [Cout, P] -> [N, Cin, P].
+        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+            let w2 = w.detach().reshape(&[g.cout, g.c])?;
+            w2.matmul_t(&dy.reshape(&[g.n, g.cout, g.p()])?, true, false)?
+                .reshape(&x_shape)
+        }),
+        Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
+            let chunk = chunk_images(gpu, g)?;
+            let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
+            let mut parts = Vec::new();
+            for n0 in (0..g.n).step_by(chunk) {
+                let c = chunk.min(g.n - n0);
+                let dyc = dy_chunk(dy, g, n0, c)?;
+                let dcols = w2.matmul_t(&dyc, true, false)?; // [K, c*P]
+                let dx = alloc_f32(gpu, c * g.c * g.h * g.w, "conv2d col2im")?;
+                gpu.dispatch(
+                    &Kernel::new("conv2d", "col2im"),
+                    params(g, n0, c).bytes(),
+                    &[dcols.gpu_buffer().unwrap(), &dx],
+                    grid_1d((c * g.c * g.h * g.w) as u32, 256),
+                )?;
+                parts.push(gpu_tensor(dev, vec![c, g.c, g.h, g.w], dx));
+            }
+            if parts.len() == 1 {
+                Ok(parts.pop().unwrap())
+            } else {
+                Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+            }
+        }),
+        Device::Gpu(_) => direct_gpu("conv_direct_dx", dy, w, g, x_shape),
+        _ => {
+            let data = host_float2!(dy, w, |d, wv| cpu::conv2d::backward_input(d, wv, g));
+            Ok(Tensor::from_parts(x_shape, DType::F32, dev.clone(), data))
+        }
+    }
+}
+
+/// dY of images n0..n0+c as [Cout, c*P].
+fn dy_chunk(dy: &Tensor, g: &ConvGeom, n0: usize, c: usize) -> Result<Tensor> {
+    let part = if c == g.n {
+        dy.clone()
+    } else {
+        dy.narrow(0, n0, c)?
+    };
+    if c == 1 {
+        part.reshape(&[g.cout, g.p()])
+    } else {
+        part.reshape(&[c, g.cout, g.p()])?
+            .permute(&[1, 0, 2])?
+            .reshape(&[g.cout, c * g.p()])
+    }
+}
+
+/// dL/dW from dL/dy and x.
+fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+    let dev = dy.device();
+    let w_shape = vec![g.cout, g.cin_g(), g.kh, g.kw];
+    match dev {
+        Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
+            let chunk = chunk_images(gpu, g)?;
+            let mut acc: Option<Tensor> = None;
+            for n0 in (0..g.n).step_by(chunk) {
+                let c = chunk.min(g.n - n0);
+                let cols = im2col_gpu(gpu, dev, x, g, n0, c)?;
+                let dyc = dy_chunk(dy, g, n0, c)?;
+                let dw = dyc.matmul_t(&cols, false, true)?; // [Cout, K]
+                acc = Some(match acc {
+                    Some(a) => a.add(&dw)?,
+                    None => dw,
+                });
+            }
+            acc.unwrap().reshape(&w_shape)
+        }),
+        Device::Gpu(_) => direct_gpu("conv_direct_dw", dy, x, g, w_shape),
+        _ => {
+            let data = host_float2!(dy, x, |d, xv| cpu::conv2d::backward_weight(d, xv, g));
+            Ok(Tensor::from_parts(w_shape, DType::F32, dev.clone(), data))
+        }
+    }
+}
+
+impl Tensor {
+    /// 2-D convolution of this [N, C, H, W] tensor with `weight` [Cout, C/groups, KH, KW] and an
+    /// optional `bias` [Cout] (cross-correlation, as torch.nn.functional.conv2d).
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        spec: Conv2dSpec,
+    ) -> Result<Tensor> {
+        same_device("conv2d", &[self, weight])?;
+        self.expect_dtype("conv2d", DType::F32)?;
+        weight.expect_dtype("conv2d", DType::F32)?;
+        let g = geometry(self.shape(), weight.shape(), &spec)?;
+        let out = forward_raw(self, weight, &g)?;
+        let (x, w) = (self.detach(), weight.detach());
+        let y = record(out, "conv2d", &[self, weight], move |dy, needs| {
+            Ok(vec![
+                needs[0]
+                    .then(|| backward_input_raw(dy, &w, &g))
+                    .transpose()?,
+                needs[1]
+                    .then(|| backward_weight_raw(dy, &x, &g))
+                    .transpose()?,
+            ])
+        });
+        match bias {
+            None => Ok(y),
+            Some(b) => {
+                if b.shape() != [g.cout] {
+                    return shape_err(
+                        "conv2d",
+                        format!("bias shape {:?} should be [{}]", b.shape(), g.cout),
+                    );
+                }
+                y.add(&b.reshape(&[1, g.cout, 1, 1])?)
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+// Test inputs are listed inline as `&[x.clone()]`; clarity over saving a copy of a small vector.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+//! Batch norm (train / eval), pooling, GeM, linear, dropout, L2 normalise: GPU vs the CPU
+//! reference and f64 finite differences.
+
+mod common;
+use common::{check, compare_forward};
+use unreid::autograd::gradcheck::Input;
+use unreid::{Device, Tensor};
+
+#[test]
+fn batch_norm_train_and_eval() {
+    for (name, shape) in [
+        ("2d", vec![3, 4, 3, 5]),
+        ("2d batch 1", vec![1, 3, 2, 3]),
+        ("1d", vec![5, 6]),
+    ] {
+        let c = shape[1];
+        let x = Input::randn(&shape, 1);
+        let gamma = Input::uniform(&[c], 0.5, 1.5, 2);
+        let beta = Input::randn(&[c], 3);
+        check(
+            &format!("batch_norm_train {name}"),
+            &|xs, _| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5)?.0),
+            &[x.clone(), gamma.clone(), beta.clone()],
+        );
+        let mean = Input::randn(&[c], 4);
+        let var = Input::uniform(&[c], 0.5, 2.0, 5);
+        check(
+            &format!("batch_norm_eval {name}"),
+            &move |xs, dev| {
+                let m = Tensor::from_f64(&mean.values, &[c], dev)?;
+                let v = Tensor::from_f64(&var.values, &[c], dev)?;
+                xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5)
+            },
+            &[x, gamma, beta],
+        );
+    }
+    // Batch statistics at a size past one workgroup: mean and biased variance vs the reference.
+    let x = Input::randn(&[4, 7, 9, 11], 8);
+    for which in 0..2 {
+        compare_forward(
+            &format!("batch stats {which}"),
+            &move |xs, dev| {
+                let g = Tensor::ones(&[7], dev)?;
+                let b = Tensor::zeros(&[7], dev)?;
+                let (_, m, v) = xs[0].batch_norm_train(&g, &b, 1e-5)?;
+                Ok(if which == 0 { m } else { v })
+            },
+            &[x.clone()],
+            1e-4,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn pooling() {
+    // Distinct values so no window has a near-tie within the finite-difference step.
+    let n = 2 * 3 * 7 * 6;
+    let distinct = Input::new(
+        (0..n)
+            .map(|i| ((i * 7919) % n) as f64 * 0.01 - 1.0)
+            .collect(),
+        &[2, 3, 7, 6],
+    );
+    check(
+        "max_pool 3/2/1",
+        &|xs, _| xs[0].max_pool2d(3, 2, 1),
+        &[distinct.clone()],
+    );
+    check(
+        "max_pool 2/2/0",
+        &|xs, _| xs[0].max_pool2d(2, 2, 0),
+        &[distinct.clone()],
+    );
+    check(
+        "avg_pool 3/2/1",
+        &|xs, _| xs[0].avg_pool2d(3, 2, 1),
+        &[distinct.clone()],
+    );
+    check(
+        "avg_pool 2/1/0",
+        &|xs, _| xs[0].avg_pool2d(2, 1, 0),
+        &[distinct.clone()],
+    );
+    check(
+        "global_avg_pool",
+        &|xs, _| xs[0].global_avg_pool(),
+        &[distinct.clone()],
+    );
+    let pos = Input::uniform(&[2, 3, 3, 5], 0.1, 2.0, 9);
+    check(
+        "gem_pool",
+        &|xs, _| xs[0].gem_pool(&xs[1], 1e-6),
+        &[pos, Input::new(vec![3.0], &[1])],
+    );
+    // Max pool indices and values at a ResNet stem size (odd).
+    let big = Input::randn(&[2, 5, 33, 17], 10);
+    compare_forward(
+        "max_pool large",
+        &|xs, _| xs[0].max_pool2d(3, 2, 1),
+        &[big],
+        0.0,
+        0.0,
+    );
+}
+
+#[test]
+fn linear_normalize_dropout() {
+    let x = Input::randn(&[3, 5], 1);
+    let w = Input::randn(&[4, 5], 2);
+    let b = Input::randn(&[4], 3);
+    check(
+        "linear",
+        &|xs, _| xs[0].linear(&xs[1], Some(&xs[2])),
+        &[x.clone(), w.clone(), b],
+    );
+    check(
+        "linear no bias",
+        &|xs, _| xs[0].linear(&xs[1], None),
+        &[x.clone(), w],
+    );
+    check("l2_normalize", &|xs, _| xs[0].l2_normalize(1), &[x.clone()]);
+    check(
+        "flatten",
+        &|xs, _| xs[0].reshape(&[3, 5, 1, 1])?.flatten(),
+        &[x.clone()],
+    );
+    check("dropout", &|xs, _| xs[0].dropout(0.5, 42), &[x.clone()]);
+    // Same mask on every device; roughly p dropped; kept values scaled by 1/(1-p).
+    let ones = Tensor::ones(&[10_000], &Device::Cpu)
+        .unwrap()
+        .dropout(0.3, 7)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let dropped = ones.iter().filter(|&&v| v == 0.0).count();
+    assert!(
+        (2700..3300).contains(&dropped),
+        "{dropped} of 10000 dropped at p=0.3"
+    );
+    assert!(ones
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    let g = Tensor::ones(&[10_000], &common::gpu())
+        .unwrap()
+        .dropout(0.3, 7)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(g, ones);
+}
