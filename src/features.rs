@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeaturesError {
-    #[error("cannot read features file {path}: {source}")]
+    #[error("cannot read features file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// Kept out of `source()` on purpose: the message already includes it, and a chained
+        /// report (`{:#}`) would print it twice.
+        error: std::io::Error,
     },
     #[error("{path} is not a valid safetensors file: {message}")]
     Format { path: PathBuf, message: String },
@@ -92,9 +94,9 @@ impl FeatureSet {
     /// Reads a features file, checking dtypes, shapes and that every length agrees with N.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, FeaturesError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| FeaturesError::Io {
+        let bytes = std::fs::read(path).map_err(|error| FeaturesError::Io {
             path: path.into(),
-            source,
+            error,
         })?;
         let format = |e: safetensors::SafeTensorError| FeaturesError::Format {
             path: path.into(),

@@ -35,10 +35,12 @@ pub enum DataError {
         text: String,
         reason: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// Kept out of `source()` on purpose: the message already includes it, and a chained
+        /// report (`{:#}`) would print it twice.
+        error: std::io::Error,
     },
     #[error("cannot detect the dataset layout of {path}: {reason}")]
     UnknownLayout { path: PathBuf, reason: String },
@@ -47,9 +49,9 @@ pub enum DataError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
+    move |error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

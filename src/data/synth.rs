@@ -61,10 +61,12 @@ impl Default for SynthConfig {
 pub enum SynthError {
     #[error("synth: {0}")]
     Config(String),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// Kept out of `source()` on purpose: the message already includes it, and a chained
+        /// report (`{:#}`) would print it twice.
+        error: std::io::Error,
     },
     #[error("{path}: {reason}")]
     Exists { path: PathBuf, reason: String },
@@ -1336,7 +1338,7 @@ pub fn write_benchmark(
     cfg.validate()?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SynthError::Io { path, source }
+        move |error| SynthError::Io { path, error }
     };
     for domain in Domain::BOTH {
         let dir = out.join(domain.dir_name());
