@@ -4,6 +4,7 @@
 //! matrix is computed (half the FLOPs): every tile feeds both its rows' and its columns' lists.
 //! Lists include the point itself and are ordered by (distance, index), so ties go to the lower
 //! index; distances are `|x|^2 + |y|^2 - 2 x.y` in f32, as faiss's flat L2 index computes them.
+//! On a GPU backend (k <= 64) the distance rows and the per-row top-k selection both run on the GPU.
 
 use super::tiles::{for_each_symmetric_tile, TILE};
 use super::{Backend, ClusterError, Features};
@@ -55,7 +56,41 @@ pub fn knn_tiled(
     k: usize,
     tile: usize,
 ) -> Result<Neighbours, ClusterError> {
+    if let Backend::Gpu(device) = &backend {
+        if k <= crate::ops::topk::TOPK_MAX && (1..=x.rows).contains(&k) {
+            return knn_on_device(device, x, k).map_err(|e| ClusterError::Device(e.to_string()));
+        }
+    }
     Ok(knn_with(backend, x, k, RankKey::SquaredEuclidean, tile.max(1))?.0)
+}
+
+/// kNN with both the distance rows and their top-k selection on the GPU (`Tensor::topk`, ties to
+/// the lower index as here); only the N x k lists come back. Row blocks keep each distance block
+/// within one storage binding, so memory stays O(N k) plus one block.
+fn knn_on_device(device: &crate::Device, x: Features<'_>, k: usize) -> crate::Result<Neighbours> {
+    let n = x.rows;
+    let all = crate::Tensor::from_slice(x.data, &[n, x.dim], device)?;
+    let norms = all.square()?.sum(1, true)?;
+    let norms_row = norms.reshape(&[1, n])?;
+    let limit = device.as_gpu().map_or(1 << 28, |g| g.max_binding_bytes()) as usize;
+    let block = (limit / 4 / n).clamp(1, 4096).min(n);
+    let (mut indices, mut distances) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    for start in (0..n).step_by(block) {
+        let len = block.min(n - start);
+        let gram = all.narrow(0, start, len)?.matmul_t(&all, false, true)?;
+        let d = norms
+            .narrow(0, start, len)?
+            .add(&norms_row)?
+            .sub(&gram.mul_scalar(2.0)?)?;
+        let (values, idx) = d.topk(k, false)?;
+        indices.extend(idx.to_vec_i32()?.into_iter().map(|i| i as u32));
+        distances.extend(values.to_vec()?);
+    }
+    Ok(Neighbours {
+        k,
+        indices,
+        distances,
+    })
 }
 
 #[inline]
