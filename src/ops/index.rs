@@ -8,17 +8,19 @@ use crate::shape::split_at_axis;
 use crate::tensor::{DType, Data};
 use crate::{cpu, Device, Tensor};
 
-/// Runs an index kernel over `n` outputs with buffers in declaration order.
+/// Runs an index kernel over `n` outputs with buffers in declaration order; every index kernel
+/// takes the same [outer, dim, inner, count] parameter block.
 fn launch(
     entry: &'static str,
     n: usize,
-    params: Params,
+    sizes: [usize; 4],
     inputs: &[&Tensor],
     out_shape: Vec<usize>,
 ) -> Result<Tensor> {
     let Device::Gpu(g) = inputs[0].device() else {
         unreachable!()
     };
+    let params = sizes.iter().fold(Params::new(), |p, &v| p.usize(v));
     let out = alloc_f32(g, n, entry)?;
     let mut bufs: Vec<_> = inputs.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.push(&out);
@@ -75,20 +77,13 @@ impl Tensor {
         let mut out_shape = self.shape().to_vec();
         out_shape[a] = count;
         let out = match self.device() {
-            Device::Gpu(_) => {
-                let params = Params::new()
-                    .usize(outer)
-                    .usize(dim)
-                    .usize(inner)
-                    .usize(count);
-                launch(
-                    "index_select",
-                    outer * count * inner,
-                    params,
-                    &[self, idx],
-                    out_shape,
-                )?
-            }
+            Device::Gpu(_) => launch(
+                "index_select",
+                outer * count * inner,
+                [outer, dim, inner, count],
+                &[self, idx],
+                out_shape,
+            )?,
             _ => {
                 let ix = idx.host_i32().unwrap();
                 host_out(
@@ -125,20 +120,13 @@ impl Tensor {
             );
         }
         let out = match self.device() {
-            Device::Gpu(_) => {
-                let params = Params::new()
-                    .usize(outer)
-                    .usize(dim)
-                    .usize(inner)
-                    .usize(count);
-                launch(
-                    "index_add",
-                    self.numel(),
-                    params,
-                    &[self, idx, src],
-                    self.shape().to_vec(),
-                )?
-            }
+            Device::Gpu(_) => launch(
+                "index_add",
+                self.numel(),
+                [outer, dim, inner, count],
+                &[self, idx, src],
+                self.shape().to_vec(),
+            )?,
             _ => {
                 let ix = idx.host_i32().unwrap();
                 let data = host_float2!(self, src, |b, s| cpu::index::index_add(
@@ -167,20 +155,13 @@ impl Tensor {
         let (outer, dim, inner) = split_at_axis(self.shape(), a);
         let count = idx.shape()[a];
         let out = match self.device() {
-            Device::Gpu(_) => {
-                let params = Params::new()
-                    .usize(outer)
-                    .usize(dim)
-                    .usize(inner)
-                    .usize(count);
-                launch(
-                    "gather",
-                    idx.numel(),
-                    params,
-                    &[self, idx],
-                    idx.shape().to_vec(),
-                )?
-            }
+            Device::Gpu(_) => launch(
+                "gather",
+                idx.numel(),
+                [outer, dim, inner, count],
+                &[self, idx],
+                idx.shape().to_vec(),
+            )?,
             _ => {
                 let ix = idx.host_i32().unwrap();
                 host_out(
@@ -215,20 +196,13 @@ impl Tensor {
         let (outer, dim, inner) = split_at_axis(self.shape(), a);
         let count = idx.shape()[a];
         let out = match self.device() {
-            Device::Gpu(_) => {
-                let params = Params::new()
-                    .usize(outer)
-                    .usize(dim)
-                    .usize(inner)
-                    .usize(count);
-                launch(
-                    "scatter_add",
-                    self.numel(),
-                    params,
-                    &[self, idx, src],
-                    self.shape().to_vec(),
-                )?
-            }
+            Device::Gpu(_) => launch(
+                "scatter_add",
+                self.numel(),
+                [outer, dim, inner, count],
+                &[self, idx, src],
+                self.shape().to_vec(),
+            )?,
             _ => {
                 let ix = idx.host_i32().unwrap();
                 let data = host_float2!(self, src, |b, s| cpu::index::scatter_add(
