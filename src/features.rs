@@ -11,6 +11,8 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::io::write_atomic;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeaturesError {
     #[error("cannot read features file {path}: {error}")]
@@ -226,28 +228,4 @@ impl FeatureSet {
         let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| err(e.to_string()))?;
         write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
     }
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, syncs it, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod eval;
 pub mod features;
 pub mod gpu;
+pub mod io;
 pub mod loss;
 pub mod memory;
 pub mod nn;

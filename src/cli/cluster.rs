@@ -2,7 +2,8 @@
 //! distances, or k-means), written as JSON.
 
 use crate::cluster::{self, Backend, Features, JaccardParams, KmeansParams, PlainDistance};
-use crate::features::{write_atomic, FeatureSet};
+use crate::features::FeatureSet;
+use crate::io::write_atomic;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

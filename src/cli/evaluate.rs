@@ -4,7 +4,8 @@
 use crate::cluster::{Backend, Features};
 use crate::eval::visualize::{draw_ranked_list, RankedList};
 use crate::eval::{metrics, top_ranked, RerankParams, Reranker};
-use crate::features::{write_atomic, FeatureSet};
+use crate::features::FeatureSet;
+use crate::io::write_atomic;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1398,11 +1398,10 @@ pub fn write_benchmark(
         "images": files.len(),
     });
     let manifest_path = out.join("synth.json");
-    let tmp = out.join(format!(".synth.json.tmp-{}", std::process::id()));
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|e| SynthError::Encode(e.to_string()))?;
-    std::fs::write(&tmp, text + "\n").map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &manifest_path).map_err(io(&manifest_path))?;
+    crate::io::write_atomic(&manifest_path, (text + "\n").as_bytes())
+        .map_err(io(&manifest_path))?;
     Ok(files.len())
 }
 

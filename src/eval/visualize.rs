@@ -70,5 +70,5 @@ pub fn draw_ranked_list(list: &RankedList, out: &Path) -> anyhow::Result<()> {
             image::ImageFormat::Png,
         )
         .context("encoding PNG")?;
-    crate::features::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
+    crate::io::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
 }
