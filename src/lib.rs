@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cpu;
 pub mod data;
+pub mod demo;
 mod device;
 mod error;
 pub mod eval;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check_data;
 pub mod cluster;
+pub mod demo;
 pub mod evaluate;
 pub mod extract;
 pub mod info;
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The whole pipeline on the built-in synthetic benchmark: pre-train, adapt, compare (no download).
+    Demo(demo::DemoArgs),
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
@@ -42,6 +45,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(args) => cluster::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(*args),

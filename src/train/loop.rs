@@ -358,6 +358,22 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             }
         }
         dir.truncate_records(start_epoch)?;
+        // The last evaluation before the checkpoint (a finished run resumed has nothing left to do).
+        last_eval = dir
+            .records()?
+            .iter()
+            .rev()
+            .find(|r| r["kind"] == "eval")
+            .and_then(|r| {
+                Some(EvalSummary {
+                    epoch: r["epoch"].as_u64()? as usize,
+                    model: r["model"].as_str()?.to_string(),
+                    map: r["mAP"].as_f64()?,
+                    rank1: r["rank1"].as_f64()?,
+                    rank5: r["rank5"].as_f64()?,
+                    rank10: r["rank10"].as_f64()?,
+                })
+            });
         dir.say(&format!(
             "resuming {} from the end of epoch {start_epoch} ({})",
             dir.path.display(),
@@ -546,9 +562,16 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         drop(loaders);
         let skipped = stats.skipped() - skipped_before;
         if skipped > 0 {
+            let bad = stats.bad_files();
             dir.say(&format!(
-                "warning: {skipped} unreadable images were left out of epoch {epoch}'s batches ({} distinct files, see the warnings above)",
-                stats.bad_files().len()
+                "warning: {skipped} unreadable images were left out of epoch {epoch}'s batches; {} distinct files: {}{}",
+                bad.len(),
+                bad.iter()
+                    .take(10)
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if bad.len() > 10 { ", ..." } else { "" }
             ));
         }
         flush_session_log(&session, &mut dir);
