@@ -23,6 +23,7 @@ pub mod progress;
 pub mod random;
 pub mod shape;
 mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, NoGradGuard};
 pub use device::{Device, DeviceChoice};

@@ -1,0 +1,3 @@
+//! The training loop and its run outputs.
+
+pub mod plots;
