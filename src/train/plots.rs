@@ -99,7 +99,9 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Value>, PlotError> {
 pub fn plot_curves(records: &[Value], title: &str, out: &Path) -> Result<(), PlotError> {
     let data = CurveData::from_records(records)?;
     render_png(out, CURVES_SIZE, |root| {
-        let body = root.titled(title, (FONT, 30).into_font().color(&TEXT))?;
+        let body = root
+            .margin(8, 0, 0, 0)
+            .titled(title, (FONT, 30).into_font().color(&TEXT))?;
         let panels = body.split_evenly((2, 2));
         draw_loss_panel(&panels[0], &data)?;
         draw_lr_panel(&panels[1], &data)?;
@@ -190,16 +192,7 @@ pub fn plot_comparison(
                 });
         }
         for s in &series {
-            let style = s.color.stroke_width(3);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), style))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 21, y)], style));
-            chart.draw_series(
-                s.points
-                    .iter()
-                    .map(|&p| Circle::new(p, 4, s.color.filled())),
-            )?;
+            draw_marked_line(&mut chart, &s.name, &s.points, s.color)?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
@@ -666,10 +659,7 @@ fn draw_loss_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         draw_line_series(&mut chart, &series, window)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     } else {
-        let mut chart = builder(area).build_cartesian_2d(
-            x,
-            linear_range(y_lo.min(0.0).max(y_lo - (y_hi - y_lo)), y_hi),
-        )?;
+        let mut chart = builder(area).build_cartesian_2d(x, linear_range(y_lo.min(0.0), y_hi))?;
         configure_mesh(
             &mut chart,
             "global step",
@@ -739,7 +729,13 @@ fn draw_lr_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         "learning rate"
     };
     let builder = |area| panel_builder(area, caption, 85);
-    let sci = |v: &f64| format!("{v:.1e}");
+    let sci = |v: &f64| {
+        if *v == 0.0 {
+            "0".to_string()
+        } else {
+            format!("{v:.1e}")
+        }
+    };
     let x = step_range(x_lo, x_hi);
     if log {
         let mut chart =
@@ -779,22 +775,13 @@ fn draw_eval_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
     configure_mesh(
         &mut chart,
         "epoch",
-        "accuracy (%)",
+        "mAP / Rank-1 (%)",
         &integer_label,
         &|v| format!("{v:.0}"),
         (x_hi - x_lo) as usize + 1,
     )?;
-    for (name, points, color) in [("mAP", &map, PALETTE[0]), ("Rank-1", &rank1, PALETTE[1])] {
-        if points.is_empty() {
-            continue;
-        }
-        let style = color.stroke_width(3);
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-    }
+    draw_marked_line(&mut chart, "mAP", &map, PALETTE[0])?;
+    draw_marked_line(&mut chart, "Rank-1", &rank1, PALETTE[1])?;
     // The first maximum: the epoch the best checkpoint comes from.
     if let Some(&(epoch, best)) = map.iter().fold(None::<&(f64, f64)>, |acc, p| match acc {
         Some(a) if a.1 >= p.1 => Some(a),
@@ -829,8 +816,8 @@ fn draw_relabel_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         ("outliers", pick(|r| r.outliers), PALETTE[7]),
     ];
     let scores = [
-        ("NMI x100", pick(|r| r.nmi), PALETTE[4]),
-        ("ARI x100", pick(|r| r.ari), PALETTE[1]),
+        ("NMI ×100", pick(|r| r.nmi), PALETTE[4]),
+        ("ARI ×100", pick(|r| r.ari), PALETTE[1]),
     ];
     let has_scores = scores.iter().any(|s| !s.1.is_empty());
     let Some((x_lo, x_hi)) = extent(
@@ -855,42 +842,52 @@ fn draw_relabel_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         builder.right_y_label_area_size(75);
     }
     let x = (x_lo - 0.3)..(x_hi + 0.3);
-    let mut chart = builder.build_cartesian_2d(x.clone(), 0.0..(count_max * 1.15).max(1.0))?;
+    // Headroom above the data for the legend (upper right).
+    let chart = builder.build_cartesian_2d(x.clone(), 0.0..(count_max * 1.5).max(1.0))?;
+    let y_desc = "identities / images (count)";
+    let x_labels = (x_hi - x_lo) as usize + 1;
+    if !has_scores {
+        let mut chart = chart;
+        configure_mesh(
+            &mut chart,
+            "epoch",
+            y_desc,
+            &integer_label,
+            &compact_number,
+            x_labels,
+        )?;
+        for s in &counts {
+            draw_marked_line(&mut chart, s.0, &s.1, s.2)?;
+        }
+        return draw_legend(&mut chart, SeriesLabelPosition::UpperRight);
+    }
+    // The secondary axis is set before the mesh so the primary labels stay on the left.
+    let mut chart = chart.set_secondary_coord(x, 0.0..135.0);
     configure_mesh(
         &mut chart,
         "epoch",
-        "pseudo-labelled identities / images (count)",
+        y_desc,
         &integer_label,
         &compact_number,
-        (x_hi - x_lo) as usize + 1,
+        x_labels,
     )?;
-    let line = |chart: &mut ChartContext<'_, BitMapBackend<'_>, _>,
-                (name, points, color): &(&str, Vec<(f64, f64)>, RGBColor)|
-     -> DrawResult {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let style = color.stroke_width(3);
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-        Ok(())
-    };
-    for s in &counts {
-        line(&mut chart, s)?;
-    }
-    if !has_scores {
-        return draw_legend(&mut chart, SeriesLabelPosition::UpperRight);
-    }
-    let mut chart = chart.set_secondary_coord(x, 0.0..100.0);
     chart
         .configure_secondary_axes()
-        .y_desc("NMI / ARI (x100)")
+        .y_desc("NMI / ARI (×100)")
+        .y_labels(8)
+        .y_label_formatter(&|v| {
+            if *v <= 100.5 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
         .label_style((FONT, 15).into_font().color(&TEXT))
         .axis_desc_style((FONT, 17).into_font().color(&TEXT))
         .draw()?;
+    for s in &counts {
+        draw_marked_line(&mut chart, s.0, &s.1, s.2)?;
+    }
     for (name, points, color) in &scores {
         if points.is_empty() {
             continue;
@@ -911,4 +908,26 @@ fn draw_relabel_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         )?;
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// A solid line with a dot per point and a legend entry (nothing for no points).
+fn draw_marked_line<'a, 'b: 'a, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    name: &str,
+    points: &[(f64, f64)],
+    color: RGBColor,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    if points.is_empty() {
+        return Ok(());
+    }
+    let style = color.stroke_width(3);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), style))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    Ok(())
 }
