@@ -161,20 +161,8 @@ pub fn plot_comparison(
             .flat_map(|s| s.points.iter().map(|p| p.1))
             .chain(baseline.iter().map(|b| b.1))
             .fold(0.0, f64::max);
-        let mut chart = ChartBuilder::on(&area)
-            .caption(caption, caption_font())
-            .margin(10)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), 0.0..percent_axis_top(y_max))?;
-        configure_mesh(
-            &mut chart,
-            "epoch",
-            "target mAP (%)",
-            &integer_label,
-            &|v| format!("{v:.0}"),
-            (x_hi - x_lo) as usize + 1,
-        )?;
+        let mut chart =
+            percent_by_epoch_chart(&area, caption, "target mAP (%)", (x_lo, x_hi), y_max)?;
         if let Some((name, map)) = &baseline {
             let style = GREY_DARK.stroke_width(2);
             chart
@@ -467,6 +455,31 @@ fn panel_builder<'a, 'c>(
         .x_label_area_size(50)
         .y_label_area_size(y_label_area);
     builder
+}
+
+/// A panel of percentages (0 to a little above `y_max`) against integer epochs in `epochs`,
+/// axes drawn.
+fn percent_by_epoch_chart<'a, 'c>(
+    area: &'a DrawingArea<BitMapBackend<'c>, Shift>,
+    caption: &str,
+    y_desc: &str,
+    (x_lo, x_hi): (f64, f64),
+    y_max: f64,
+) -> Result<
+    ChartContext<'a, BitMapBackend<'c>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    Box<dyn StdError>,
+> {
+    let mut chart = panel_builder(area, caption, 75)
+        .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), 0.0..percent_axis_top(y_max))?;
+    configure_mesh(
+        &mut chart,
+        "epoch",
+        y_desc,
+        &integer_label,
+        &|v| format!("{v:.0}"),
+        (x_hi - x_lo) as usize + 1,
+    )?;
+    Ok(chart)
 }
 
 /// Axes, grid, tick labels and axis titles shared by every chart.
@@ -766,20 +779,7 @@ fn draw_eval_panel(area: &Area<'_>, data: &CurveData) -> DrawResult {
         return empty_panel(area, caption, "no evaluation in this run");
     };
     let y_max = map.iter().chain(&rank1).map(|p| p.1).fold(0.0, f64::max);
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, caption_font())
-        .margin(12)
-        .x_label_area_size(50)
-        .y_label_area_size(75)
-        .build_cartesian_2d((x_lo - 0.3)..(x_hi + 0.3), 0.0..percent_axis_top(y_max))?;
-    configure_mesh(
-        &mut chart,
-        "epoch",
-        "mAP / Rank-1 (%)",
-        &integer_label,
-        &|v| format!("{v:.0}"),
-        (x_hi - x_lo) as usize + 1,
-    )?;
+    let mut chart = percent_by_epoch_chart(area, caption, "mAP / Rank-1 (%)", (x_lo, x_hi), y_max)?;
     draw_marked_line(&mut chart, "mAP", &map, PALETTE[0])?;
     draw_marked_line(&mut chart, "Rank-1", &rank1, PALETTE[1])?;
     // The first maximum: the epoch the best checkpoint comes from.
