@@ -353,6 +353,19 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         methods: rows,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
+    let comparison = out.join("comparison.png");
+    let curves: Vec<(String, Vec<(usize, f64)>)> = summary
+        .methods
+        .iter()
+        .map(|r| (r.method.clone(), r.curve.clone()))
+        .collect();
+    if let Err(e) = crate::train::plots::plot_comparison(
+        &curves,
+        Some(("direct transfer".into(), base)),
+        &comparison,
+    ) {
+        println!("warning: comparison.png not written: {e}");
+    }
     let text = table(&summary);
     let md = format!(
         "# unreid demo\n\nSynthetic two-domain benchmark, MobileNetV2, device {}, {} schedule, {:.0} s in all.\n\n{text}",

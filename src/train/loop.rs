@@ -664,6 +664,19 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             meta.insert("best_epoch".into(), e.to_string());
         }
         RunDir::save_checkpoint(&dir.state_path(), &tensors, meta)?;
+        // The plot is an optional output: a failure is reported, never fatal.
+        let title = format!(
+            "{} ({}), {}",
+            cfg.method,
+            cfg.model.arch,
+            dir.path.display()
+        );
+        if let Err(e) = dir.records().map_err(|e| e.to_string()).and_then(|r| {
+            super::plots::plot_curves(&r, &title, &dir.file(RunDir::CURVES))
+                .map_err(|e| e.to_string())
+        }) {
+            dir.say(&format!("warning: curves.png not updated: {e}"));
+        }
     }
 
     let finished = epochs_done == t.epochs;
