@@ -10,7 +10,6 @@ pub mod kmeans;
 pub mod knn;
 pub mod radius;
 pub mod reliability;
-pub mod rng;
 pub mod tiles;
 
 pub use dbscan::{dbscan, dbscan_many, DbscanResult};
