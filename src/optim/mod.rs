@@ -9,8 +9,8 @@ mod schedule;
 
 pub use schedule::{LrSchedule, Warmup};
 
-use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::ops::optim::{adam_update, ema_update, sgd_update};
+use crate::ops::optim::{AdamHyper, SgdHyper};
 use crate::{Error, Result, Tensor};
 
 fn check_len(have: usize, given: usize) -> Result<()> {
