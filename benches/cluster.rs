@@ -5,13 +5,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use unreid::cluster::rng::SplitMix64;
 use unreid::cluster::{dbscan, jaccard_graph, knn, Backend, Features, JaccardParams};
 use unreid::eval::{evaluate, LabeledFeatures};
+use unreid::random::Rng;
 
 /// n L2-normalised rows around `ids` random identity centres, plus pids/camids.
 fn features(n: usize, dim: usize, ids: usize, seed: u64) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let centres: Vec<f32> = (0..ids * dim).map(|_| rng.normal() as f32).collect();
     let (mut x, mut pids, mut cams) = (Vec::with_capacity(n * dim), Vec::new(), Vec::new());
     for _ in 0..n {

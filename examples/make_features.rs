@@ -9,10 +9,10 @@
 //! mixed with the file's N), so different N give different images.
 
 use rayon::prelude::*;
-use unreid::cluster::rng::SplitMix64;
 use unreid::features::FeatureSet;
+use unreid::random::Rng;
 
-fn unit(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
+fn unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| rng.normal() as f32).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
@@ -32,15 +32,14 @@ fn main() -> anyhow::Result<()> {
     let cams: usize = args[3].parse()?;
     let seed: u64 = args[4].parse()?;
     let out = &args[5];
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let centres: Vec<Vec<f32>> = (0..ids).map(|_| unit(&mut rng, dim)).collect();
     let cam_offsets: Vec<Vec<f32>> = (0..cams).map(|_| unit(&mut rng, dim)).collect();
     let rows: Vec<(Vec<f32>, i64, i64)> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut r = SplitMix64::new(
-                seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ ((n as u64) << 32) ^ i as u64,
-            );
+            let mut r =
+                Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ ((n as u64) << 32) ^ i as u64);
             let pid = r.below(ids);
             let cam = r.below(cams);
             // Noise scale per image: most images are clean, some hard.

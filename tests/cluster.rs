@@ -708,7 +708,7 @@ fn self_paced_labels_match_dense_reference() {
     assert!(rejected > 0, "degenerate test: nothing rejected");
 
     // Random labelings too (not nested like DBSCAN's).
-    let mut rng = unreid::cluster::rng::SplitMix64::new(3);
+    let mut rng = unreid::random::Rng::new(3);
     let mut random = |m: usize| -> Vec<i64> {
         let mut l: Vec<i64> = (0..300)
             .map(|_| rng.below(m + 3) as i64 - 3)

@@ -4,11 +4,11 @@
 mod synthetic;
 
 use synthetic::{dot64, make, Layout};
-use unreid::cluster::rng::SplitMix64;
 use unreid::cluster::{Backend, Features};
 use unreid::eval::{
     evaluate, evaluate_with, score_query, top_ranked, LabeledFeatures, RerankParams, Reranker,
 };
+use unreid::random::Rng;
 
 const CPU: Backend = Backend::Cpu;
 
@@ -132,7 +132,7 @@ fn brute_force(
 }
 
 fn random_labels(
-    rng: &mut SplitMix64,
+    rng: &mut Rng,
     n: usize,
     ids: usize,
     cams: usize,
@@ -166,7 +166,7 @@ fn random_case_matches_brute_force() {
     };
     let (x, _) = make(lay);
     let (nq, ng) = (160, 300);
-    let mut rng = SplitMix64::new(11);
+    let mut rng = Rng::new(11);
     let (qp, qc) = random_labels(&mut rng, nq, 25, 4, 0.0);
     let (gp, gc) = random_labels(&mut rng, ng, 25, 4, 0.05);
     let (qx, gx) = (&x[..nq * 16], &x[nq * 16..]);

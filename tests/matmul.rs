@@ -7,7 +7,7 @@
 mod common;
 
 use unreid::autograd::gradcheck::{assert_close, check_op, Input};
-use unreid::cpu::matmul::MatmulDims;
+use unreid::ops::matmul::MatmulDims;
 use unreid::ops::matmul::{matmul_entry, with_matmul_kernel, MatmulKernel};
 use unreid::{random, Device, Tensor};
 

@@ -1,6 +1,7 @@
 //! `unreid synth`: writes the built-in synthetic two-domain benchmark.
 
-use crate::data::synth::{measure_hardness, write_benchmark, SynthConfig};
+use crate::data::synth::{write_benchmark, SynthConfig};
+use crate::eval::hardness::measure_hardness;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;

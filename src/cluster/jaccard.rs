@@ -65,52 +65,62 @@ pub fn reciprocal_lists(nb: &Neighbours, k: usize) -> Csr<u32> {
     Csr { offsets, values }
 }
 
+/// The expanded k-reciprocal sets R*(i, k) of Zhong et al. (CVPR 2017, eq. 6-7) for every row i:
+/// R(i, k) (from [`reciprocal_lists`] over the first `k` neighbours) joined with R(c, `half_k`) of
+/// each candidate c in R(i, k) that shares more than 2/3 of its own half list with R(i, k).
+/// Rows are sorted by index and deduplicated. Shared by the Jaccard distance of clustering
+/// ([`v_matrix`], k = k1) and re-ranking (`eval::rerank`, k = k1 + 1, whose kNN lists hold the
+/// query itself), so both follow one definition. `nb` must hold at least `k` neighbours per row.
+pub fn expanded_reciprocal_sets(nb: &Neighbours, k: usize, half_k: usize) -> Csr<u32> {
+    let full = reciprocal_lists(nb, k);
+    let half = reciprocal_lists(nb, half_k);
+    let (offsets, values) = par_rows(nb.num_rows(), 64, Vec::<u32>::new, |expansion, i, out| {
+        let r = full.row(i);
+        expansion.clear();
+        expansion.extend_from_slice(r);
+        for &c in r {
+            let candidate = half.row(c as usize);
+            let shared = candidate.iter().filter(|j| r.contains(j)).count();
+            // Same float comparison as the reference (`> 2/3 * len`).
+            if shared as f64 > 2.0 / 3.0 * candidate.len() as f64 {
+                expansion.extend_from_slice(candidate);
+            }
+        }
+        expansion.sort_unstable();
+        expansion.dedup();
+        out.extend_from_slice(expansion);
+    });
+    Csr { offsets, values }
+}
+
 /// The sparse V matrix: row i = softmax of -(2 - 2 x_i.x_j) over i's expanded k-reciprocal set.
 /// `nb` must come from [`super::knn`] (its distances are squared Euclidean).
 pub fn v_matrix(x: Features<'_>, nb: &Neighbours, k1: usize) -> Csr<(u32, f32)> {
-    let full = reciprocal_lists(nb, k1);
-    let half = reciprocal_lists(nb, half_list_len(k1));
+    let sets = expanded_reciprocal_sets(nb, k1, half_list_len(k1));
     let norms = x.squared_norms();
-    let (offsets, values) = par_rows(
-        x.rows,
-        64,
-        || (Vec::<u32>::new(), Vec::<f64>::new()),
-        |(expansion, logits), i, out| {
-            let r = full.row(i);
-            expansion.clear();
-            expansion.extend_from_slice(r);
-            for &c in r {
-                let candidate = half.row(c as usize);
-                let shared = candidate.iter().filter(|j| r.contains(j)).count();
-                // Same float comparison as the reference (`> 2/3 * len`).
-                if shared as f64 > 2.0 / 3.0 * candidate.len() as f64 {
-                    expansion.extend_from_slice(candidate);
-                }
-            }
-            expansion.sort_unstable();
-            expansion.dedup();
-            let xi = x.row(i);
-            let (row, row_dist) = (nb.row(i), nb.row_distances(i));
-            logits.clear();
-            logits.extend(expansion.iter().map(|&j| {
-                // 2 - 2 x_i.x_j, from the kNN's |x_i|^2 + |x_j|^2 - 2 x_i.x_j when j is in the list
-                // (almost always: it saves a D-long dot product per entry).
-                let dist = match row.iter().position(|&q| q == j) {
-                    Some(p) => 2.0 - norms[i] - norms[j as usize] + row_dist[p],
-                    None => 2.0 - 2.0 * dot(xi, x.row(j as usize)),
-                };
-                -dist as f64
-            }));
-            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
-            out.extend(
-                expansion
-                    .iter()
-                    .zip(logits.iter())
-                    .map(|(&j, &l)| (j, ((l - max).exp() / sum) as f32)),
-            );
-        },
-    );
+    let (offsets, values) = par_rows(x.rows, 64, Vec::<f64>::new, |logits, i, out| {
+        let expansion = sets.row(i);
+        let xi = x.row(i);
+        let (row, row_dist) = (nb.row(i), nb.row_distances(i));
+        logits.clear();
+        logits.extend(expansion.iter().map(|&j| {
+            // 2 - 2 x_i.x_j, from the kNN's |x_i|^2 + |x_j|^2 - 2 x_i.x_j when j is in the list
+            // (almost always: it saves a D-long dot product per entry).
+            let dist = match row.iter().position(|&q| q == j) {
+                Some(p) => 2.0 - norms[i] - norms[j as usize] + row_dist[p],
+                None => 2.0 - 2.0 * dot(xi, x.row(j as usize)),
+            };
+            -dist as f64
+        }));
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        out.extend(
+            expansion
+                .iter()
+                .zip(logits.iter())
+                .map(|(&j, &l)| (j, ((l - max).exp() / sum) as f32)),
+        );
+    });
     Csr { offsets, values }
 }
 

@@ -4,9 +4,9 @@
 //! with the gemm crate, or on a GPU backend with the runtime's matmul and argmin kernels (the
 //! features are uploaded once per Lloyd run; only labels and distances come back).
 
-use super::rng::SplitMix64;
 use super::tiles::gram_into;
 use super::{Backend, ClusterError, Features};
+use crate::random::Rng;
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,7 +189,7 @@ pub fn kmeans_plus_plus(x: Features<'_>, k: usize, seed: u64) -> Result<Vec<usiz
             "k-means with k = {k} on {n} points (need 1 <= k <= N)"
         )));
     }
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let norms = x.squared_norms();
     let trials = 2 + (k as f64).ln() as usize;
     let first = rng.below(n);

@@ -12,7 +12,6 @@ pub mod pseudo;
 pub mod quality;
 pub mod radius;
 pub mod reliability;
-pub mod rng;
 pub mod tiles;
 
 pub use dbscan::{dbscan, dbscan_many, DbscanResult};

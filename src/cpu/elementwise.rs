@@ -3,8 +3,68 @@
 use rayon::prelude::*;
 
 use super::Float;
-use crate::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::shape::{broadcast_strides, contiguous_strides};
+
+/// Unary maps; the discriminant is also the `OP` constant in shaders/elementwise.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg = 0,
+    Exp = 1,
+    Log = 2,
+    Sqrt = 3,
+    Abs = 4,
+    Relu = 5,
+    Relu6 = 6,
+    Sigmoid = 7,
+    Clamp = 8,
+    PowScalar = 9,
+    AddScalar = 10,
+    MulScalar = 11,
+    Sign = 12,
+    Recip = 13,
+    Square = 14,
+    GtScalar = 15,
+    LtScalar = 16,
+}
+
+/// Binary ops; the discriminant is also the `OP` constant in shaders/elementwise.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Pow = 4,
+    Maximum = 5,
+    Minimum = 6,
+    Eq = 7,
+    Ne = 8,
+    Lt = 9,
+    Le = 10,
+    Gt = 11,
+    Ge = 12,
+}
+
+impl BinaryOp {
+    /// The op's name in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+            BinaryOp::Eq => "eq",
+            BinaryOp::Ne => "ne",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+        }
+    }
+}
 
 fn sigmoid<T: Float>(x: T) -> T {
     let one = T::one();

@@ -1,8 +1,8 @@
-//! A training-free hardness probe for re-ID data: colour-histogram features and a small Market-protocol mAP.
+//! A training-free hardness probe for re-ID data: colour-histogram features and a diagonal metric.
 //!
 //! Used to check that the synthetic benchmark is neither trivial nor hopeless before any network exists, and to
-//! put a number on the gap between its domains. The real evaluation (CMC, re-ranking, streaming over huge
-//! galleries) lives in `eval/`; this one is deliberately small and direct.
+//! put a number on the gap between its domains. The retrieval scores (mAP, rank-1) are computed by `eval`
+//! (`eval::hardness`), which sits above `data` in the layering.
 //!
 //! Feature: the central body region (the middle half of the width, where a detector-centred pedestrian is; the
 //! sides are mostly background, which would otherwise dominate) cut into 4 horizontal stripes (head, torso,
@@ -63,59 +63,6 @@ pub fn l2_normalise(v: &mut [f32]) {
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
     }
-}
-
-/// One retrieval item: feature, pid, camera.
-pub struct Labelled<'a> {
-    pub feature: &'a [f32],
-    pub pid: i32,
-    pub camid: u32,
-}
-
-/// Market-protocol mAP and rank-1: squared Euclidean distance; per query, gallery items with the same pid and
-/// camera are ignored; queries without any remaining true match are skipped; AP is the mean precision at each
-/// true match (non-interpolated). Returns (mAP, rank-1, valid queries).
-pub fn market_map(query: &[Labelled], gallery: &[Labelled]) -> (f64, f64, usize) {
-    let mut ap_sum = 0.0;
-    let mut rank1 = 0usize;
-    let mut valid = 0usize;
-    for q in query {
-        let mut scored: Vec<(f32, bool)> = gallery
-            .iter()
-            .filter(|g| !(g.pid == q.pid && g.camid == q.camid))
-            .map(|g| {
-                let d: f32 = q
-                    .feature
-                    .iter()
-                    .zip(g.feature)
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum();
-                (d, g.pid == q.pid)
-            })
-            .collect();
-        let positives = scored.iter().filter(|s| s.1).count();
-        if positives == 0 {
-            continue;
-        }
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-        valid += 1;
-        if scored[0].1 {
-            rank1 += 1;
-        }
-        let mut hits = 0;
-        let mut ap = 0.0;
-        for (rank, s) in scored.iter().enumerate() {
-            if s.1 {
-                hits += 1;
-                ap += hits as f64 / (rank + 1) as f64;
-            }
-        }
-        ap_sum += ap / positives as f64;
-    }
-    if valid == 0 {
-        return (0.0, 0.0, 0);
-    }
-    (ap_sum / valid as f64, rank1 as f64 / valid as f64, valid)
 }
 
 /// Per-dimension weights that a "trained" diagonal metric learns from labelled features: the Fisher ratio

@@ -8,7 +8,6 @@ pub mod datasets;
 pub mod decode;
 pub mod hardness;
 pub mod loader;
-pub mod rng;
 pub mod sampler;
 pub mod synth;
 pub mod transforms;

@@ -10,7 +10,7 @@
 //! The flat stream is cut into batches of B with the tail dropped; an epoch is exactly `iters` batches, starting
 //! a fresh pass whenever one runs out (the reference's `IterLoader`).
 
-use super::rng::Rng;
+use crate::random::Rng;
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]

@@ -21,8 +21,8 @@
 //! to be visible, small enough for a CPU demo), 128 identities per domain (64 train, 64 test), 8-12 images per
 //! identity over 6 cameras: about 1,300 images per domain, generated in seconds.
 
-use super::rng::Rng;
 use super::transforms::{resize, Interpolation};
+use crate::random::Rng;
 use image::RgbImage;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -1403,100 +1403,4 @@ pub fn write_benchmark(
     crate::io::write_atomic(&manifest_path, (text + "\n").as_bytes())
         .map_err(io(&manifest_path))?;
     Ok(files.len())
-}
-
-/// Hardness figures of a generated benchmark (colour-histogram proxy, see `hardness`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct HardnessReport {
-    /// (mAP, rank-1) of raw histograms, query vs gallery, within each domain.
-    pub source: (f64, f64),
-    pub target: (f64, f64),
-    /// Target retrieval with a diagonal metric learned on source train (transfer) vs on target train (oracle).
-    pub target_with_source_metric: (f64, f64),
-    pub target_with_target_metric: (f64, f64),
-    /// Source retrieval with the metric learned on source train.
-    pub source_with_source_metric: (f64, f64),
-    /// Nearest-domain-centroid accuracy of test images (0.5 = indistinguishable domains).
-    pub domain_accuracy: f64,
-}
-
-/// Generates the benchmark in memory (JPEG round trip included, as a model would see it) and measures it.
-pub fn measure_hardness(cfg: &SynthConfig) -> Result<HardnessReport, SynthError> {
-    use super::hardness::{fisher_weights, histogram_feature, market_map, weighted, Labelled};
-    let files = generate(cfg, &|| {})?;
-    let plans: Vec<SynthImage> = Domain::BOTH
-        .iter()
-        .flat_map(|&d| plan_domain(cfg, d))
-        .collect();
-    let features: Vec<Vec<f32>> = files
-        .par_iter()
-        .map(|(path, bytes)| {
-            super::decode::decode_rgb_bytes(bytes, path)
-                .map(|img| histogram_feature(&img))
-                .map_err(|e| SynthError::Encode(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let select = |domain: Domain, split: SynthSplit| -> Vec<usize> {
-        (0..plans.len())
-            .filter(|&i| plans[i].domain == domain && plans[i].split == split && plans[i].pid >= 0)
-            .collect()
-    };
-    let retrieval = |domain: Domain, feats: &[Vec<f32>]| {
-        let lab = |idx: Vec<usize>| -> Vec<Labelled> {
-            idx.into_iter()
-                .map(|i| Labelled {
-                    feature: &feats[i],
-                    pid: plans[i].pid,
-                    camid: plans[i].camid,
-                })
-                .collect()
-        };
-        let (m, r1, _) = market_map(
-            &lab(select(domain, SynthSplit::Query)),
-            &lab(select(domain, SynthSplit::Gallery)),
-        );
-        (m, r1)
-    };
-    let learn = |domain: Domain| {
-        let idx = select(domain, SynthSplit::Train);
-        let feats: Vec<&[f32]> = idx.iter().map(|&i| features[i].as_slice()).collect();
-        let pids: Vec<i32> = idx.iter().map(|&i| plans[i].pid).collect();
-        fisher_weights(&feats, &pids)
-    };
-    let reweigh =
-        |w: &[f32]| -> Vec<Vec<f32>> { features.iter().map(|f| weighted(f, w)).collect() };
-    let (w_src, w_tgt) = (learn(Domain::Source), learn(Domain::Target));
-    let (f_src, f_tgt) = (reweigh(&w_src), reweigh(&w_tgt));
-
-    // Domain separability: distance to each domain's train centroid.
-    let centroid = |domain: Domain| {
-        let idx = select(domain, SynthSplit::Train);
-        let mut c = vec![0f32; features[0].len()];
-        for &i in &idx {
-            c.iter_mut()
-                .zip(&features[i])
-                .for_each(|(a, b)| *a += b / idx.len() as f32);
-        }
-        c
-    };
-    let (c_src, c_tgt) = (centroid(Domain::Source), centroid(Domain::Target));
-    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
-    let test: Vec<usize> = (0..plans.len())
-        .filter(|&i| plans[i].split != SynthSplit::Train)
-        .collect();
-    let correct = test
-        .iter()
-        .filter(|&&i| {
-            let closer_to_source = dist(&features[i], &c_src) < dist(&features[i], &c_tgt);
-            closer_to_source == (plans[i].domain == Domain::Source)
-        })
-        .count();
-    Ok(HardnessReport {
-        source: retrieval(Domain::Source, &features),
-        target: retrieval(Domain::Target, &features),
-        target_with_source_metric: retrieval(Domain::Target, &f_src),
-        target_with_target_metric: retrieval(Domain::Target, &f_tgt),
-        source_with_source_metric: retrieval(Domain::Source, &f_src),
-        domain_accuracy: correct as f64 / test.len().max(1) as f64,
-    })
 }

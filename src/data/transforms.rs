@@ -20,7 +20,7 @@
 //! Every random decision comes from a generator keyed by (seed, epoch, sample position, view), so a batch is
 //! reproducible regardless of thread scheduling, and two views of one image are independent (MMT).
 
-use super::rng::Rng;
+use crate::random::Rng;
 use image::RgbImage;
 use rayon::prelude::*;
 

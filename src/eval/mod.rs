@@ -2,6 +2,7 @@
 //! k-reciprocal re-ranking, and ranked-list pictures. Distances are produced one block of queries
 //! at a time and each query is scored from its own row, so nothing query x gallery is held.
 
+pub mod hardness;
 pub mod metrics;
 pub mod rerank;
 pub mod visualize;

@@ -12,7 +12,9 @@
 //! The M x M matrices are never formed: the kNN is blocked, V and V' are CSR, and the final
 //! query x gallery rows are produced per block of queries for the streaming evaluation.
 
-use crate::cluster::jaccard::{jaccard_row, query_expansion, reciprocal_lists, transpose, Csr};
+use crate::cluster::jaccard::{
+    expanded_reciprocal_sets, jaccard_row, query_expansion, transpose, Csr,
+};
 use crate::cluster::knn::{knn_with, RankKey};
 use crate::cluster::tiles::{gram_into, TILE};
 use crate::cluster::{dot, par_rows, Backend, ClusterError, Features};
@@ -87,44 +89,37 @@ impl Reranker {
         // Lists ordered by d^2 exactly as the reference's argsort of the squared matrix; their
         // keys are d^2, and row_max is the normaliser.
         let (nb, row_max) = knn_with(backend, x, k1 + 1, RankKey::SquaredEuclideanSquared, TILE)?;
-        let full = reciprocal_lists(&nb, k1 + 1);
-        let half = reciprocal_lists(&nb, round_half(k1) + 1);
-        let (offsets, values) = par_rows(m, 64, Vec::<u32>::new, |expansion, i, out| {
-            let r = full.row(i);
-            expansion.clear();
-            expansion.extend_from_slice(r);
-            for &c in r {
-                let candidate = half.row(c as usize);
-                let shared = candidate.iter().filter(|j| r.contains(j)).count();
-                if shared as f64 > 2.0 / 3.0 * candidate.len() as f64 {
-                    expansion.extend_from_slice(candidate);
-                }
-            }
-            expansion.sort_unstable();
-            expansion.dedup();
-            let (row, keys) = (nb.row(i), nb.row_distances(i));
-            let weights: Vec<f64> = expansion
-                .iter()
-                .map(|&j| {
-                    let d2 = match row.iter().position(|&q| q == j) {
-                        Some(p) => keys[p],
-                        None => {
-                            let d = norms[i] + norms[j as usize]
-                                - 2.0 * dot(x.row(i), x.row(j as usize));
-                            d * d
-                        }
-                    };
-                    (-(normalise(d2, row_max[i]) as f64)).exp()
-                })
-                .collect();
-            let sum: f64 = weights.iter().sum();
-            out.extend(
-                expansion
+        let sets = expanded_reciprocal_sets(&nb, k1 + 1, round_half(k1) + 1);
+        let (offsets, values) = par_rows(
+            m,
+            64,
+            || (),
+            |_, i, out| {
+                let expansion = sets.row(i);
+                let (row, keys) = (nb.row(i), nb.row_distances(i));
+                let weights: Vec<f64> = expansion
                     .iter()
-                    .zip(&weights)
-                    .map(|(&j, &w)| (j, (w / sum) as f32)),
-            );
-        });
+                    .map(|&j| {
+                        let d2 = match row.iter().position(|&q| q == j) {
+                            Some(p) => keys[p],
+                            None => {
+                                let d = norms[i] + norms[j as usize]
+                                    - 2.0 * dot(x.row(i), x.row(j as usize));
+                                d * d
+                            }
+                        };
+                        (-(normalise(d2, row_max[i]) as f64)).exp()
+                    })
+                    .collect();
+                let sum: f64 = weights.iter().sum();
+                out.extend(
+                    expansion
+                        .iter()
+                        .zip(&weights)
+                        .map(|(&j, &w)| (j, (w / sum) as f32)),
+                );
+            },
+        );
         let v = Csr { offsets, values };
         let vq = query_expansion(&v, &nb, k2);
         drop(v);

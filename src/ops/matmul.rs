@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::autograd::record;
-use crate::cpu::matmul::MatmulDims;
+pub use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, GpuBuffer, Kernel};
 use crate::ops::{alloc_f32, host_float2, same_device, Params};

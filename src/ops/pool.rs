@@ -2,7 +2,7 @@
 //! GeM (generalised mean, learnable exponent p), with their backward rules.
 
 use crate::autograd::record;
-use crate::cpu::pool::PoolGeom;
+pub use crate::cpu::pool::PoolGeom;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
 use crate::ops::{alloc_f32, host_float, Params};

@@ -1,7 +1,7 @@
 //! Reductions over one axis (sum, mean, max, min, argmax, argmin) and their backward rules.
 
 use crate::autograd::record;
-use crate::cpu::reduce::ReduceOp;
+pub use crate::cpu::reduce::ReduceOp;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
 use crate::ops::{alloc_f32, host_float, Params};

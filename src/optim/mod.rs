@@ -8,11 +8,11 @@ mod schedule;
 
 pub use schedule::{LrSchedule, Warmup};
 
-use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::ops::optim::{adam_update, ema_update, sgd_update};
 use std::collections::BTreeMap;
 
 use crate::nn::{Module, Param, ParamKind};
+use crate::ops::optim::{AdamHyper, SgdHyper};
 use crate::{Error, Result, Tensor};
 
 /// A parameter an optimiser updates, addressed by its unique name (`net1.layer4.0.conv1.weight`).

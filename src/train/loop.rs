@@ -144,7 +144,7 @@ fn device_batch(
     let shape = [n, c, h, w];
     let ctx = Ctx::train()
         .parts(&bn_parts(&domain_ranges, bn_group))
-        .seed(crate::data::rng::key(&[seed, step, 0xd50b]));
+        .seed(crate::random::key(&[seed, step, 0xd50b]));
     Ok(TrainBatch {
         images: Tensor::from_slice(&images, &shape, device)?,
         second_view: second
@@ -435,7 +435,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             let sampler = PkSampler::from_items(&stream.items, stream.num_instances)?;
             let mut lc = LoaderConfig::new(
                 AugmentConfig::train(t.height, t.width),
-                crate::data::rng::key(&[t.seed, s_idx as u64, 0x57e4]),
+                crate::random::key(&[t.seed, s_idx as u64, 0x57e4]),
             );
             lc.two_views = stream.two_views;
             loaders.push(Loader::pk_epoch(

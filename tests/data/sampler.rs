@@ -1,6 +1,6 @@
 use std::collections::{HashMap, HashSet};
-use unreid::data::rng::Rng;
 use unreid::data::sampler::{PkSampler, SamplerError};
+use unreid::random::Rng;
 
 /// Labels: pid 0 in cameras 0,0,1,2 ; pid 1 only in camera 3 (3 images) ; pid 2 a singleton ;
 /// pid 3 in cameras 0 (x5) and 1 (x1) ; one junk item (-1).

@@ -3,8 +3,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use unreid::data::datasets::{load, DatasetSpec, Layout};
 use unreid::data::synth::{
-    generate, measure_hardness, plan_domain, write_benchmark, Domain, SynthConfig, SynthSplit,
+    generate, plan_domain, write_benchmark, Domain, SynthConfig, SynthSplit,
 };
+use unreid::eval::hardness::measure_hardness;
 
 fn small() -> SynthConfig {
     SynthConfig {

@@ -1,9 +1,9 @@
 use image::{Rgb, RgbImage};
-use unreid::data::rng::Rng;
 use unreid::data::transforms::{
     augment_batch, augment_into, augment_keyed, draw_params, resample_weights, resize,
     AugmentConfig, AugmentParams, Interpolation, SampleKey, IMAGENET_MEAN, IMAGENET_STD,
 };
+use unreid::random::Rng;
 
 fn random_image(w: u32, h: u32, seed: u64) -> RgbImage {
     let mut rng = Rng::new(seed);

@@ -1,7 +1,7 @@
 //! Seeded synthetic feature sets shared by the clustering and evaluation tests.
 #![allow(dead_code)]
 
-use unreid::cluster::rng::SplitMix64;
+use unreid::random::Rng;
 
 /// How the points of a synthetic set are laid out.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +39,7 @@ pub fn make(layout: Layout) -> (Vec<f32>, Vec<i64>) {
         quantize,
         seed,
     } = layout;
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let centres: Vec<Vec<f32>> = (0..clusters)
         .map(|_| {
             let mut c: Vec<f32> = (0..dim).map(|_| rng.normal() as f32).collect();
