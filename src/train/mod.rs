@@ -11,6 +11,7 @@
 pub mod config;
 pub mod evaluate;
 pub mod methods;
+pub mod mmt;
 pub mod plots;
 pub mod run_dir;
 #[path = "loop.rs"]
