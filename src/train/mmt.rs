@@ -379,7 +379,7 @@ impl Method for MmtMethod {
         let ctx2 = batch
             .ctx
             .clone()
-            .seed(crate::data::rng::key(&[batch.ctx.seed, 2]));
+            .seed(crate::random::key(&[batch.ctx.seed, 2]));
         let o1 = self.net1.forward(&batch.images, &ctx1)?;
         let o2 = self.net2.forward(view2, &ctx2)?;
         // Mean nets in train mode (their BN statistics follow), without a graph.
