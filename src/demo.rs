@@ -41,12 +41,23 @@ pub enum DemoError {
     Settings(String),
 }
 
+/// How big the demo is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DemoProfile {
+    /// The default: 96 ids per domain, 128x64 images, schedules of a few epochs.
+    Full,
+    /// `--quick`: 48 ids per domain, shorter schedules.
+    Quick,
+    /// The end-to-end test's size (same code path): 16 ids per domain, 64x32, two short epochs.
+    Tiny,
+}
+
 /// How to run the demo.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
     pub out: PathBuf,
-    /// Short schedules: source + SpCL only unless `methods` says otherwise.
-    pub quick: bool,
+    pub profile: DemoProfile,
     /// Methods to adapt with (names of `train::METHODS`, plus `spcl-usl` for SpCL without the source).
     pub methods: Vec<String>,
     pub device: Device,
@@ -73,7 +84,7 @@ pub struct DemoRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoSummary {
     pub device: String,
-    pub quick: bool,
+    pub profile: DemoProfile,
     pub direct_transfer: DemoRow,
     pub methods: Vec<DemoRow>,
     pub wall_seconds: f64,
@@ -87,20 +98,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
 }
 
 /// The benchmark the demo trains on.
-pub fn demo_synth(quick: bool) -> SynthConfig {
-    SynthConfig {
-        ids: if quick { 48 } else { 96 },
-        ..SynthConfig::default()
+pub fn demo_synth(profile: DemoProfile) -> SynthConfig {
+    match profile {
+        DemoProfile::Full => SynthConfig {
+            ids: 96,
+            ..SynthConfig::default()
+        },
+        DemoProfile::Quick => SynthConfig {
+            ids: 48,
+            ..SynthConfig::default()
+        },
+        DemoProfile::Tiny => SynthConfig {
+            ids: 16,
+            height: 64,
+            width: 32,
+            images_per_id: (6, 8),
+            ..SynthConfig::default()
+        },
     }
 }
 
 /// Schedule keys shared by every run of the demo (`--set` syntax).
-fn schedule(quick: bool, source: bool) -> Vec<String> {
-    let (epochs, iters) = match (quick, source) {
-        (true, true) => (6, 12),
-        (true, false) => (4, 12),
-        (false, true) => (12, 20),
-        (false, false) => (8, 20),
+fn schedule(profile: DemoProfile, source: bool) -> Vec<String> {
+    let (epochs, iters, height, width, eval_every) = match (profile, source) {
+        (DemoProfile::Full, true) => (12, 20, 128, 64, 4),
+        (DemoProfile::Full, false) => (8, 20, 128, 64, 2),
+        (DemoProfile::Quick, true) => (6, 12, 128, 64, 3),
+        (DemoProfile::Quick, false) => (4, 12, 128, 64, 2),
+        (DemoProfile::Tiny, _) => (2, 6, 64, 32, 1),
     };
     let mut s = vec![
         "model.arch=\"mobilenet_v2\"".to_string(),
@@ -109,15 +134,15 @@ fn schedule(quick: bool, source: bool) -> Vec<String> {
         "train.batch_size=32".into(),
         "train.num_instances=4".into(),
         "train.bn_group=16".into(),
-        "train.height=128".into(),
-        "train.width=64".into(),
-        format!("train.eval_every={}", if quick { 2 } else { 4 }),
+        format!("train.height={height}"),
+        format!("train.width={width}"),
+        format!("train.eval_every={eval_every}"),
         "train.log_every=4".into(),
     ];
     if source {
         s.extend([
             "train.warmup_epochs=1".to_string(),
-            format!("train.milestones=[{}]", epochs * 3 / 4),
+            format!("train.milestones=[{}]", (epochs * 3 / 4).max(1)),
         ]);
     } else {
         s.push("train.milestones=[]".into());
@@ -263,7 +288,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     }
 
     // 1. The benchmark (reused when a previous demo wrote the same one).
-    let synth = demo_synth(opts.quick);
+    let synth = demo_synth(opts.profile);
     let data = out.join("data");
     let manifest = data.join("synth.json");
     let same = std::fs::read_to_string(&manifest)
@@ -317,7 +342,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     // 2-3. Source pre-training from ImageNet weights; its target evaluation is direct transfer.
     println!("[2/4] source pre-training (MobileNetV2 from ImageNet weights)");
     let runs = out.join("runs");
-    let mut sets = schedule(opts.quick, true);
+    let mut sets = schedule(opts.profile, true);
     sets.extend(data_sets(false));
     sets.push(format!("model.weights={:?}", weights.display().to_string()));
     let source = run_training("source", &runs.join("source"), sets, &opts.device)?;
@@ -338,7 +363,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
             None => (m.as_str(), matches!(m.as_str(), "cluster-contrast" | "ise")),
         };
         println!("[4/4] adaptation {}/{}: {m}", i + 1, methods.len());
-        let mut sets = schedule(opts.quick, false);
+        let mut sets = schedule(opts.profile, false);
         sets.extend(data_sets(usl));
         sets.push(format!("model.init={:?}", checkpoint.display().to_string()));
         sets.extend(method_sets(method, synth.ids));
@@ -348,7 +373,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
 
     let summary = DemoSummary {
         device: opts.device.to_string(),
-        quick: opts.quick,
+        profile: opts.profile,
         direct_transfer: direct,
         methods: rows,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -370,7 +395,11 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let md = format!(
         "# unreid demo\n\nSynthetic two-domain benchmark, MobileNetV2, device {}, {} schedule, {:.0} s in all.\n\n{text}",
         summary.device,
-        if opts.quick { "quick" } else { "default" },
+        match opts.profile {
+            DemoProfile::Full => "default",
+            DemoProfile::Quick => "quick",
+            DemoProfile::Tiny => "tiny (test)",
+        },
         summary.wall_seconds
     );
     let p = out.join("summary.md");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::demo::{run_demo, DemoOptions, ALL_METHODS, DEFAULT_METHODS};
+use crate::demo::{run_demo, DemoOptions, DemoProfile, ALL_METHODS, DEFAULT_METHODS};
 use crate::{Device, DeviceChoice};
 
 #[derive(clap::Args, Debug)]
@@ -30,7 +30,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         ALL_METHODS.iter().map(|s| s.to_string()).collect()
     } else if args.methods.is_empty() {
         if args.quick {
-            vec!["spcl".into()]
+            // SpCL UDA, or the first default method this build has.
+            let first = DEFAULT_METHODS
+                .iter()
+                .find(|m| crate::train::METHODS.contains(m))
+                .unwrap_or(&DEFAULT_METHODS[0]);
+            vec![first.to_string()]
         } else {
             DEFAULT_METHODS.iter().map(|s| s.to_string()).collect()
         }
@@ -44,7 +49,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     run_demo(&DemoOptions {
         out: args.out,
-        quick: args.quick,
+        profile: if args.quick {
+            DemoProfile::Quick
+        } else {
+            DemoProfile::Full
+        },
         methods,
         device,
     })?;

@@ -1,0 +1,50 @@
+//! `unreid demo` end to end at the test size (same code path as `--quick`, smaller benchmark and
+//! schedules): every method row is present, finite and above direct transfer; the summary files
+//! are written; a second run in the same folder reuses the finished runs.
+
+use unreid::demo::{run_demo, DemoOptions, DemoProfile, DEFAULT_METHODS};
+use unreid::Device;
+
+#[test]
+fn demo_adapts_beyond_direct_transfer_and_resumes() {
+    let out = std::env::temp_dir().join(format!("unreid-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let methods: Vec<String> = DEFAULT_METHODS
+        .iter()
+        .filter(|m| unreid::train::METHODS.contains(m))
+        .map(|m| m.to_string())
+        .collect();
+    let opts = DemoOptions {
+        out: out.clone(),
+        profile: DemoProfile::Tiny,
+        methods: methods.clone(),
+        device: Device::Cpu,
+    };
+    let summary = run_demo(&opts).unwrap();
+    let base = summary.direct_transfer.map;
+    assert!(base.is_finite() && base > 0.0, "direct transfer mAP {base}");
+    assert_eq!(summary.methods.len(), methods.len());
+    for (row, name) in summary.methods.iter().zip(&methods) {
+        assert_eq!(&row.method, name);
+        assert!(row.map.is_finite() && row.rank1.is_finite());
+        assert!(
+            row.map > base,
+            "{name}: target mAP {:.1}% does not beat direct transfer {:.1}%",
+            100.0 * row.map,
+            100.0 * base
+        );
+        assert!(row.run_dir.join("checkpoints/best.safetensors").is_file());
+    }
+    for f in ["summary.md", "summary.json", "comparison.png", "runs/source/curves.png"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("direct transfer") && md.contains("target mAP"), "{md}");
+
+    // Re-running resumes: every run is finished, so the same table comes back without training.
+    let again = run_demo(&opts).unwrap();
+    assert_eq!(again.direct_transfer.map, base);
+    for (a, b) in again.methods.iter().zip(&summary.methods) {
+        assert_eq!(a.map, b.map, "{}", a.method);
+    }
+}
