@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod check_data;
 pub mod cluster;
 pub mod evaluate;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Training-step images/s, per-phase times, conv/matmul GFLOP/s and peak memory as one JSON table.
+    Bench(bench::BenchArgs),
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
@@ -38,6 +41,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
