@@ -4,6 +4,7 @@
 //! reference device (`src/cpu/`, rayon, generic over f32/f64); reverse-mode autograd sits on top.
 
 pub mod autograd;
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod cpu;

@@ -35,11 +35,19 @@ fn demo_adapts_beyond_direct_transfer_and_resumes() {
         );
         assert!(row.run_dir.join("checkpoints/best.safetensors").is_file());
     }
-    for f in ["summary.md", "summary.json", "comparison.png", "runs/source/curves.png"] {
+    for f in [
+        "summary.md",
+        "summary.json",
+        "comparison.png",
+        "runs/source/curves.png",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("direct transfer") && md.contains("target mAP"), "{md}");
+    assert!(
+        md.contains("direct transfer") && md.contains("target mAP"),
+        "{md}"
+    );
 
     // Re-running resumes: every run is finished, so the same table comes back without training.
     let again = run_demo(&opts).unwrap();

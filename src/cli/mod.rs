@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod check_data;
 pub mod cluster;
 pub mod demo;
@@ -24,6 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Training-step images/s, per-phase times, conv/matmul GFLOP/s and peak memory as one JSON table.
+    Bench(bench::BenchArgs),
     /// The whole pipeline on the built-in synthetic benchmark: pre-train, adapt, compare (no download).
     Demo(demo::DemoArgs),
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
@@ -44,6 +47,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(args),

@@ -1,10 +1,11 @@
 //! Dense dot-product tiles, the only O(N^2 D) work: everything else is sparse.
 //!
-//! `gram_into` computes one block `A B^T` with the `gemm` crate on the calling thread; the drivers
-//! below spread blocks over rayon's pool (one single-threaded GEMM per worker gives better cache use
-//! than one multi-threaded GEMM per block at these sizes).
+//! `gram_into` computes one block `A B^T` with the crate's GEMM wrapper (`ops::matmul::gemm_into`)
+//! on the calling thread; the drivers below spread blocks over rayon's pool (one single-threaded
+//! GEMM per worker gives better cache use than one multi-threaded GEMM per block at these sizes).
 
 use super::{Backend, ClusterError, Features};
+use crate::ops::matmul::gemm_into;
 use rayon::prelude::*;
 
 /// Rows per tile side. 768 x 768 f32 = 2.3 MB of output per worker: big enough for GEMM efficiency,
@@ -16,39 +17,8 @@ pub fn gram_into(a: &[f32], a_rows: usize, b: &[f32], b_rows: usize, dim: usize,
     assert_eq!(a.len(), a_rows * dim);
     assert_eq!(b.len(), b_rows * dim);
     assert!(out.len() >= a_rows * b_rows);
-    if a_rows == 0 || b_rows == 0 {
-        return;
-    }
-    if dim == 0 {
-        out[..a_rows * b_rows].fill(0.0);
-        return;
-    }
-    // SAFETY: the pointers and strides describe `a` (a_rows x dim, row-major), `b` transposed
-    // (dim x b_rows, column stride dim) and `out` (a_rows x b_rows, row-major); the asserts above
-    // guarantee every addressed element is in bounds, and `out` does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            a_rows,
-            b_rows,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            b_rows as isize,
-            false,
-            a.as_ptr(),
-            1,
-            dim as isize,
-            b.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // A [a_rows, dim] x B^T: B is stored [b_rows, dim], i.e. op(B) = B transposed.
+    gemm_into(out, a, b, (a_rows, dim, b_rows), false, true, false, false);
 }
 
 /// One block of the symmetric N x N dot-product matrix: rows `row0..row0+rows` against columns

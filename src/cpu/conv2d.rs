@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use super::matmul::gemm_into;
 use super::Float;
 
 /// Geometry of one convolution: input [n, c, h, w], weight [cout, c/groups, kh, kw],
@@ -102,62 +103,6 @@ fn col2im<T: Float>(cols: &[T], g: &ConvGeom, grp: usize, dx_img: &mut [T]) {
                 }
             }
         }
-    }
-}
-
-/// `dst[m, n] (+)= op(a) * op(b)`, all row-major; `a` is [m, k] ([k, m] when `ta`), `b` is
-/// [k, n] ([n, k] when `tb`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_into<T: Float>(
-    dst: &mut [T],
-    a: &[T],
-    b: &[T],
-    (m, k, n): (usize, usize, usize),
-    ta: bool,
-    tb: bool,
-    accumulate: bool,
-    parallel: bool,
-) {
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].iter_mut().for_each(|v| *v = T::zero());
-        }
-        return;
-    }
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let par = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above bound every access made with these strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
     }
 }
 

@@ -121,10 +121,52 @@ fn bool_to<T: Float>(b: bool) -> T {
     }
 }
 
+/// Values per rayon task of the elementwise maps (long enough to vectorise).
+const CHUNK: usize = 4096;
+
+/// `f` over `x`, in chunks.
+fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+    out
+}
+
+/// `f` over `a` and `b` (same length), in chunks.
+fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], alpha: T, beta: T) -> Vec<T> {
-    x.par_iter()
-        .map(|&v| unary_scalar(op, v, alpha, beta))
-        .collect()
+    // The common maps get a loop with the op fixed at compile time (it vectorises).
+    match op {
+        UnaryOp::Relu => map1(x, |v| unary_scalar(UnaryOp::Relu, v, alpha, beta)),
+        UnaryOp::Relu6 => map1(x, |v| unary_scalar(UnaryOp::Relu6, v, alpha, beta)),
+        UnaryOp::MulScalar => map1(x, |v| unary_scalar(UnaryOp::MulScalar, v, alpha, beta)),
+        UnaryOp::AddScalar => map1(x, |v| unary_scalar(UnaryOp::AddScalar, v, alpha, beta)),
+        _ => map1(x, |v| unary_scalar(op, v, alpha, beta)),
+    }
+}
+
+/// ReLU's gradient: `g` where `x > 0`, else 0 (one pass, no mask tensor). ReLU6's also zeroes
+/// it where `x >= 6`.
+pub fn relu_backward<T: Float>(g: &[T], x: &[T], relu6: bool) -> Vec<T> {
+    let zero = T::zero();
+    if relu6 {
+        let six = T::from_f64(6.0).unwrap();
+        map2(g, x, |g, x| if x > zero && x < six { g } else { zero })
+    } else {
+        map2(g, x, |g, x| if x > zero { g } else { zero })
+    }
 }
 
 pub fn binary_scalar<T: Float>(op: BinaryOp, a: T, b: T) -> T {
@@ -182,11 +224,12 @@ pub fn binary<T: Float>(
     out_shape: &[usize],
 ) -> Vec<T> {
     if a_shape == out_shape && b_shape == out_shape {
-        return a
-            .par_iter()
-            .zip(b)
-            .map(|(&x, &y)| binary_scalar(op, x, y))
-            .collect();
+        return match op {
+            BinaryOp::Add => map2(a, b, |x, y| binary_scalar(BinaryOp::Add, x, y)),
+            BinaryOp::Sub => map2(a, b, |x, y| binary_scalar(BinaryOp::Sub, x, y)),
+            BinaryOp::Mul => map2(a, b, |x, y| binary_scalar(BinaryOp::Mul, x, y)),
+            _ => map2(a, b, |x, y| binary_scalar(op, x, y)),
+        };
     }
     let n: usize = out_shape.iter().product();
     let bc = Broadcast::new(out_shape, [a_shape, b_shape]);

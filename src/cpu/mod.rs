@@ -6,6 +6,7 @@
 pub mod batchnorm;
 pub mod conv2d;
 pub mod elementwise;
+pub mod fast;
 pub mod index;
 pub mod losses;
 pub mod matmul;

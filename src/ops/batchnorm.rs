@@ -1,13 +1,14 @@
 //! Batch normalisation over [N, C] or [N, C, H, W]: fused kernels (per-channel statistics, one
 //! normalising pass; backward: per-channel sums of g and g*xhat, one elementwise pass).
 //! Running statistics and domain-specific sets live in `nn::BatchNorm`; these ops are pure.
+//! `Device::Cpu` runs the fast path `cpu::fast::batchnorm`; `Device::CpuF64` the plain reference.
 
 use crate::autograd::record;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
 use crate::ops::{alloc_f32, same_device, HostElem, Params};
 use crate::tensor::{DType, Data, HostFloat};
-use crate::{cpu, Tensor};
+use crate::{cpu, Device, Tensor};
 
 #[derive(Clone, Copy)]
 struct Dims {
@@ -105,6 +106,11 @@ fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
         let var = v.pop().unwrap();
         return Ok((v.pop().unwrap(), var));
     }
+    if let Device::Cpu = x.device() {
+        let (m, v) = cpu::fast::batchnorm::stats(f32::slice(x), d.n, d.c, d.s);
+        let wrap = |v| vec_tensor(x, vec![d.c], f32::wrap(v));
+        return Ok((wrap(m), wrap(v)));
+    }
     fn run<T: HostElem>(x: &Tensor, d: Dims) -> (Data, Data) {
         let (m, v) = cpu::batchnorm::stats(T::slice(x), d.n, d.c, d.s);
         (T::wrap(m), T::wrap(v))
@@ -136,6 +142,11 @@ fn apply_raw(
             false,
         )?
         .remove(0));
+    }
+    if let Device::Cpu = x.device() {
+        let [xs, mean, var, gamma, beta] = [x, mean, var, gamma, beta].map(f32::slice);
+        let y = cpu::fast::batchnorm::apply(xs, mean, var, gamma, beta, d.c, d.s, eps);
+        return Ok(Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, y));
     }
     fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64) -> Data {
         let s = t.map(T::slice);
@@ -186,6 +197,16 @@ fn backward_raw(
         )?
         .remove(0);
         return Ok((dx, sum_gx, sum_g));
+    }
+    if let Device::Cpu = x.device() {
+        let [xs, gs, mean, var, gamma] = [x, g, mean, var, gamma].map(f32::slice);
+        let (dx, dgamma, dbeta) =
+            cpu::fast::batchnorm::backward(xs, gs, mean, var, gamma, (d.n, d.c, d.s), eps, train);
+        return Ok((
+            Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, dx),
+            Tensor::from_host_f32(vec![d.c], &Device::Cpu, dgamma),
+            Tensor::from_host_f32(vec![d.c], &Device::Cpu, dbeta),
+        ));
     }
     fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64, train: bool) -> (Data, Data, Data) {
         let [x, g, mean, var, gamma] = t.map(T::slice);

@@ -3,6 +3,8 @@
 //! groups == 1: im2col + the tiled matmul, chunked over the batch so the column buffer fits one
 //! binding; dW = dY cols^T and dX = col2im(W^T dY) (a gather, deterministic).
 //! groups > 1 (depthwise included): direct kernels. See shaders/conv2d.wgsl.
+//! `Device::Cpu` runs the fast path `cpu::fast::conv2d`; `Device::CpuF64` the plain reference
+//! `cpu::conv2d` (the ground truth both are tested against).
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use crate::autograd::record;
 use crate::cpu::conv2d::ConvGeom;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Gpu, Kernel};
-use crate::ops::{alloc_f32, host_float2, same_device, Params};
+use crate::ops::{alloc_f32, host_float2, same_device, HostElem, Params};
 use crate::tensor::DType;
 use crate::{cpu, no_grad, Device, Tensor};
 
@@ -250,7 +252,11 @@ fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
             }
         }),
         Device::Gpu(_) => direct_gpu("conv_direct", x, w, g, out_shape(g)),
-        _ => {
+        Device::Cpu => {
+            let data = cpu::fast::conv2d::forward(f32::slice(x), f32::slice(w), g);
+            Ok(Tensor::from_host_f32(out_shape(g), dev, data))
+        }
+        Device::CpuF64 => {
             let data = host_float2!(x, w, |xv, wv| cpu::conv2d::forward(xv, wv, g));
             Ok(Tensor::from_parts(
                 out_shape(g),
@@ -297,7 +303,11 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
             }
         }),
         Device::Gpu(_) => direct_gpu("conv_direct_dx", dy, w, g, x_shape),
-        _ => {
+        Device::Cpu => {
+            let data = cpu::fast::conv2d::backward_input(f32::slice(dy), f32::slice(w), g);
+            Ok(Tensor::from_host_f32(x_shape, dev, data))
+        }
+        Device::CpuF64 => {
             let data = host_float2!(dy, w, |d, wv| cpu::conv2d::backward_input(d, wv, g));
             Ok(Tensor::from_parts(x_shape, DType::F32, dev.clone(), data))
         }
@@ -341,7 +351,11 @@ fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> 
             acc.unwrap().reshape(&w_shape)
         }),
         Device::Gpu(_) => direct_gpu("conv_direct_dw", dy, x, g, w_shape),
-        _ => {
+        Device::Cpu => {
+            let data = cpu::fast::conv2d::backward_weight(f32::slice(dy), f32::slice(x), g);
+            Ok(Tensor::from_host_f32(w_shape, dev, data))
+        }
+        Device::CpuF64 => {
             let data = host_float2!(dy, x, |d, xv| cpu::conv2d::backward_weight(d, xv, g));
             Ok(Tensor::from_parts(w_shape, DType::F32, dev.clone(), data))
         }

@@ -112,6 +112,28 @@ fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     ))
 }
 
+/// ReLU (ReLU6) backward: `g` where `0 < x` (`< 6`). The GPU multiplies by mask tensors; the CPU
+/// devices do it in one pass.
+fn relu_grad(g: &Tensor, x: &Tensor, relu6: bool) -> Result<Tensor> {
+    if g.device().is_gpu() {
+        let dx = g.mul(&x.gt_scalar(0.0)?)?;
+        return if relu6 {
+            dx.mul(&x.lt_scalar(6.0)?)
+        } else {
+            Ok(dx)
+        };
+    }
+    let data = host_float2!(g, x, |gv, xv| cpu::elementwise::relu_backward(
+        gv, xv, relu6
+    ));
+    Ok(Tensor::from_parts(
+        g.shape().to_vec(),
+        DType::F32,
+        g.device().clone(),
+        data,
+    ))
+}
+
 impl Tensor {
     fn unary(&self, op: UnaryOp, alpha: f32, beta: f32) -> Result<Tensor> {
         let out = unary_raw(op, self, alpha, beta)?;
@@ -123,8 +145,7 @@ impl Tensor {
                 UnaryOp::Log => g.div(&x)?,
                 UnaryOp::Sqrt => g.div(&y)?.mul_scalar(0.5)?,
                 UnaryOp::Abs => g.mul(&x.sign()?)?,
-                UnaryOp::Relu => g.mul(&x.gt_scalar(0.0)?)?,
-                UnaryOp::Relu6 => g.mul(&x.gt_scalar(0.0)?)?.mul(&x.lt_scalar(6.0)?)?,
+                UnaryOp::Relu | UnaryOp::Relu6 => relu_grad(g, &x, op == UnaryOp::Relu6)?,
                 UnaryOp::Sigmoid => g.mul(&y)?.mul(&y.neg()?.add_scalar(1.0)?)?,
                 // Gradient passes where alpha <= x <= beta (inclusive, as torch.clamp).
                 UnaryOp::Clamp => g.mul(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::autograd::record;
+pub use crate::cpu::matmul::gemm_into;
 pub use crate::cpu::matmul::MatmulDims;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, GpuBuffer, Kernel};

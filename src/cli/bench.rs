@@ -1,0 +1,76 @@
+//! `unreid bench`: training-step images/s, per-phase times, conv/matmul GFLOP/s and peak memory
+//! as one JSON table (see `crate::bench`). Without `--arch` it runs every case of the default
+//! table; with it, the one case the flags describe.
+
+use std::path::PathBuf;
+
+use crate::bench::{self, BenchOptions, Mode, ModelCase};
+use crate::{Device, DeviceChoice};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Backend or adapter-name substring (default: UNREID_ADAPTER, else the best).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// One model case: its backbone (default: the whole default table).
+    #[arg(long, value_parser = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])]
+    pub arch: Option<String>,
+    #[arg(long, default_value_t = 32, requires = "arch")]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128, requires = "arch")]
+    pub height: usize,
+    #[arg(long, default_value_t = 64, requires = "arch")]
+    pub width: usize,
+    /// Stride of ResNet's last stage (default: 1 for resnet50, 2 otherwise, as the PyTorch yardstick).
+    #[arg(long, requires = "arch")]
+    pub last_stride: Option<usize>,
+    /// Time training steps or inference.
+    #[arg(long, value_enum, default_value = "train")]
+    pub mode: Mode,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed steps (the table gives their median).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Skip the single-kernel conv2d and matmul cases.
+    #[arg(long, conflicts_with = "kernels_only")]
+    pub no_kernels: bool,
+    /// Only the single-kernel conv2d and matmul cases (no model case).
+    #[arg(long, conflicts_with = "arch")]
+    pub kernels_only: bool,
+    /// Also write the table to this JSON file (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let device = Device::choose(args.device, args.adapter.as_deref())?;
+    let cases = match &args.arch {
+        Some(arch) => {
+            let mut case =
+                ModelCase::new(arch, args.batch_size, args.height, args.width, args.mode);
+            if let Some(s) = args.last_stride {
+                case.last_stride = s;
+            }
+            vec![case]
+        }
+        None if args.kernels_only => Vec::new(),
+        None => bench::default_cases(),
+    };
+    let opts = BenchOptions {
+        warmup: args.warmup,
+        steps: args.steps as usize,
+        kernels: !args.no_kernels,
+    };
+    let table = bench::run(&device, &cases, &opts);
+    let text = serde_json::to_string_pretty(&table)?;
+    println!("{text}");
+    if let Some(path) = &args.json {
+        crate::io::write_atomic(path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The CPU device's convolution (f32): the same results as `cpu::conv2d` (the plain reference),
+//! organised for speed on a few cores.
+//!
+//! - Large outputs (`ho*wo >= DIRECT_MIN_P`): one GEMM per image, images in parallel, each with a
+//!   thread-local column buffer; 1x1 stride-1 unpadded convolutions multiply the input as it lies.
+//! - Small outputs (deep layers, where one image's GEMM would be a few columns wide): the images
+//!   of a chunk side by side in one column matrix `[kg, chunk * P]`, one multi-threaded GEMM.
+//! - Weight gradient: a fixed number of image ranges in parallel, each `dW += dY_chunk
+//!   cols_chunk^T` over chunks with K = chunk * P, partial sums added in range order, so the sum
+//!   order never depends on the thread count (bitwise reproducible).
+//! - im2col / col2im compute each output row's valid range once and copy contiguous runs
+//!   (no per-element bounds tests); depthwise convolutions run direct loops per plane.
+//! - Other grouped convolutions use the reference (no model here has them).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use crate::cpu::conv2d::ConvGeom;
+use crate::cpu::matmul::gemm_into;
+
+/// Output pixels per image from which one GEMM per image is wide enough.
+const DIRECT_MIN_P: usize = 256;
+/// Floats of one chunk's column matrix (32 MiB by default): bounds the extra memory of batched
+/// GEMMs.
+static CHUNK_FLOATS: AtomicUsize = AtomicUsize::new(8 << 20);
+
+/// Changes the chunk bound (floats); tests use a tiny one so several chunks run on small tensors.
+/// Chunking changes only the grouping of the work, never a result beyond f32 rounding of dW.
+#[doc(hidden)]
+pub fn set_chunk_floats(floats: usize) {
+    CHUNK_FLOATS.store(floats.max(1), Ordering::Relaxed);
+}
+
+/// Outputs `o` in `lo..hi` read input index `o * stride + off` inside `0..len`.
+fn valid_range(outs: usize, len: usize, stride: usize, off: isize) -> (usize, usize) {
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off) as usize).div_ceil(stride)
+    };
+    let last = len as isize - 1 - off;
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / stride + 1).min(outs)
+    };
+    (lo.min(hi), hi)
+}
+
+/// Offsets (row, column) of tap (ki, kj): input = output * stride + offset.
+fn tap_offsets(g: &ConvGeom, ki: usize, kj: usize) -> (isize, isize) {
+    (
+        (ki * g.dilation.0) as isize - g.padding.0 as isize,
+        (kj * g.dilation.1) as isize - g.padding.1 as isize,
+    )
+}
+
+/// Writes row `r` = (cg, ki, kj) of one image's columns: `dst[oy * wo + ox]` =
+/// `plane[iy * w + ix]`, zero in the padding.
+fn fill_row(plane: &[f32], g: &ConvGeom, ki: usize, kj: usize, dst: &mut [f32]) {
+    let (offy, offx) = tap_offsets(g, ki, kj);
+    let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
+    let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
+    let sw = g.stride.1;
+    for (oy, out) in dst.chunks_exact_mut(g.wo).enumerate() {
+        if oy < ylo || oy >= yhi || xlo >= xhi {
+            out.fill(0.0);
+            continue;
+        }
+        let iy = (oy * g.stride.0) as isize + offy;
+        let src = &plane[iy as usize * g.w..][..g.w];
+        out[..xlo].fill(0.0);
+        out[xhi..].fill(0.0);
+        let start = (xlo * sw) as isize + offx;
+        let src = &src[start as usize..];
+        if sw == 1 {
+            out[xlo..xhi].copy_from_slice(&src[..xhi - xlo]);
+        } else {
+            for (o, s) in out[xlo..xhi].iter_mut().zip(src.iter().step_by(sw)) {
+                *o = *s;
+            }
+        }
+    }
+}
+
+/// Adds row `r` = (cg, ki, kj) of one image's column gradient back into its input plane.
+fn add_row(src: &[f32], g: &ConvGeom, ki: usize, kj: usize, plane: &mut [f32]) {
+    let (offy, offx) = tap_offsets(g, ki, kj);
+    let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
+    let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
+    if xlo >= xhi {
+        return;
+    }
+    let sw = g.stride.1;
+    for oy in ylo..yhi {
+        let iy = ((oy * g.stride.0) as isize + offy) as usize;
+        let start = (xlo * sw) as isize + offx;
+        let dst = &mut plane[iy * g.w + start as usize..(iy + 1) * g.w];
+        let s = &src[oy * g.wo + xlo..oy * g.wo + xhi];
+        if sw == 1 {
+            for (d, v) in dst.iter_mut().zip(s) {
+                *d += *v;
+            }
+        } else {
+            for (d, v) in dst.iter_mut().step_by(sw).zip(s) {
+                *d += *v;
+            }
+        }
+    }
+}
+
+/// (cg, ki, kj) of column row `r`.
+fn row_tap(g: &ConvGeom, r: usize) -> (usize, usize, usize) {
+    (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw)
+}
+
+/// One image's columns [kg, P] (group 0), sequentially.
+fn im2col_image(x_img: &[f32], g: &ConvGeom, cols: &mut [f32]) {
+    let hw = g.h * g.w;
+    for (r, row) in cols.chunks_exact_mut(g.p()).enumerate() {
+        let (cg, ki, kj) = row_tap(g, r);
+        fill_row(&x_img[cg * hw..][..hw], g, ki, kj, row);
+    }
+}
+
+/// Columns of images `img0..img0+nc` side by side: [kg, nc * P], rows in parallel.
+fn im2col_chunk(x: &[f32], g: &ConvGeom, img0: usize, nc: usize, cols: &mut [f32]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    cols.par_chunks_mut(nc * p)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (cg, ki, kj) = row_tap(g, r);
+            for (j, part) in row.chunks_exact_mut(p).enumerate() {
+                let plane = &x[((img0 + j) * g.c + cg) * hw..][..hw];
+                fill_row(plane, g, ki, kj, part);
+            }
+        });
+}
+
+/// `[nc, rows, P]` (images img0.. of `t`) as `[rows, nc * P]`.
+fn gather_chunk(t: &[f32], rows: usize, p: usize, img0: usize, nc: usize, out: &mut [f32]) {
+    out.par_chunks_mut(nc * p).enumerate().for_each(|(r, row)| {
+        for (j, part) in row.chunks_exact_mut(p).enumerate() {
+            part.copy_from_slice(&t[((img0 + j) * rows + r) * p..][..p]);
+        }
+    });
+}
+
+fn pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
+}
+
+fn depthwise(g: &ConvGeom) -> bool {
+    g.groups > 1 && g.cin_g() == 1 && g.cout_g() == 1
+}
+
+/// Images per chunk of a batched GEMM.
+fn chunk_images(g: &ConvGeom) -> usize {
+    let per_image = (g.kg().max(g.cout)) * g.p();
+    (CHUNK_FLOATS.load(Ordering::Relaxed) / per_image.max(1)).clamp(1, g.n.max(1))
+}
+
+/// y [n, cout, ho, wo] from x [n, c, h, w] and weight [cout, c/groups, kh, kw] (no bias).
+pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    if depthwise(g) {
+        return depthwise_forward(x, w, g);
+    }
+    if g.groups != 1 {
+        return crate::cpu::conv2d::forward(x, w, g);
+    }
+    let (p, kg, chw) = (g.p(), g.kg(), g.c * g.h * g.w);
+    let mut y = vec![0f32; g.n * g.cout * p];
+    if y.is_empty() {
+        return y;
+    }
+    if p >= DIRECT_MIN_P || g.n == 1 {
+        let par = g.n == 1;
+        let buf = if pointwise(g) { 0 } else { kg * p };
+        y.par_chunks_mut(g.cout * p).enumerate().for_each_init(
+            || vec![0f32; buf],
+            |cols, (img, y_img)| {
+                let x_img = &x[img * chw..][..chw];
+                let b = if pointwise(g) {
+                    x_img
+                } else {
+                    im2col_image(x_img, g, cols);
+                    &cols[..]
+                };
+                gemm_into(y_img, w, b, (g.cout, kg, p), false, false, false, par);
+            },
+        );
+        return y;
+    }
+    let nc = chunk_images(g);
+    let mut cols = vec![0f32; kg * nc * p];
+    let mut out = vec![0f32; g.cout * nc * p];
+    for img0 in (0..g.n).step_by(nc) {
+        let c = nc.min(g.n - img0);
+        let (cols, out) = (&mut cols[..kg * c * p], &mut out[..g.cout * c * p]);
+        im2col_chunk(x, g, img0, c, cols);
+        gemm_into(out, w, cols, (g.cout, kg, c * p), false, false, false, true);
+        // [cout, c * P] -> images img0.. of [n, cout, P]
+        let out = &*out;
+        y[img0 * g.cout * p..(img0 + c) * g.cout * p]
+            .par_chunks_mut(g.cout * p)
+            .enumerate()
+            .for_each(|(j, y_img)| {
+                for (co, dst) in y_img.chunks_exact_mut(p).enumerate() {
+                    dst.copy_from_slice(&out[co * c * p + j * p..][..p]);
+                }
+            });
+    }
+    y
+}
+
+/// dL/dx [n, c, h, w] from dL/dy [n, cout, ho, wo].
+pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    if depthwise(g) {
+        return depthwise_backward_input(dy, w, g);
+    }
+    if g.groups != 1 {
+        return crate::cpu::conv2d::backward_input(dy, w, g);
+    }
+    let (p, kg, chw) = (g.p(), g.kg(), g.c * g.h * g.w);
+    let mut dx = vec![0f32; g.n * chw];
+    if dx.is_empty() || p == 0 {
+        return dx;
+    }
+    let add_cols = |dcols: &[f32], ld: usize, j: usize, dx_img: &mut [f32]| {
+        let hw = g.h * g.w;
+        for r in 0..kg {
+            let (cg, ki, kj) = row_tap(g, r);
+            add_row(
+                &dcols[r * ld + j * p..][..p],
+                g,
+                ki,
+                kj,
+                &mut dx_img[cg * hw..][..hw],
+            );
+        }
+    };
+    if p >= DIRECT_MIN_P || g.n == 1 {
+        let par = g.n == 1;
+        let buf = if pointwise(g) { 0 } else { kg * p };
+        dx.par_chunks_mut(chw).enumerate().for_each_init(
+            || vec![0f32; buf],
+            |dcols, (img, dx_img)| {
+                let dy_img = &dy[img * g.cout * p..][..g.cout * p];
+                if pointwise(g) {
+                    gemm_into(dx_img, w, dy_img, (g.c, g.cout, p), true, false, false, par);
+                } else {
+                    gemm_into(dcols, w, dy_img, (kg, g.cout, p), true, false, false, par);
+                    add_cols(dcols, p, 0, dx_img);
+                }
+            },
+        );
+        return dx;
+    }
+    let nc = chunk_images(g);
+    let mut dyt = vec![0f32; g.cout * nc * p];
+    let mut dcols = vec![0f32; kg * nc * p];
+    for img0 in (0..g.n).step_by(nc) {
+        let c = nc.min(g.n - img0);
+        let (dyt, dcols) = (&mut dyt[..g.cout * c * p], &mut dcols[..kg * c * p]);
+        gather_chunk(dy, g.cout, p, img0, c, dyt);
+        gemm_into(dcols, w, dyt, (kg, g.cout, c * p), true, false, false, true);
+        let dcols = &*dcols;
+        dx[img0 * chw..(img0 + c) * chw]
+            .par_chunks_mut(chw)
+            .enumerate()
+            .for_each(|(j, dx_img)| add_cols(dcols, c * p, j, dx_img));
+    }
+    dx
+}
+
+/// Fixed number of image ranges the weight gradient is split into (independent of the thread
+/// count, so the summation order, and so the result, is the same on every machine).
+const WEIGHT_GRAD_PARTS: usize = 4;
+
+/// dL/dW [cout, c/groups, kh, kw] from dL/dy and x: `WEIGHT_GRAD_PARTS` image ranges in
+/// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for wide outputs, per
+/// chunk of images side by side for narrow ones), then the partial sums added in range order.
+pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    if depthwise(g) {
+        return depthwise_backward_weight(dy, x, g);
+    }
+    if g.groups != 1 {
+        return crate::cpu::conv2d::backward_weight(dy, x, g);
+    }
+    let (p, kg) = (g.p(), g.kg());
+    if g.cout * kg == 0 || p == 0 || g.n == 0 {
+        return vec![0f32; g.cout * kg];
+    }
+    let parts = WEIGHT_GRAD_PARTS.min(g.n);
+    let per_part = g.n.div_ceil(parts);
+    let nc = (chunk_images(g) / parts).clamp(1, per_part);
+    let partials: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let (lo, hi) = (part * per_part, ((part + 1) * per_part).min(g.n));
+            let mut dw = vec![0f32; g.cout * kg];
+            if p >= DIRECT_MIN_P {
+                // Wide outputs: one image's columns at a time (they stay in cache), K = P.
+                let chw = g.c * g.h * g.w;
+                let mut cols = vec![0f32; if pointwise(g) { 0 } else { kg * p }];
+                for img in lo..hi {
+                    let x_img = &x[img * chw..][..chw];
+                    let b = if pointwise(g) {
+                        x_img
+                    } else {
+                        im2col_image(x_img, g, &mut cols);
+                        &cols[..]
+                    };
+                    let dy_img = &dy[img * g.cout * p..][..g.cout * p];
+                    gemm_into(
+                        &mut dw,
+                        dy_img,
+                        b,
+                        (g.cout, p, kg),
+                        false,
+                        true,
+                        img > lo,
+                        false,
+                    );
+                }
+                return dw;
+            }
+            let mut dyt = vec![0f32; g.cout * nc * p];
+            let mut cols = vec![0f32; kg * nc * p];
+            for (i, img0) in (lo..hi).step_by(nc).enumerate() {
+                let c = nc.min(hi - img0);
+                let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
+                gather_chunk(dy, g.cout, p, img0, c, dyt);
+                if pointwise(g) {
+                    gather_chunk(x, g.c, p, img0, c, cols);
+                } else {
+                    im2col_chunk(x, g, img0, c, cols);
+                }
+                gemm_into(
+                    &mut dw,
+                    dyt,
+                    cols,
+                    (g.cout, c * p, kg),
+                    false,
+                    true,
+                    i > 0,
+                    false,
+                );
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().expect("at least one part");
+    for part in partials {
+        for (a, b) in dw.iter_mut().zip(&part) {
+            *a += *b;
+        }
+    }
+    dw
+}
+
+/// Calls `f(oy, iy, xlo, xhi, ix0)` for every output row of tap (ki, kj) that reads the input:
+/// outputs `xlo..xhi` of row `oy` read input row `iy` from column `ix0` on, every stride.
+fn for_tap_rows(
+    g: &ConvGeom,
+    ki: usize,
+    kj: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let (offy, offx) = tap_offsets(g, ki, kj);
+    let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
+    let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
+    if xlo >= xhi {
+        return;
+    }
+    let ix0 = ((xlo * g.stride.1) as isize + offx) as usize;
+    for oy in ylo..yhi {
+        let iy = ((oy * g.stride.0) as isize + offy) as usize;
+        f(oy, iy, xlo, xhi, ix0);
+    }
+}
+
+/// Depthwise forward: per (image, channel) plane, each tap an axpy over its valid range.
+fn depthwise_forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
+    let mut y = vec![0f32; g.n * g.cout * p];
+    y.par_chunks_mut(p)
+        .enumerate()
+        .for_each(|(plane_idx, out)| {
+            let ch = plane_idx % g.cout;
+            let src = &x[plane_idx * hw..][..hw];
+            let wk = &w[ch * taps..][..taps];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let wv = wk[ki * g.kw + kj];
+                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
+                        let o = &mut out[oy * g.wo + xlo..oy * g.wo + xhi];
+                        let s = &src[iy * g.w + ix0..(iy + 1) * g.w];
+                        if sw == 1 {
+                            for (o, s) in o.iter_mut().zip(s) {
+                                *o += wv * *s;
+                            }
+                        } else {
+                            for (o, s) in o.iter_mut().zip(s.iter().step_by(sw)) {
+                                *o += wv * *s;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+    y
+}
+
+/// Depthwise input gradient: the forward's taps scattered back, per plane.
+fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
+    let mut dx = vec![0f32; g.n * g.c * hw];
+    dx.par_chunks_mut(hw)
+        .enumerate()
+        .for_each(|(plane_idx, dst)| {
+            let ch = plane_idx % g.c;
+            let gy = &dy[plane_idx * p..][..p];
+            let wk = &w[ch * taps..][..taps];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let wv = wk[ki * g.kw + kj];
+                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
+                        let s = &gy[oy * g.wo + xlo..oy * g.wo + xhi];
+                        let d = &mut dst[iy * g.w + ix0..(iy + 1) * g.w];
+                        if sw == 1 {
+                            for (d, s) in d.iter_mut().zip(s) {
+                                *d += wv * *s;
+                            }
+                        } else {
+                            for (d, s) in d.iter_mut().step_by(sw).zip(s) {
+                                *d += wv * *s;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+    dx
+}
+
+/// Depthwise weight gradient: per channel, images in order, one dot product per tap and row.
+fn depthwise_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
+    let mut dw = vec![0f32; g.cout * taps];
+    dw.par_chunks_mut(taps).enumerate().for_each(|(ch, dwk)| {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let mut acc = 0f64;
+                for img in 0..g.n {
+                    let gy = &dy[(img * g.cout + ch) * p..][..p];
+                    let src = &x[(img * g.c + ch) * hw..][..hw];
+                    let mut part = 0f32;
+                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
+                        let a = &gy[oy * g.wo + xlo..oy * g.wo + xhi];
+                        let s = &src[iy * g.w + ix0..(iy + 1) * g.w];
+                        if sw == 1 {
+                            part += dot(a, &s[..a.len()]);
+                        } else {
+                            part += a
+                                .iter()
+                                .zip(s.iter().step_by(sw))
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>();
+                        }
+                    });
+                    acc += part as f64;
+                }
+                dwk[ki * g.kw + kj] = acc as f32;
+            }
+        }
+    });
+    dw
+}
+
+/// Dot product with 16 independent partial sums (vectorises; fixed order).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,283 @@
+// Test inputs are listed inline as `&[x.clone()]`; clarity over saving a copy of a small vector.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+//! The CPU device's fast path (`cpu::fast`, what `Device::Cpu` runs) against the plain reference
+//! (`cpu::`, what `Device::CpuF64` runs): conv2d over strides, padding, dilation, groups
+//! (depthwise), 1x1 and 7x7 kernels, odd sizes, batch 1, both GEMM layouts (one per image for
+//! wide outputs, images side by side for narrow ones) and several chunks; batch norm in training
+//! and evaluation mode; ReLU and ReLU6 gradients. Small cases also check the f64 reference's
+//! gradients against finite differences (`check_op`).
+
+use unreid::autograd::gradcheck::{assert_close, check_op, evaluate, Input, TestFn};
+use unreid::cpu::conv2d::ConvGeom;
+use unreid::ops::conv2d::Conv2dSpec;
+use unreid::{Device, Tensor};
+
+/// Forward and every gradient on the fast device vs the f64 reference (no finite differences).
+fn compare(name: &str, f: &TestFn, inputs: &[Input], rtol: f64, atol: f64) {
+    let want = evaluate(f, inputs, &Device::CpuF64).unwrap();
+    let got = evaluate(f, inputs, &Device::Cpu).unwrap();
+    assert_eq!(got.output_shape, want.output_shape, "{name}");
+    assert_close(
+        &format!("{name} forward"),
+        &got.output,
+        &want.output,
+        rtol,
+        atol,
+    );
+    for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+        assert_close(&format!("{name} grad {i}"), g, w, rtol, atol);
+    }
+}
+
+fn conv_f(spec: Conv2dSpec) -> impl Fn(&[Tensor], &Device) -> unreid::Result<Tensor> {
+    move |xs: &[Tensor], _: &Device| xs[0].conv2d(&xs[1], None, spec)
+}
+
+#[test]
+fn conv2d_fast_gradients_small() {
+    // Small outputs: the side-by-side layout; finite differences check the reference too.
+    let s = Conv2dSpec::new;
+    let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dSpec)> = vec![
+        ("3x3 pad 1", [2, 3, 5, 7], [4, 3, 3, 3], s(1, 1)),
+        (
+            "3x3 stride 2 odd, batch 1",
+            [1, 2, 7, 5],
+            [3, 2, 3, 3],
+            s(2, 1),
+        ),
+        ("1x1", [3, 4, 3, 3], [5, 4, 1, 1], s(1, 0)),
+        ("1x1 stride 2", [2, 3, 5, 5], [2, 3, 1, 1], s(2, 0)),
+        ("7x7 stride 2 pad 3", [2, 2, 9, 8], [2, 2, 7, 7], s(2, 3)),
+        (
+            "dilation 2",
+            [2, 2, 7, 6],
+            [3, 2, 3, 3],
+            s(1, 2).dilation(2),
+        ),
+        ("stride 2x1 pad 0x2", [2, 2, 6, 5], [2, 2, 3, 2], {
+            let mut sp = s(1, 0);
+            sp.stride = (2, 1);
+            sp.padding = (0, 2);
+            sp
+        }),
+        (
+            "depthwise stride 2",
+            [2, 4, 7, 6],
+            [4, 1, 3, 3],
+            s(2, 1).groups(4),
+        ),
+        (
+            "depthwise dilation 2",
+            [1, 3, 6, 7],
+            [3, 1, 3, 3],
+            s(1, 2).dilation(2).groups(3),
+        ),
+        (
+            "grouped (reference path)",
+            [2, 4, 5, 5],
+            [6, 2, 3, 3],
+            s(1, 1).groups(2),
+        ),
+    ];
+    for (i, (name, x, w, spec)) in cases.into_iter().enumerate() {
+        let inputs = [
+            Input::randn(&x, 10 + i as u64),
+            Input::randn(&w, 50 + i as u64),
+        ];
+        check_op(name, &conv_f(spec), &inputs, &Device::Cpu, 1e-4, 1e-5)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn conv2d_fast_matches_reference_on_wide_outputs() {
+    // ho*wo >= 256: one GEMM per image (batch 1 and 3), im2col runs, 1x1 shortcut, depthwise.
+    let s = Conv2dSpec::new;
+    let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dSpec)> = vec![
+        ("stem 7x7/2", [2, 3, 37, 35], [8, 3, 7, 7], s(2, 3)),
+        ("3x3 batch 1", [1, 5, 17, 19], [6, 5, 3, 3], s(1, 1)),
+        (
+            "3x3 dilation 2",
+            [3, 4, 20, 17],
+            [5, 4, 3, 3],
+            s(1, 2).dilation(2),
+        ),
+        ("1x1 pointwise", [3, 7, 17, 16], [9, 7, 1, 1], s(1, 0)),
+        (
+            "1x1 pointwise batch 1",
+            [1, 7, 16, 17],
+            [5, 7, 1, 1],
+            s(1, 0),
+        ),
+        (
+            "depthwise 3x3",
+            [2, 6, 19, 17],
+            [6, 1, 3, 3],
+            s(1, 1).groups(6),
+        ),
+        (
+            "depthwise 5x5/2",
+            [2, 5, 37, 33],
+            [5, 1, 5, 5],
+            s(2, 2).groups(5),
+        ),
+    ];
+    for (i, (name, x, w, spec)) in cases.into_iter().enumerate() {
+        let inputs = [
+            Input::randn(&x, 100 + i as u64),
+            Input::randn(&w, 200 + i as u64),
+        ];
+        compare(name, &conv_f(spec), &inputs, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv2d_fast_chunks() {
+    // A chunk bound of one image's columns: every chunk holds one image; then two images.
+    let s = Conv2dSpec::new;
+    let (x, w, spec) = ([5, 3, 6, 5], [4, 3, 3, 3], s(1, 1));
+    let per_image = 27 * 30;
+    for floats in [per_image, 2 * per_image + 1] {
+        unreid::cpu::fast::conv2d::set_chunk_floats(floats);
+        let inputs = [Input::randn(&x, 7), Input::randn(&w, 8)];
+        compare(
+            &format!("chunks of {floats} floats"),
+            &conv_f(spec),
+            &inputs,
+            1e-4,
+            1e-5,
+        );
+        let inputs = [
+            Input::randn(&[5, 6, 4, 3], 9),
+            Input::randn(&[4, 6, 1, 1], 10),
+        ];
+        compare("1x1 in chunks", &conv_f(s(1, 0)), &inputs, 1e-4, 1e-5);
+    }
+    unreid::cpu::fast::conv2d::set_chunk_floats(8 << 20);
+}
+
+#[test]
+fn conv2d_fast_functions_match_reference_f32() {
+    // The functions themselves, both in f32: any layout slip shows as a large error.
+    let g = ConvGeom {
+        n: 3,
+        c: 4,
+        h: 9,
+        w: 11,
+        cout: 5,
+        kh: 3,
+        kw: 3,
+        groups: 1,
+        stride: (2, 2),
+        padding: (1, 1),
+        dilation: (1, 1),
+        ho: 5,
+        wo: 6,
+    };
+    let rnd = |n: usize, seed: u64| -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| unreid::random::normal(seed, i) as f32)
+            .collect()
+    };
+    let x = rnd(g.n * g.c * g.h * g.w, 1);
+    let w = rnd(g.cout * g.kg(), 2);
+    let dy = rnd(g.n * g.cout * g.p(), 3);
+    let close = |what: &str, a: Vec<f32>, b: Vec<f32>| {
+        let a: Vec<f64> = a.into_iter().map(f64::from).collect();
+        let b: Vec<f64> = b.into_iter().map(f64::from).collect();
+        assert_close(what, &a, &b, 1e-5, 1e-5);
+    };
+    use unreid::cpu::{conv2d as r, fast::conv2d as f};
+    close("forward", f::forward(&x, &w, &g), r::forward(&x, &w, &g));
+    close(
+        "dx",
+        f::backward_input(&dy, &w, &g),
+        r::backward_input(&dy, &w, &g),
+    );
+    close(
+        "dw",
+        f::backward_weight(&dy, &x, &g),
+        r::backward_weight(&dy, &x, &g),
+    );
+}
+
+#[test]
+fn batch_norm_fast_matches_reference() {
+    let train = |xs: &[Tensor], _: &Device| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5)?.0);
+    // Small: finite differences too. [N, C, H, W] with odd planes, batch 1, and [N, C].
+    for (i, shape) in [vec![2, 3, 5, 3], vec![1, 4, 3, 7], vec![6, 5]]
+        .into_iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let seed = 300 + 10 * i as u64;
+        let mut x = Input::randn(&shape, seed);
+        x.values.iter_mut().for_each(|v| *v = 2.0 * *v + 1.5); // a mean and scale to remove
+        let (gamma, beta) = (
+            Input::uniform(&[c], 0.5, 1.5, seed + 1),
+            Input::randn(&[c], seed + 2),
+        );
+        check_op(
+            "bn train",
+            &train,
+            &[x.clone(), gamma.clone(), beta.clone()],
+            &Device::Cpu,
+            1e-4,
+            1e-5,
+        )
+        .unwrap();
+        // Evaluation mode: running statistics are constants (no gradient), not inputs.
+        let (mean, var) = (
+            Input::randn(&[c], seed + 3),
+            Input::uniform(&[c], 0.5, 2.0, seed + 4),
+        );
+        let eval = move |xs: &[Tensor], dev: &Device| {
+            let m = Tensor::from_f64(&mean.values, &[c], dev)?;
+            let v = Tensor::from_f64(&var.values, &[c], dev)?;
+            xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5)
+        };
+        check_op(
+            "bn eval",
+            &eval,
+            &[x, gamma, beta],
+            &Device::Cpu,
+            1e-4,
+            1e-5,
+        )
+        .unwrap();
+    }
+    // Larger planes (past the 16-lane sums and the per-task minimum).
+    let shape = [3, 7, 33, 29];
+    let inputs = [
+        Input::randn(&shape, 1),
+        Input::uniform(&[7], 0.5, 1.5, 2),
+        Input::randn(&[7], 3),
+    ];
+    compare("bn train large", &train, &inputs, 1e-4, 1e-4);
+}
+
+#[test]
+fn relu_gradients_on_the_cpu_devices() {
+    // Values away from the kinks at 0 and 6 so finite differences are exact.
+    let vals: Vec<f64> = (0..60)
+        .map(|i| {
+            let v = -3.0 + 0.25 * i as f64 + 0.1;
+            if (v - 6.0).abs() < 0.05 {
+                6.3
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = Input::new(vals, &[4, 15]);
+    for (name, f) in [
+        (
+            "relu",
+            (|xs: &[Tensor], _: &Device| xs[0].relu()) as fn(&[Tensor], &Device) -> _,
+        ),
+        ("relu6", |xs: &[Tensor], _: &Device| xs[0].relu6()),
+    ] {
+        check_op(name, &f, &[x.clone()], &Device::Cpu, 1e-6, 1e-7).unwrap();
+    }
+}
