@@ -1,7 +1,7 @@
 //! Fused optimiser kernels (see shaders/optim.wgsl). They read parameters, gradients and state
 //! and return new tensors; they record nothing for autograd.
 
-use crate::cpu::optim::{AdamHyper, SgdHyper};
+pub use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
 use crate::ops::{alloc_f32, same_device, Params};
