@@ -769,15 +769,15 @@ fn host_memory(mem: &[f64], f: &[f64], d: usize, rows: &[usize], mu: f64, mode: 
 #[test]
 fn memory_updates_match_the_reference_loops() {
     let d = 3;
-    let mem = normalise_rows(values(&[4, d], 48), d);
+    let mut mem = normalise_rows(values(&[4, d], 48), d);
     let mut f = normalise_rows(values(&[6, d], 49), d);
-    // A tie for the hard update: samples 0 and 2 (both row 2) have the same cosine to row 2
-    // (mirror images across it) and differ, so the first-minimum rule decides.
-    let m2 = &mem[2 * d..3 * d];
-    let a = &f[..d].to_vec();
-    let proj = dot(a, m2);
-    let mirrored: Vec<f64> = (0..d).map(|t| 2.0 * proj * m2[t] - a[t]).collect();
-    f[2 * d..3 * d].copy_from_slice(&mirrored);
+    // A tie for the hard update, exact in f32: samples 0 and 2 (both row 2) have cosine 0.6 to
+    // row 2 and differ, so the first-minimum rule (np.argmin) decides; sample 3 (cosine 0.8) is
+    // not the hardest.
+    mem[2 * d..3 * d].copy_from_slice(&[1.0, 0.0, 0.0]);
+    f[..d].copy_from_slice(&[0.6, 0.8, 0.0]);
+    f[2 * d..3 * d].copy_from_slice(&[0.6, 0.0, 0.8]);
+    f[3 * d..4 * d].copy_from_slice(&[0.8, 0.0, -0.6]);
     let rows = [2, 0, 2, 2, 1, 0];
     for (mode, name, mu) in [
         (MemoryUpdate::Momentum, "momentum", 0.2),

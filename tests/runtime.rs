@@ -133,7 +133,8 @@ fn a_rejected_dispatch_fails_its_own_caller_and_spoils_no_other_work() {
         let y = x.add_scalar(1.0).unwrap().to_vec().unwrap();
         assert!(y.iter().all(|&v| v == k as f32 + 1.0), "iteration {k}");
     }
-    d.sync().expect("another thread's rejected dispatch leaked here");
+    d.sync()
+        .expect("another thread's rejected dispatch leaked here");
     for r in bad.join().unwrap() {
         let e = r.expect_err("the invalid dispatch was accepted");
         assert!(e.contains("elementwise:fill"), "{e}");
