@@ -366,3 +366,40 @@ fn imagenet_shorter_side_resize_is_pillow_bilinear() {
     let (wrong, _) = diff(&resize(&src, 256, nw, Interpolation::Bicubic), &pillow);
     assert!(wrong >= 20, "bicubic is only {wrong} levels off");
 }
+
+/// `imagenet_input` = torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize on a PIL
+/// image: Pillow's bilinear output (the fixture) cropped at torchvision's offsets
+/// `int(round((size - 224) / 2))` (Python rounds half to even), then normalised.
+#[test]
+fn imagenet_input_is_pillow_resize_then_torchvision_center_crop() {
+    use unreid::data::transforms::imagenet_input;
+    let path = format!(
+        "{}/tests/data/resize/imagenet_333x287.in.png",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let got = imagenet_input(std::path::Path::new(&path)).unwrap();
+    let pillow = fixture("imagenet_333x287.bilinear.png");
+    let (w, h) = (pillow.width() as f64, pillow.height() as f64);
+    let (top, left) = (
+        ((h - 224.0) / 2.0).round_ties_even() as u32,
+        ((w - 224.0) / 2.0).round_ties_even() as u32,
+    );
+    assert_eq!((top, left), (16, 36), "torchvision's CenterCrop offsets");
+    let mean = [0.485f64, 0.456, 0.406];
+    let std = [0.229f64, 0.224, 0.225];
+    let mut worst = 0f64;
+    for c in 0..3 {
+        for y in 0..224u32 {
+            for x in 0..224u32 {
+                let v = pillow.get_pixel(left + x, top + y)[c] as f64;
+                let want = (v / 255.0 - mean[c]) / std[c];
+                let g = got[(c * 224 + y as usize) * 224 + x as usize] as f64;
+                worst = worst.max((g - want).abs());
+            }
+        }
+    }
+    assert!(
+        worst < 1e-5,
+        "ImageNet input differs from Pillow Resize(256) bilinear + CenterCrop(224) + Normalize by {worst}"
+    );
+}
