@@ -11,9 +11,10 @@ mod common;
 use unreid::autograd::gradcheck::Input;
 use unreid::loss::*;
 use unreid::memory::{ClusterMemory, HybridMemory, MemoryUpdate, PrototypeBank};
+use unreid::nn::{Module, Param};
 use unreid::ops::memory::update_memory_rows;
 use unreid::ops::optim::{adam_update, AdamHyper};
-use unreid::optim::{Adam, LrSchedule, MeanTeacher, Sgd, Warmup};
+use unreid::optim::{Adam, LrSchedule, MeanTeacher, Optimizer, Sgd, Warmup};
 use unreid::{Device, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -516,18 +517,15 @@ fn host_grad(p: &[f64]) -> Vec<f64> {
     p.iter().zip(CURV).map(|(p, c)| c * p).collect()
 }
 
-fn device_step(
-    device: &Device,
-    steps: usize,
-    mut step: impl FnMut(&[Tensor]) -> Vec<Tensor>,
-) -> Vec<Vec<f64>> {
+/// `steps` optimiser steps on `0.5 * sum(CURV * p^2)` with the parameter addressed by name; the
+/// parameter after every step.
+fn device_step(device: &Device, steps: usize, opt: &mut dyn Optimizer) -> Vec<Vec<f64>> {
     let curv = Tensor::from_f64(&CURV, &[4], device).unwrap();
-    let mut p = Tensor::from_f64(&P0, &[4], device)
-        .unwrap()
-        .with_requires_grad();
+    let p = Param::new(Tensor::from_f64(&P0, &[4], device).unwrap());
     let mut trace = Vec::new();
     for _ in 0..steps {
-        p.square()
+        p.get()
+            .square()
             .unwrap()
             .mul(&curv)
             .unwrap()
@@ -537,8 +535,8 @@ fn device_step(
             .unwrap()
             .backward()
             .unwrap();
-        p = step(std::slice::from_ref(&p)).remove(0);
-        trace.push(p.to_vec_f64().unwrap());
+        opt.step(&[("p".into(), &p)]).unwrap();
+        trace.push(p.get().to_vec_f64().unwrap());
     }
     trace
 }
@@ -568,7 +566,7 @@ fn adam_over_several_steps_matches_torch() {
     let want = host_adam(0.05, 0.9, 0.999, 1e-8, 0.01, 5);
     for device in [common::gpu(), Device::CpuF64] {
         let mut opt = Adam::new(0.05, 0.01);
-        let got = device_step(&device, 5, |p| opt.step(p).unwrap());
+        let got = device_step(&device, 5, &mut opt);
         for (t, (g, w)) in got.iter().zip(&want).enumerate() {
             close_all(
                 &format!(
@@ -668,7 +666,7 @@ fn sgd_momentum_dampening_nesterov_and_weight_decay_match_torch() {
         for device in [common::gpu(), Device::CpuF64] {
             let mut opt = Sgd::new(0.05, momentum, 0.02, nesterov);
             opt.dampening = dampening;
-            let got = device_step(&device, 4, |p| opt.step(p).unwrap());
+            let got = device_step(&device, 4, &mut opt);
             for (t, (g, w)) in got.iter().zip(&want).enumerate() {
                 close_all(
                     &format!(
@@ -684,6 +682,18 @@ fn sgd_momentum_dampening_nesterov_and_weight_decay_match_torch() {
     }
 }
 
+/// A module with one parameter, named `w`.
+struct One {
+    w: Param,
+}
+
+impl Module for One {
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Param)) {
+        f(format!("{prefix}w"), &self.w);
+    }
+    fn visit_bn_mut(&mut self, _: &mut dyn FnMut(&mut unreid::nn::BatchNorm)) {}
+}
+
 #[test]
 fn mean_teacher_ema_over_several_steps() {
     // alpha 0.6 caps a_t from t = 2 on (1 - 1/3 = 0.667 > 0.6).
@@ -696,19 +706,20 @@ fn mean_teacher_ema_over_several_steps() {
         [2.0, -2.0, 1.0],
     ];
     for device in [common::gpu(), Device::CpuF64] {
-        let mut mean = Tensor::from_f64(&start, &[3], &device).unwrap();
+        let mean = One {
+            w: Param::new(Tensor::from_f64(&start, &[3], &device).unwrap()),
+        };
         let mut host = start.to_vec();
         for (t, s) in students.iter().enumerate() {
             let a = (1.0 - 1.0 / (t as f64 + 1.0)).min(0.6);
             host = (0..3).map(|i| a * host[i] + (1.0 - a) * s[i]).collect();
-            let student = Tensor::from_f64(s, &[3], &device).unwrap();
-            mean = teacher
-                .update(&[mean], &[student], t as u64)
-                .unwrap()
-                .remove(0);
+            let student = One {
+                w: Param::new(Tensor::from_f64(s, &[3], &device).unwrap()),
+            };
+            teacher.update(&mean, &student, t as u64).unwrap();
             close_all(
                 &format!("mean teacher E <- a_t E + (1 - a_t) theta, a_t = min(1 - 1/(t+1), alpha), t {t} on {device}"),
-                &mean.to_vec_f64().unwrap(),
+                &mean.w.get().to_vec_f64().unwrap(),
                 &host,
                 1e-6,
             );
