@@ -110,10 +110,12 @@ fn mobilenet_v2_classifies_china_jpg_through_our_pipeline() {
         .map(|(a, b)| (a - b).abs() as f64)
         .sum::<f64>()
         / img.len() as f64;
-    eprintln!("china.jpg through our pipeline: mean |input - torchvision input| = {mean_abs:.4}, top-1 {}", argmax(&logits));
+    eprintln!("china.jpg through our pipeline: mean |input - torchvision input| = {mean_abs:.2e}, top-1 {}", argmax(&logits));
+    // Observed 2e-4 (the JPEG decoders differ by a level here and there); 1e-3 leaves room for
+    // that and nothing else: a bicubic instead of bilinear Resize(256) gives 3.4e-2 (the old bound was 5e-2).
     assert!(
-        mean_abs < 0.05,
-        "our preprocessing differs from torchvision's by {mean_abs} on average"
+        mean_abs < 1e-3,
+        "ImageNet input (Resize(256) bilinear, CenterCrop(224), normalise) differs from torchvision's by {mean_abs:.2e} on average"
     );
     assert_eq!(argmax(&logits), 698, "top-1 should be 698 (palace)");
 }

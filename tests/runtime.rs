@@ -104,3 +104,39 @@ fn every_shader_file_is_registered() {
     registered.sort();
     assert_eq!(files, registered, "shaders/ and gpu::SHADERS disagree");
 }
+
+#[test]
+fn a_rejected_dispatch_fails_its_own_caller_and_spoils_no_other_work() {
+    use unreid::gpu::Kernel;
+    // The shared device, as every test of a binary uses it.
+    let d = common::gpu();
+    let gpu = d.as_gpu().unwrap().clone();
+    let bad = std::thread::spawn(move || {
+        let a = gpu.alloc(64, "bad dispatch").unwrap();
+        let b = gpu.alloc(64, "bad dispatch").unwrap();
+        // `fill` binds one buffer: a second one does not match its layout.
+        (0..50)
+            .map(|_| {
+                gpu.dispatch(
+                    &Kernel::new("elementwise", "fill"),
+                    bytemuck::cast_slice(&[16u32, 0]),
+                    &[&a, &b],
+                    [1, 1, 1],
+                )
+                .map_err(|e| e.to_string())
+            })
+            .collect::<Vec<_>>()
+    });
+    // Meanwhile this thread records and reads its own work on the same device.
+    for k in 0..50 {
+        let x = Tensor::full(&[300], k as f32, &d).unwrap();
+        let y = x.add_scalar(1.0).unwrap().to_vec().unwrap();
+        assert!(y.iter().all(|&v| v == k as f32 + 1.0), "iteration {k}");
+    }
+    d.sync()
+        .expect("another thread's rejected dispatch leaked here");
+    for r in bad.join().unwrap() {
+        let e = r.expect_err("the invalid dispatch was accepted");
+        assert!(e.contains("elementwise:fill"), "{e}");
+    }
+}

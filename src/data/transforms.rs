@@ -8,8 +8,8 @@
 //! Resizing follows Pillow's `Image.resize` step for step (libImaging/Resample.c: 8-bit images, 22-bit fixed-point
 //! weights, a separable convolution with the filter widened when downscaling, horizontal pass first with the
 //! intermediate rounded to u8; bicubic uses a = -0.5), because torchvision's `Resize` on a PIL image calls exactly
-//! that. The tests check a hand-computed Pillow case and a float reference of the same convolution (within one
-//! level); no Pillow output was available to compare against byte for byte. It is *not* `torch.nn.functional.interpolate`
+//! that. The tests check it byte for byte against Pillow's own output (tests/data/resize: bilinear and bicubic,
+//! up and down at odd factors, and the ImageNet Resize(256) path), plus a float reference of the same convolution. It is *not* `torch.nn.functional.interpolate`
 //! (a = -0.75, no antialiasing), which only applies to tensor inputs.
 //!
 //! Random erasing follows the reference `RandomErasing` class of MMT/SpCL: it runs on the already normalised

@@ -1,8 +1,11 @@
 //! The GPU runtime: one `Gpu` per opened adapter.
 //!
-//! Ops never submit. Each dispatch is recorded into a pending command encoder; the encoder is
-//! submitted at a sync point (a read-back, `sync()`, or when the dispatch budget or the parameter
-//! arena fills). Small per-dispatch parameters are packed into one uniform arena per submission,
+//! Ops never submit. Each dispatch is recorded into its own small command buffer, validated on
+//! the spot (inside a thread-local error scope) and queued; the queue goes out in one
+//! `queue.submit` at a sync point (a read-back, `sync()`, or when the dispatch budget or the
+//! parameter arena fills). Because an invalid dispatch is rejected where it is recorded, its
+//! error reaches the caller that made it, and it never joins (and spoils) a submission that other
+//! threads sharing the device (the tests of one binary) have commands in. Small per-dispatch parameters are packed into one uniform arena per submission,
 //! written with a single `write_buffer` just before the submit.
 
 mod adapter;
@@ -58,8 +61,10 @@ struct Counters {
     readbacks: AtomicU64,
 }
 
-/// Commands recorded since the last submission.
+/// Commands recorded since the last submission: validated command buffers in stream order, then
+/// an open encoder for copies and clears recorded after the last of them.
 struct Stream {
+    finished: Vec<wgpu::CommandBuffer>,
     encoder: Option<wgpu::CommandEncoder>,
     params: Vec<u8>,
     dispatches: usize,
@@ -175,6 +180,7 @@ impl Gpu {
             pipelines: Mutex::default(),
             pool: BufferPool::default(),
             stream: Mutex::new(Stream {
+                finished: Vec::new(),
                 encoder: None,
                 params: Vec::new(),
                 dispatches: 0,
@@ -391,18 +397,36 @@ impl Gpu {
                 resource: b.raw().as_entire_binding(),
             });
         }
+        // Bind group, pass and encoder are validated here, in this thread's own error scope, so
+        // a rejected dispatch is this caller's error and never enters the shared stream.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let encoder = self.encoder(&mut stream);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         }
+        let commands = encoder.finish();
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            stream.params.truncate(offset);
+            return Err(GpuError::Validation(format!(
+                "{}:{} with {} buffers and {workgroups:?} workgroups was rejected: {e}",
+                kernel.shader,
+                kernel.entry,
+                buffers.len()
+            )));
+        }
+        // Copies recorded before this dispatch go first.
+        if let Some(open) = stream.encoder.take() {
+            stream.finished.push(open.finish());
+        }
+        stream.finished.push(commands);
         stream.dispatches += 1;
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -415,14 +439,17 @@ impl Gpu {
     }
 
     fn submit(&self, stream: &mut Stream) {
-        let Some(encoder) = stream.encoder.take() else {
+        if let Some(open) = stream.encoder.take() {
+            stream.finished.push(open.finish());
+        }
+        if stream.finished.is_empty() {
             return;
-        };
+        }
         if !stream.params.is_empty() {
             self.queue
                 .write_buffer(&self.param_arena, 0, &stream.params);
         }
-        self.queue.submit([encoder.finish()]);
+        self.queue.submit(stream.finished.drain(..));
         stream.params.clear();
         stream.dispatches = 0;
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);

@@ -175,3 +175,75 @@ fn epochs_have_exactly_iters_batches_and_are_reproducible() {
         Err(SamplerError::ZeroInstances)
     ));
 }
+
+/// Distinct images of each K-group over many passes, and whether any group repeated an image.
+fn repeats_over_passes(labels: &[(i32, u32)], k: usize, passes: usize, seed: u64) -> usize {
+    let sampler = PkSampler::new(labels, k).unwrap();
+    let mut rng = Rng::new(seed);
+    (0..passes)
+        .filter(|_| {
+            let s = sampler.pass(&mut rng);
+            assert_eq!(s.len(), k, "one identity gives K images: {s:?}");
+            s.iter().collect::<HashSet<_>>().len() < k
+        })
+        .count()
+}
+
+/// The reference (`RandomMultipleGallerySampler`) draws without replacement when the candidates
+/// number at least K (`len(select) >= num_instances`), with replacement below that. Pins the
+/// boundary on both paths: exactly K candidates never repeat, K-1 do.
+#[test]
+fn replacement_boundary_is_k_candidates_as_in_the_reference() {
+    let k = 4;
+    // Other-camera path: anchor cameras differ from all others only when every image has its
+    // own camera; K+1 images in K+1 cameras -> exactly K other-camera candidates.
+    let own_cameras: Vec<(i32, u32)> = (0..=k as u32).map(|c| (0, c)).collect();
+    assert_eq!(
+        repeats_over_passes(&own_cameras, k, 400, 11),
+        0,
+        "PK sampler: exactly K other-camera candidates must be drawn without replacement"
+    );
+    // K images, each in its own camera -> K-1 candidates: with replacement, so repeats occur.
+    assert!(
+        repeats_over_passes(&own_cameras[..k], k, 400, 12) > 0,
+        "PK sampler: K-1 other-camera candidates must be drawn with replacement (the reference)"
+    );
+    // One camera: the candidates are the identity's other images.
+    let one_camera = vec![(0, 7); k + 1];
+    assert_eq!(
+        repeats_over_passes(&one_camera, k, 400, 13),
+        0,
+        "PK sampler: exactly K same-camera candidates must be drawn without replacement"
+    );
+    assert!(
+        repeats_over_passes(&one_camera[..k], k, 400, 14) > 0,
+        "PK sampler: K-1 same-camera candidates must be drawn with replacement (the reference)"
+    );
+}
+
+#[test]
+fn singletons_and_one_camera_identities() {
+    // pid 0 a singleton, pid 1 two images in one camera, pid 2 three images in one camera.
+    let labels = vec![(0, 0), (1, 2), (1, 2), (2, 1), (2, 1), (2, 1)];
+    let sampler = PkSampler::new(&labels, 3).unwrap();
+    let mut rng = Rng::new(21);
+    let mut anchors_of_singleton = HashSet::new();
+    for _ in 0..200 {
+        let s = sampler.pass(&mut rng);
+        assert_eq!(s.len(), 1 + 3 + 3, "{s:?}");
+        let pos = s.iter().position(|&i| i == 0).unwrap();
+        anchors_of_singleton.insert(pos);
+        let pid1: Vec<usize> = s.iter().copied().filter(|&i| labels[i].0 == 1).collect();
+        assert_eq!(pid1.len(), 3);
+        // pid 1 has one candidate besides the anchor: both others are that image.
+        assert_eq!(pid1[1], pid1[2], "{s:?}");
+        assert_ne!(
+            pid1[0], pid1[1],
+            "the anchor is never its own candidate: {s:?}"
+        );
+        let pid2: Vec<usize> = s.iter().copied().filter(|&i| labels[i].0 == 2).collect();
+        assert_eq!(pid2.len(), 3);
+        assert!(pid2[1..].iter().all(|&i| i != pid2[0]), "{s:?}");
+    }
+    assert!(anchors_of_singleton.len() > 1, "identity order is shuffled");
+}

@@ -298,3 +298,108 @@ fn augmentation_is_reproducible_per_key_and_views_differ() {
         );
     }
 }
+
+fn fixture(name: &str) -> RgbImage {
+    let path = format!("{}/tests/data/resize/{name}", env!("CARGO_MANIFEST_DIR"));
+    image::open(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .to_rgb8()
+}
+
+/// (largest |ours - Pillow|, number of differing bytes).
+fn diff(ours: &RgbImage, pillow: &RgbImage) -> (u8, usize) {
+    assert_eq!(ours.dimensions(), pillow.dimensions());
+    ours.as_raw()
+        .iter()
+        .zip(pillow.as_raw())
+        .fold((0, 0), |(m, n), (&a, &b)| {
+            (m.max(a.abs_diff(b)), n + (a != b) as usize)
+        })
+}
+
+/// `resize` against Pillow's own `Image.resize` output (tests/data/resize/make_fixtures.py, Pillow
+/// 13.0.0): up and down at odd scale factors, ramps, hard edges that clip, and noise. Pillow's
+/// 8-bit path is integer arithmetic, so the port must agree byte for byte; the other filter
+/// differs by tens of levels, so a swapped interpolation cannot pass.
+#[test]
+fn resize_is_byte_exact_against_pillow_fixtures() {
+    let cases = [
+        ("up_37x23_to_64x128", 128, 64),
+        ("down_300x150_to_128x256", 256, 128),
+        ("down_300x150_to_256x128", 128, 256),
+    ];
+    for (name, h, w) in cases {
+        let src = fixture(&format!("{name}.in.png"));
+        for (filter, interp, other) in [
+            ("bilinear", Interpolation::Bilinear, Interpolation::Bicubic),
+            ("bicubic", Interpolation::Bicubic, Interpolation::Bilinear),
+        ] {
+            let pillow = fixture(&format!("{name}.{filter}.png"));
+            let (max, count) = diff(&resize(&src, h, w, interp), &pillow);
+            assert!(
+                max == 0,
+                "resize {name} {filter}: {count} bytes differ from Pillow, by up to {max} levels"
+            );
+            let (wrong, _) = diff(&resize(&src, h, w, other), &pillow);
+            assert!(
+                wrong >= 20,
+                "{name}: the {other:?} filter is only {wrong} levels from Pillow's {filter}: the fixture cannot tell them apart"
+            );
+        }
+    }
+}
+
+/// torchvision's ImageNet evaluation `Resize(256)` on a PIL image: shorter side to 256, longer
+/// side `int(256 * long / short)`, bilinear with Pillow's antialiasing (333x287 -> 297x256).
+#[test]
+fn imagenet_shorter_side_resize_is_pillow_bilinear() {
+    let src = fixture("imagenet_333x287.in.png");
+    let pillow = fixture("imagenet_333x287.bilinear.png");
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let nw = (256.0 * w as f64 / h as f64) as usize;
+    assert_eq!((pillow.width() as usize, pillow.height()), (nw, 256));
+    let (max, count) = diff(&resize(&src, 256, nw, Interpolation::Bilinear), &pillow);
+    assert!(
+        max == 0,
+        "Resize(256) bilinear: {count} bytes differ from Pillow by up to {max} levels"
+    );
+    let (wrong, _) = diff(&resize(&src, 256, nw, Interpolation::Bicubic), &pillow);
+    assert!(wrong >= 20, "bicubic is only {wrong} levels off");
+}
+
+/// `imagenet_input` = torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize on a PIL
+/// image: Pillow's bilinear output (the fixture) cropped at torchvision's offsets
+/// `int(round((size - 224) / 2))` (Python rounds half to even), then normalised.
+#[test]
+fn imagenet_input_is_pillow_resize_then_torchvision_center_crop() {
+    use unreid::data::transforms::imagenet_input;
+    let path = format!(
+        "{}/tests/data/resize/imagenet_333x287.in.png",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let got = imagenet_input(std::path::Path::new(&path)).unwrap();
+    let pillow = fixture("imagenet_333x287.bilinear.png");
+    let (w, h) = (pillow.width() as f64, pillow.height() as f64);
+    let (top, left) = (
+        ((h - 224.0) / 2.0).round_ties_even() as u32,
+        ((w - 224.0) / 2.0).round_ties_even() as u32,
+    );
+    assert_eq!((top, left), (16, 36), "torchvision's CenterCrop offsets");
+    let mean = [0.485f64, 0.456, 0.406];
+    let std = [0.229f64, 0.224, 0.225];
+    let mut worst = 0f64;
+    for c in 0..3 {
+        for y in 0..224u32 {
+            for x in 0..224u32 {
+                let v = pillow.get_pixel(left + x, top + y)[c] as f64;
+                let want = (v / 255.0 - mean[c]) / std[c];
+                let g = got[(c * 224 + y as usize) * 224 + x as usize] as f64;
+                worst = worst.max((g - want).abs());
+            }
+        }
+    }
+    assert!(
+        worst < 1e-5,
+        "ImageNet input differs from Pillow Resize(256) bilinear + CenterCrop(224) + Normalize by {worst}"
+    );
+}
