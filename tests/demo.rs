@@ -55,4 +55,5 @@ fn demo_adapts_beyond_direct_transfer_and_resumes() {
     for (a, b) in again.methods.iter().zip(&summary.methods) {
         assert_eq!(a.map, b.map, "{}", a.method);
     }
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -200,6 +200,8 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("differs"), "{err}");
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&broken);
 }
 
 #[test]
@@ -227,6 +229,7 @@ fn a_non_finite_loss_stops_the_run_naming_the_term_and_step() {
     // The lock is released: the folder is refused only because it holds a run.
     let again = train(config(&[]), options(&out, RunMode::New, None)).unwrap_err();
     assert!(again.to_string().contains("already holds a run"), "{again}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
