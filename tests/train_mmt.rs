@@ -65,6 +65,8 @@ fn fixture() -> &'static Fixture {
         c.train.seed = 3;
         let run = root.join("source-run");
         let s = train(c, options(&run, RunMode::New, None)).unwrap();
+        // Only best.safetensors is used: keep the temp folder small.
+        let _ = std::fs::remove_file(run.join("checkpoints/state.safetensors"));
         Fixture {
             root,
             source_ckpt: run.join("checkpoints/best.safetensors"),
@@ -426,6 +428,10 @@ fn two_epochs_raise_the_target_map_and_resume_is_exact() {
         assert!(same(a, b), "resumed {a}\nunbroken {b}");
     }
     assert_eq!(second.best_map, s.best_map);
+    // Each run folder holds four nets and the optimiser state (~1 GB together): free the disk.
+    for dir in [fx.root.join("mmt-full"), parts] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]
