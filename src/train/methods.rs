@@ -4,17 +4,18 @@
 
 use std::path::Path;
 
-use super::{mmt, source, Method, RunConfig, Session, TrainError};
+use super::{mmt, source, spcl, Method, RunConfig, Session, TrainError};
 use crate::nn::weights::{load_safetensors, ClassifierPolicy, LoadOptions, LoadReport};
 use crate::nn::{Module, ReidNet};
 
 /// Every method `--method` accepts.
-pub const METHODS: &[&str] = &["source", "mmt"];
+pub const METHODS: &[&str] = &["source", "spcl", "mmt"];
 
 /// The run configuration of `method` with every default at its published value.
 pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
     match method {
         "source" => Ok(source::defaults()),
+        "spcl" => Ok(spcl::defaults()),
         "mmt" => Ok(mmt::defaults()),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
@@ -27,6 +28,7 @@ pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
 pub fn build_method(session: &Session) -> Result<Box<dyn Method>, TrainError> {
     match session.config.method.as_str() {
         "source" => Ok(Box::new(source::SourceMethod::build(session)?)),
+        "spcl" => Ok(Box::new(spcl::SpclMethod::build(session)?)),
         "mmt" => Ok(Box::new(mmt::MmtMethod::build(session)?)),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",

@@ -17,6 +17,7 @@ pub mod run_dir;
 #[path = "loop.rs"]
 pub mod run_loop;
 pub mod source;
+pub mod spcl;
 
 use std::path::PathBuf;
 use std::sync::Arc;
