@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod args;
 pub mod check_data;
 pub mod cluster;
 pub mod evaluate;

@@ -2,7 +2,8 @@
 
 use crate::data::synth::{measure_hardness, write_benchmark, SynthConfig};
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use super::progress::Progress;
+use crate::io::shown;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -23,9 +24,9 @@ pub struct Args {
     /// Fewest and most images per identity, as MIN-MAX.
     #[arg(long, default_value = "8-12", value_parser = parse_range)]
     pub images_per_id: (usize, usize),
-    /// Replace existing OUT/source and OUT/target.
-    #[arg(long)]
-    pub force: bool,
+    /// Replace the benchmark in a non-empty OUT (OUT/source, OUT/target, OUT/synth.json).
+    #[arg(long, alias = "force")]
+    pub overwrite: bool,
     /// Also measure how hard the benchmark is (colour-histogram retrieval within and across domains).
     #[arg(long)]
     pub stats: bool,
@@ -76,23 +77,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|&d| crate::data::synth::plan_domain(&cfg, d).len())
         .sum();
-    let bar = ProgressBar::new(expected as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("rendering");
+    let bar = Progress::new("rendering", expected as u64, "images");
     let start = std::time::Instant::now();
-    let written = write_benchmark(&cfg, &args.out, args.force, &|| bar.inc(1))
-        .with_context(|| format!("writing the synthetic benchmark to {}", args.out.display()))?;
-    bar.finish_and_clear();
+    let written = write_benchmark(&cfg, &args.out, args.overwrite, &|| bar.inc(1))
+        .with_context(|| format!("writing the synthetic benchmark to {}", shown(&args.out)))?;
+    bar.finish();
     println!(
         "wrote {written} images ({} ids per domain, {} cameras, {}x{}) to {} in {:.1} s",
         cfg.ids,
         cfg.cameras,
         cfg.height,
         cfg.width,
-        args.out.display(),
+        shown(&args.out),
         start.elapsed().as_secs_f64()
     );
     for domain in crate::data::synth::Domain::BOTH {
