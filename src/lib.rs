@@ -19,6 +19,7 @@ pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod random;
 pub mod shape;
 mod tensor;
