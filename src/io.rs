@@ -26,7 +26,10 @@ pub enum IoError {
     #[error("{}:{line}: not valid UTF-8 text", shown(path))]
     NotUtf8 { path: PathBuf, line: usize },
     #[error("cannot read folder {}: {error}", shown(path))]
-    ReadDir { path: PathBuf, error: std::io::Error },
+    ReadDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "{} is in use by another unreid process{} (lock file {}); wait for it to finish or choose another output",
         shown(dir), holder.map(|p| format!(" (pid {p})")).unwrap_or_default(), shown(lock)
@@ -300,4 +303,29 @@ fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
         Err(std::fs::TryLockError::WouldBlock) => Ok(false),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// SHA-256 of a file's bytes as lowercase hex (provenance of weights files), read in 1 MiB chunks.
+pub fn sha256_file(path: &Path) -> Result<String, IoError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let err = |error| IoError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

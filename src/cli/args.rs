@@ -83,10 +83,7 @@ pub fn open_device(
     let device = crate::Device::choose(choice, adapter).context("--device / --adapter")?;
     match device.as_gpu() {
         Some(gpu) => eprintln!("device: gpu, adapter {}", gpu.summary()),
-        None => eprintln!(
-            "device: cpu ({} threads)",
-            rayon::current_num_threads()
-        ),
+        None => eprintln!("device: cpu ({} threads)", rayon::current_num_threads()),
     }
     Ok(device)
 }

@@ -3,9 +3,10 @@
 use super::args::DatasetArgs;
 use crate::data::datasets::load;
 use crate::data::decode::decode_rgb;
-use super::progress::Progress;
+use crate::progress::Progress;
 use rayon::prelude::*;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -19,16 +20,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dataset = load(&args.dataset.spec(&args.dir))?;
     print!("{}", dataset.summary_table());
     let items: Vec<_> = dataset.all_items().collect();
-    let bar = Progress::new("decoding", items.len() as u64, "images");
+    let bar = Mutex::new(Progress::new("decoding", items.len() as u64, "images"));
     let mut bad: Vec<String> = items
         .par_iter()
         .filter_map(|item| {
             let result = decode_rgb(&item.path);
-            bar.inc(1);
+            bar.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
             result.err().map(|e| e.to_string())
         })
         .collect();
-    bar.finish();
+    bar.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     bad.sort();
     for message in &bad {
         println!("{message}");

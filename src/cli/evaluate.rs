@@ -219,7 +219,11 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             "{} of {} ranked-list pictures failed (the metrics{} were written); first: {first}",
             errors.len(),
             errors.len() + pictures.len(),
-            if args.json.is_some() { " and --json" } else { "" }
+            if args.json.is_some() {
+                " and --json"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
@@ -296,7 +300,9 @@ fn visualize(
     ) else {
         return (Vec::new(), vec!["features without pids/camids".into()]);
     };
-    let root = args.images.as_deref();
+    // --images, else the dataset root each features file records, else the current folder.
+    let qroot = args.images.as_deref().or(query.image_root());
+    let groot = args.images.as_deref().or(gallery.image_root());
     let mut written = Vec::new();
     let mut errors = Vec::new();
     let mut dist = vec![0f32; gallery.num];
@@ -308,13 +314,13 @@ fn visualize(
         let ranked = top_ranked(&dist, qpids[q], qcams[q], gpids, gcams, 10);
         let list = RankedList {
             query_index: q,
-            query_image: resolve(root, &query.paths[q]),
+            query_image: resolve(qroot, &query.paths[q]),
             query_pid: qpids[q],
             average_precision: result.per_query[q].map(|s| s.average_precision),
             gallery: ranked
                 .iter()
                 .map(|&(j, is_match)| RankedImage {
-                    path: resolve(root, &gallery.paths[j]),
+                    path: resolve(groot, &gallery.paths[j]),
                     is_match,
                     distance: dist[j],
                     pid: gpids[j],

@@ -1,10 +1,11 @@
 //! `unreid synth`: writes the built-in synthetic two-domain benchmark.
 
 use crate::data::synth::{measure_hardness, write_benchmark, SynthConfig};
-use anyhow::Context;
-use super::progress::Progress;
 use crate::io::shown;
+use crate::progress::Progress;
+use anyhow::Context;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -14,9 +15,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Identities per domain (half train, half test).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4..=9999))]
     pub ids: usize,
-    #[arg(long, default_value_t = 6)]
+    /// Cameras per domain (Market names have one camera digit).
+    #[arg(long, default_value_t = 6, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=9))]
     pub cameras: usize,
     /// Image size as HxW.
     #[arg(long, default_value = "128x64", value_parser = parse_size)]
@@ -77,11 +79,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|&d| crate::data::synth::plan_domain(&cfg, d).len())
         .sum();
-    let bar = Progress::new("rendering", expected as u64, "images");
+    let bar = Mutex::new(Progress::new("rendering", expected as u64, "images"));
     let start = std::time::Instant::now();
-    let written = write_benchmark(&cfg, &args.out, args.overwrite, &|| bar.inc(1))
-        .with_context(|| format!("writing the synthetic benchmark to {}", shown(&args.out)))?;
-    bar.finish();
+    let written = write_benchmark(&cfg, &args.out, args.overwrite, &|| {
+        bar.lock().unwrap_or_else(|p| p.into_inner()).inc(1)
+    })
+    .with_context(|| format!("writing the synthetic benchmark to {}", shown(&args.out)))?;
+    bar.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     println!(
         "wrote {written} images ({} ids per domain, {} cameras, {}x{}) to {} in {:.1} s",
         cfg.ids,

@@ -89,7 +89,12 @@ pub enum Layout {
     )]
     Duke,
     /// MSMT17_V1 with `train/`, `test/` and `list_*.txt`.
-    #[value(alias = "msmt", alias = "msmt17_v1", alias = "msmt17-v1", alias = "msmt17v1")]
+    #[value(
+        alias = "msmt",
+        alias = "msmt17_v1",
+        alias = "msmt17-v1",
+        alias = "msmt17v1"
+    )]
     Msmt17,
     /// MSMT17 converted to the Market-1501 folder layout.
     #[value(alias = "msmt17_market", alias = "msmt-market")]
@@ -361,7 +366,8 @@ fn required_pieces(layout: Layout) -> &'static [(&'static str, bool)] {
 fn locate(dir: &Path, layout: Layout) -> Result<(PathBuf, Vec<PathBuf>, usize), DataError> {
     let pieces = required_pieces(layout);
     let mut best: Option<(PathBuf, Vec<PathBuf>, usize)> = None;
-    let candidates = std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
+    let candidates =
+        std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
     for candidate in candidates {
         if candidate != dir && !exists(&candidate, true)? {
             continue;

@@ -73,7 +73,10 @@ fn same_seed_same_bytes_and_a_new_seed_changes_them() {
     let err = write_benchmark(&cfg, a.path(), false, &|| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("source") && err.contains("--overwrite"), "{err}");
+    assert!(
+        err.contains("source") && err.contains("--overwrite"),
+        "{err}"
+    );
     write_benchmark(&cfg, a.path(), true, &|| {}).unwrap();
     assert_eq!(read_tree(a.path()), tb);
 }
