@@ -204,8 +204,10 @@ pub fn walk_files(root: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathB
     }
     files.sort();
     let mut seen_files = HashSet::new();
-    files.retain(|(_, id)| seen_files.insert(id.clone()));
-    Ok(files.into_iter().map(|(p, _)| p).collect())
+    Ok(files
+        .into_iter()
+        .filter_map(|(p, id)| seen_files.insert(id).then_some(p))
+        .collect())
 }
 
 /// An exclusive lock on an output folder, held until dropped (or until the process ends, however
