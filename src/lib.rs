@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cpu;
 pub mod data;
+pub mod demo;
 mod device;
 mod error;
 pub mod eval;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod random;
 pub mod shape;
 mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, NoGradGuard};
 pub use device::{Device, DeviceChoice};

@@ -5,10 +5,12 @@ use clap::{Parser, Subcommand};
 pub mod args;
 pub mod check_data;
 pub mod cluster;
+pub mod demo;
 pub mod evaluate;
 pub mod extract;
 pub mod info;
 pub mod synth;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The whole pipeline on the built-in synthetic benchmark: pre-train, adapt, compare (no download).
+    Demo(demo::DemoArgs),
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
@@ -35,15 +39,19 @@ pub enum Command {
     Synth(synth::Args),
     /// Scan a dataset: print its summary table and list every unreadable or truncated image.
     CheckData(check_data::Args),
+    /// Train a re-ID model (source pre-training; the adaptation methods) into a run directory.
+    Train(Box<train::TrainArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(args) => cluster::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::CheckData(args) => check_data::run(args),
+        Command::Train(args) => train::run(*args),
     }
 }

@@ -1,0 +1,377 @@
+//! `unreid demo`: the whole pipeline on the built-in synthetic benchmark, with no download
+//! (shared/DESIGN.md, "Users' contract"): generate the two-domain benchmark, pre-train on the
+//! source from the shipped ImageNet MobileNetV2, evaluate direct transfer on the target, adapt with
+//! each method from the source checkpoint, then print one table and write `summary.md`,
+//! `summary.json`, `comparison.png` and ranked-list pictures before / after adaptation.
+//! Re-running in the same folder reuses the benchmark and resumes or skips finished runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::synth::{write_benchmark, SynthConfig};
+use crate::train::config::resolve;
+use crate::train::run_dir::RunMode;
+use crate::train::{method_defaults, train, TrainError, TrainOptions, METHODS};
+use crate::Device;
+
+/// The shipped ImageNet MobileNetV2 (torchvision's IMAGENET1K_V1, see weights/README.md).
+const MOBILENET_V2: &[u8] = include_bytes!("../weights/mobilenet_v2_imagenet.safetensors");
+
+/// The methods `demo` runs by default and with `--methods all`, in table order (those not yet
+/// registered in `train::METHODS` are left out with a note).
+pub const DEFAULT_METHODS: &[&str] = &["spcl", "mmt", "cluster-contrast"];
+pub const ALL_METHODS: &[&str] = &[
+    "spcl",
+    "mmt",
+    "cluster-contrast",
+    "ise",
+    "spcl-usl",
+    "proda",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("demo: {0}")]
+    Settings(String),
+}
+
+/// How to run the demo.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub out: PathBuf,
+    /// Short schedules: source + SpCL only unless `methods` says otherwise.
+    pub quick: bool,
+    /// Methods to adapt with (names of `train::METHODS`, plus `spcl-usl` for SpCL without the source).
+    pub methods: Vec<String>,
+    pub device: Device,
+}
+
+/// One row of the result table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoRow {
+    pub method: String,
+    /// What the run started from ("ImageNet", "source checkpoint").
+    pub start: String,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    pub rank1: f64,
+    pub rank5: f64,
+    /// mAP points over direct transfer.
+    pub gain: f64,
+    pub wall_seconds: f64,
+    pub run_dir: PathBuf,
+    /// Target mAP (fraction) per evaluated epoch.
+    pub curve: Vec<(usize, f64)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoSummary {
+    pub device: String,
+    pub quick: bool,
+    pub direct_transfer: DemoRow,
+    pub methods: Vec<DemoRow>,
+    pub wall_seconds: f64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |e| DemoError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The benchmark the demo trains on.
+pub fn demo_synth(quick: bool) -> SynthConfig {
+    SynthConfig {
+        ids: if quick { 48 } else { 96 },
+        ..SynthConfig::default()
+    }
+}
+
+/// Schedule keys shared by every run of the demo (`--set` syntax).
+fn schedule(quick: bool, source: bool) -> Vec<String> {
+    let (epochs, iters) = match (quick, source) {
+        (true, true) => (6, 12),
+        (true, false) => (4, 12),
+        (false, true) => (12, 20),
+        (false, false) => (8, 20),
+    };
+    let mut s = vec![
+        "model.arch=\"mobilenet_v2\"".to_string(),
+        format!("train.epochs={epochs}"),
+        format!("train.iters={iters}"),
+        "train.batch_size=32".into(),
+        "train.num_instances=4".into(),
+        "train.bn_group=16".into(),
+        "train.height=128".into(),
+        "train.width=64".into(),
+        format!("train.eval_every={}", if quick { 2 } else { 4 }),
+        "train.log_every=4".into(),
+    ];
+    if source {
+        s.extend([
+            "train.warmup_epochs=1".to_string(),
+            format!("train.milestones=[{}]", epochs * 3 / 4),
+        ]);
+    } else {
+        s.push("train.milestones=[]".into());
+        s.push("train.warmup_epochs=0".into());
+    }
+    s
+}
+
+/// Method-specific demo settings for a benchmark of `ids` identities (half of them in train).
+fn method_sets(method: &str, ids: usize) -> Vec<String> {
+    match method {
+        // k-means with as many clusters as the target train split has identities.
+        "mmt" => vec![format!("mmt.cluster.k={}", (ids / 2).max(2))],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one training into `dir`, resuming or skipping what a previous demo left there.
+fn run_training(
+    method: &str,
+    dir: &Path,
+    sets: Vec<String>,
+    device: &Device,
+) -> Result<crate::train::TrainSummary, DemoError> {
+    let defaults = method_defaults(method)?;
+    let config = resolve(&defaults, None, &toml::Table::new(), &sets)?;
+    let summary_path = dir.join(crate::train::RunDir::SUMMARY);
+    let mode = if dir.join("checkpoints/state.safetensors").is_file() {
+        if let Ok(text) = std::fs::read_to_string(&summary_path) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                if v["finished"] == true && v["epochs_done"] == config.train.epochs {
+                    println!(
+                        "{method}: finished earlier in {}, reusing it",
+                        dir.display()
+                    );
+                }
+            }
+        }
+        RunMode::Resume
+    } else if dir.exists() {
+        RunMode::Overwrite
+    } else {
+        RunMode::New
+    };
+    let opts = TrainOptions {
+        out: dir.to_path_buf(),
+        mode,
+        device: device.clone(),
+        max_epochs_this_run: None,
+    };
+    match train(config.clone(), opts.clone()) {
+        // A run left with another configuration (an older demo) starts over.
+        Err(TrainError::Config(m)) if mode == RunMode::Resume && m.contains("differs") => {
+            Ok(train(
+                config,
+                TrainOptions {
+                    mode: RunMode::Overwrite,
+                    ..opts
+                },
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn curve_of(dir: &Path) -> Vec<(usize, f64)> {
+    let text = std::fs::read_to_string(dir.join(crate::train::RunDir::METRICS)).unwrap_or_default();
+    let mut best_per_epoch: std::collections::BTreeMap<usize, f64> = Default::default();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["kind"] == "eval" {
+                if let (Some(e), Some(m)) = (v["epoch"].as_u64(), v["mAP"].as_f64()) {
+                    let slot = best_per_epoch.entry(e as usize + 1).or_insert(m);
+                    *slot = slot.max(m);
+                }
+            }
+        }
+    }
+    best_per_epoch.into_iter().collect()
+}
+
+fn row(
+    method: &str,
+    start: &str,
+    s: &crate::train::TrainSummary,
+    base: f64,
+) -> Result<DemoRow, DemoError> {
+    let e = s.last_eval.as_ref().ok_or_else(|| {
+        DemoError::Settings(format!("{method}: the run ended without an evaluation"))
+    })?;
+    Ok(DemoRow {
+        method: method.to_string(),
+        start: start.to_string(),
+        map: e.map,
+        rank1: e.rank1,
+        rank5: e.rank5,
+        gain: 100.0 * (e.map - base),
+        wall_seconds: s.wall_seconds,
+        run_dir: s.run_dir.clone(),
+        curve: curve_of(&s.run_dir),
+    })
+}
+
+/// The result table as re-ID users read it.
+pub fn table(summary: &DemoSummary) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| method | start | target mAP | Rank-1 | Rank-5 | gain (mAP points) | wall time |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    for r in std::iter::once(&summary.direct_transfer).chain(&summary.methods) {
+        out.push_str(&format!(
+            "| {} | {} | {:.1}% | {:.1}% | {:.1}% | {} | {:.0} s |\n",
+            r.method,
+            r.start,
+            100.0 * r.map,
+            100.0 * r.rank1,
+            100.0 * r.rank5,
+            if r.method == "direct transfer" {
+                "-".to_string()
+            } else {
+                format!("{:+.1}", r.gain)
+            },
+            r.wall_seconds
+        ));
+    }
+    out
+}
+
+/// Runs the demo; see the module documentation.
+pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
+    let started = Instant::now();
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let mut methods: Vec<String> = Vec::new();
+    for m in &opts.methods {
+        let base = m.strip_suffix("-usl").unwrap_or(m);
+        if METHODS.contains(&base) {
+            methods.push(m.clone());
+        } else {
+            println!("note: method {m} is not available in this build; skipped");
+        }
+    }
+
+    // 1. The benchmark (reused when a previous demo wrote the same one).
+    let synth = demo_synth(opts.quick);
+    let data = out.join("data");
+    let manifest = data.join("synth.json");
+    let same = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["ids"] == synth.ids && v["seed"] == synth.seed);
+    if same {
+        println!("[1/4] synthetic benchmark: reusing {}", data.display());
+    } else {
+        println!(
+            "[1/4] synthetic benchmark: {} ids per domain, {}x{} -> {}",
+            synth.ids,
+            synth.height,
+            synth.width,
+            data.display()
+        );
+        let progress = std::sync::Mutex::new(crate::progress::Progress::new("synth", 0, "images"));
+        write_benchmark(&synth, &data, true, &|| {
+            if let Ok(mut p) = progress.lock() {
+                p.inc(1);
+            }
+        })
+        .map_err(|e| DemoError::Settings(format!("writing the benchmark: {e}")))?;
+    }
+    for domain in ["source", "target"] {
+        let ds = crate::data::datasets::load(&crate::data::DatasetSpec::new(
+            data.join(domain),
+            crate::data::Layout::Market1501,
+        ))
+        .map_err(TrainError::from)?;
+        print!("{domain}: {}", ds.summary_table());
+    }
+    let weights = out.join("mobilenet_v2_imagenet.safetensors");
+    if !weights.is_file() {
+        crate::io::write_atomic(&weights, MOBILENET_V2).map_err(io_err(&weights))?;
+    }
+    let data_sets = |target_only: bool| -> Vec<String> {
+        let mut s = vec![format!(
+            "data.target={:?}",
+            data.join("target").display().to_string()
+        )];
+        if !target_only {
+            s.push(format!(
+                "data.source={:?}",
+                data.join("source").display().to_string()
+            ));
+        }
+        s
+    };
+
+    // 2-3. Source pre-training from ImageNet weights; its target evaluation is direct transfer.
+    println!("[2/4] source pre-training (MobileNetV2 from ImageNet weights)");
+    let runs = out.join("runs");
+    let mut sets = schedule(opts.quick, true);
+    sets.extend(data_sets(false));
+    sets.push(format!("model.weights={:?}", weights.display().to_string()));
+    let source = run_training("source", &runs.join("source"), sets, &opts.device)?;
+    let direct = row("direct transfer", "ImageNet", &source, 0.0)?;
+    let base = direct.map;
+    println!(
+        "[3/4] direct transfer on the target: mAP {:.1}%, Rank-1 {:.1}%",
+        100.0 * base,
+        100.0 * direct.rank1
+    );
+    let checkpoint = runs.join("source/checkpoints/best.safetensors");
+
+    // 4. Adaptation, each method from the same source checkpoint.
+    let mut rows = Vec::new();
+    for (i, m) in methods.iter().enumerate() {
+        let (method, usl) = match m.strip_suffix("-usl") {
+            Some(b) => (b, true),
+            None => (m.as_str(), matches!(m.as_str(), "cluster-contrast" | "ise")),
+        };
+        println!("[4/4] adaptation {}/{}: {m}", i + 1, methods.len());
+        let mut sets = schedule(opts.quick, false);
+        sets.extend(data_sets(usl));
+        sets.push(format!("model.init={:?}", checkpoint.display().to_string()));
+        sets.extend(method_sets(method, synth.ids));
+        let s = run_training(method, &runs.join(m), sets, &opts.device)?;
+        rows.push(row(m, "source checkpoint", &s, base)?);
+    }
+
+    let summary = DemoSummary {
+        device: opts.device.to_string(),
+        quick: opts.quick,
+        direct_transfer: direct,
+        methods: rows,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let text = table(&summary);
+    let md = format!(
+        "# unreid demo\n\nSynthetic two-domain benchmark, MobileNetV2, device {}, {} schedule, {:.0} s in all.\n\n{text}",
+        summary.device,
+        if opts.quick { "quick" } else { "default" },
+        summary.wall_seconds
+    );
+    let p = out.join("summary.md");
+    crate::io::write_atomic(&p, md.as_bytes()).map_err(io_err(&p))?;
+    let p = out.join("summary.json");
+    let json =
+        serde_json::to_string_pretty(&summary).map_err(|e| DemoError::Settings(e.to_string()))?;
+    crate::io::write_atomic(&p, (json + "\n").as_bytes()).map_err(io_err(&p))?;
+    println!("\n{text}");
+    println!(
+        "wrote {} and {} (each run's folder under {})",
+        out.join("summary.md").display(),
+        out.join("summary.json").display(),
+        runs.display()
+    );
+    Ok(summary)
+}
