@@ -1,14 +1,17 @@
 //! The features file shared by `unreid extract`, `cluster` and `evaluate`: one safetensors file with
 //!
 //! - `features`: f32 [N, D] (one row per image; f64 is accepted and converted),
-//! - `pids`, `camids`: i64 [N] (i32 accepted), -1 = unknown; optional when reading,
-//! - metadata key `paths`: a JSON array of the N image paths, in row order (optional).
+//! - `pids`, `camids`: i64 [N] (i32 accepted), -1 = unknown for that row; absent when not known at all,
+//! - metadata key `paths`: a JSON array of the N image paths, in row order (optional);
+//! - any other metadata keys: provenance written by `unreid extract` (`arch`, `weights`,
+//!   `weights_sha256`, `height`, `width`, `split`, `layout`, `root`: the dataset root the relative
+//!   `paths` are resolved against), kept as strings.
 //!
 //! Writes are atomic (temporary file in the same folder, then rename), so a killed run never leaves
 //! a truncated file behind.
 
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::io::write_atomic;
@@ -47,8 +50,11 @@ pub struct FeatureSet {
     pub pids: Option<Vec<i64>>,
     /// Camera ids (-1 unknown); None when the file has no `camids` tensor.
     pub camids: Option<Vec<i64>>,
-    /// Image paths in row order; empty when the file has none.
+    /// Image paths in row order; empty when the file has none. Relative paths are relative to
+    /// the `root` provenance entry when there is one.
     pub paths: Vec<String>,
+    /// Every other metadata entry (provenance), by key.
+    pub provenance: BTreeMap<String, String>,
 }
 
 fn as_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, FeaturesError> {
@@ -88,6 +94,11 @@ fn as_i64(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<i64
 }
 
 impl FeatureSet {
+    /// The folder relative image paths are resolved against (provenance `root`), if recorded.
+    pub fn image_root(&self) -> Option<&Path> {
+        self.provenance.get("root").map(Path::new)
+    }
+
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
         &self.features[i * self.dim..(i + 1) * self.dim]
@@ -161,6 +172,16 @@ impl FeatureSet {
                 paths
             }
         };
+        let provenance = metadata
+            .metadata()
+            .as_ref()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "paths")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             features,
             num,
@@ -168,10 +189,11 @@ impl FeatureSet {
             pids,
             camids,
             paths,
+            provenance,
         })
     }
 
-    /// Writes the file atomically. Missing pids/camids are written as -1.
+    /// Writes the file atomically; `pids` / `camids` that are None are left out of the file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), FeaturesError> {
         let path = path.as_ref();
         let err = |message: String| FeaturesError::Write {
@@ -186,16 +208,12 @@ impl FeatureSet {
                 self.dim
             )));
         }
-        let unknown = vec![-1i64; self.num];
-        let pids = self.pids.as_deref().unwrap_or(&unknown);
-        let camids = self.camids.as_deref().unwrap_or(&unknown);
-        if pids.len() != self.num || camids.len() != self.num {
-            return Err(err(format!(
-                "{} pids / {} camids for {} rows",
-                pids.len(),
-                camids.len(),
-                self.num
-            )));
+        for (name, labels) in [("pids", &self.pids), ("camids", &self.camids)] {
+            if let Some(l) = labels {
+                if l.len() != self.num {
+                    return Err(err(format!("{} {name} for {} rows", l.len(), self.num)));
+                }
+            }
         }
         if !self.paths.is_empty() && self.paths.len() != self.num {
             return Err(err(format!(
@@ -204,21 +222,29 @@ impl FeatureSet {
                 self.num
             )));
         }
+        let bytes_of = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         let feat_bytes: Vec<u8> = self.features.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let pid_bytes: Vec<u8> = pids.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let cam_bytes: Vec<u8> = camids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let pid_bytes = self.pids.as_deref().map(bytes_of);
+        let cam_bytes = self.camids.as_deref().map(bytes_of);
         let view = |dtype, shape: Vec<usize>, data| {
             safetensors::tensor::TensorView::new(dtype, shape, data).map_err(|e| err(e.to_string()))
         };
-        let tensors = vec![
-            (
-                "features",
-                view(Dtype::F32, vec![self.num, self.dim], &feat_bytes[..])?,
-            ),
-            ("pids", view(Dtype::I64, vec![self.num], &pid_bytes[..])?),
-            ("camids", view(Dtype::I64, vec![self.num], &cam_bytes[..])?),
-        ];
-        let mut meta = HashMap::new();
+        let mut tensors = vec![(
+            "features",
+            view(Dtype::F32, vec![self.num, self.dim], &feat_bytes[..])?,
+        )];
+        // Labels that are not known are left out (never written as -1 stand-ins).
+        if let Some(b) = &pid_bytes {
+            tensors.push(("pids", view(Dtype::I64, vec![self.num], &b[..])?));
+        }
+        if let Some(b) = &cam_bytes {
+            tensors.push(("camids", view(Dtype::I64, vec![self.num], &b[..])?));
+        }
+        let mut meta: HashMap<String, String> = self
+            .provenance
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if !self.paths.is_empty() {
             meta.insert(
                 "paths".to_string(),

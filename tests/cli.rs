@@ -54,6 +54,7 @@ fn synthetic_set(n: usize, seed: u64, with_paths: bool) -> FeatureSet {
         } else {
             Vec::new()
         },
+        provenance: Default::default(),
     }
 }
 
@@ -247,7 +248,8 @@ fn evaluate_command_prints_metrics_and_draws_ranked_lists() {
     let map = v["mAP"].as_f64().unwrap();
     assert!(map > 0.0 && map <= 1.0);
     assert_eq!(std::fs::read_dir(&pics).unwrap().count(), 3);
-    let png = image::open(pics.join("query_00000.png")).unwrap();
+    // Named by query image, in drawing order.
+    let png = image::open(pics.join("000_3_0.png")).unwrap();
     assert!(png.width() > 10 * 64);
 
     // Same numbers as the library.

@@ -48,7 +48,8 @@ fn query_without_valid_match_is_skipped_and_counted() {
         for t in 0..n {
             out[t * 3..(t + 1) * 3].copy_from_slice(&dist[q0 + t]);
         }
-    });
+    })
+    .unwrap();
     assert_eq!(
         (r.num_queries, r.num_valid_queries, r.num_skipped_queries),
         (3, 1, 2)
@@ -390,7 +391,8 @@ fn rerank_improves_or_keeps_a_clustered_retrieval() {
         (&pids[nq..], &cams[nq..]),
         10,
         |q0, n, out| rr.rows(q0, n, out),
-    );
+    )
+    .unwrap();
     assert_eq!(plain.num_valid_queries, re.num_valid_queries);
     assert!(
         re.map > plain.map - 0.02,

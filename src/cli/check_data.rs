@@ -1,56 +1,35 @@
 //! `unreid check-data`: scans a dataset, prints its summary table and reports every unreadable image.
 
-use crate::data::datasets::{load, DatasetSpec, Layout, ListFiles};
+use super::args::DatasetArgs;
+use crate::data::datasets::load;
 use crate::data::decode::decode_rgb;
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::Progress;
 use rayon::prelude::*;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Dataset root folder.
     pub dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = Layout::Auto)]
-    pub layout: Layout,
-    /// Train list of the generic layout (`relative/path pid camid` per line, paths relative to DIR).
-    #[arg(long)]
-    pub list: Option<PathBuf>,
-    /// Query list of the generic layout.
-    #[arg(long)]
-    pub query_list: Option<PathBuf>,
-    /// Gallery list of the generic layout.
-    #[arg(long)]
-    pub gallery_list: Option<PathBuf>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let spec = DatasetSpec {
-        root: args.dir.clone(),
-        layout: args.layout,
-        lists: ListFiles {
-            train: args.list,
-            query: args.query_list,
-            gallery: args.gallery_list,
-        },
-        domain: 0,
-    };
-    let dataset = load(&spec)?;
+    let dataset = load(&args.dataset.spec(&args.dir))?;
     print!("{}", dataset.summary_table());
     let items: Vec<_> = dataset.all_items().collect();
-    let bar = ProgressBar::new(items.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("decoding [{bar:40}] {pos}/{len} ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = Mutex::new(Progress::new("decoding", items.len() as u64, "images"));
     let mut bad: Vec<String> = items
         .par_iter()
         .filter_map(|item| {
             let result = decode_rgb(&item.path);
-            bar.inc(1);
+            bar.lock().unwrap_or_else(|p| p.into_inner()).inc(1);
             result.err().map(|e| e.to_string())
         })
         .collect();
-    bar.finish_and_clear();
+    bar.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     bad.sort();
     for message in &bad {
         println!("{message}");

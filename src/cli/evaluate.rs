@@ -1,11 +1,16 @@
-//! `unreid evaluate`: mAP and CMC rank-1/5/10 of query features against gallery features
+//! `unreid evaluate`: mAP, mINP and CMC Rank-1/5/10 of query features against gallery features
 //! (Market-1501 protocol), optionally k-reciprocal re-ranked, with optional ranked-list pictures.
+//!
+//! Order of work: every argument and output is checked first; then the metrics are computed,
+//! printed and written to --json; the pictures (an optional output) come last and a failing
+//! picture never loses the metrics.
 
+use super::args::{check_output, open_device, positive, unit_f32};
 use crate::cluster::{Backend, Features};
-use crate::eval::visualize::{draw_ranked_list, RankedList};
-use crate::eval::{metrics, top_ranked, RerankParams, Reranker};
+use crate::eval::visualize::{draw_ranked_list, RankedImage, RankedList};
+use crate::eval::{metrics, top_ranked, EvalResult, RerankParams, Reranker};
 use crate::features::FeatureSet;
-use crate::io::write_atomic;
+use crate::io::{shown, write_atomic};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,14 +26,17 @@ pub struct EvaluateArgs {
     /// Apply k-reciprocal re-ranking.
     #[arg(long)]
     pub rerank: bool,
-    #[arg(long, default_value_t = 20)]
+    /// Re-ranking: k-reciprocal list length.
+    #[arg(long, default_value_t = 20, value_parser = positive())]
     pub k1: usize,
-    #[arg(long, default_value_t = 6)]
+    /// Re-ranking: query-expansion neighbours.
+    #[arg(long, default_value_t = 6, value_parser = positive())]
     pub k2: usize,
-    #[arg(long, default_value_t = 0.3)]
+    /// Re-ranking: weight of the original distance, in [0, 1].
+    #[arg(long, default_value_t = 0.3, value_parser = unit_f32)]
     pub lambda: f32,
-    /// Length of the CMC curve written to --json.
-    #[arg(long, default_value_t = 50)]
+    /// Length of the CMC curve written to --json (at least 10).
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(10..))]
     pub max_rank: usize,
     /// Also write the results as JSON here.
     #[arg(long)]
@@ -36,7 +44,8 @@ pub struct EvaluateArgs {
     /// Write ranked-list PNGs (query + top 10) for a few queries into this folder.
     #[arg(long)]
     pub visualize: Option<PathBuf>,
-    /// Folder that relative image paths in the features files are resolved against.
+    /// Folder that relative image paths in the features files are resolved against (default:
+    /// the dataset root recorded in the features file, else the current folder).
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// Where query-gallery distances are computed: `auto` takes a real GPU when there is one and
@@ -47,57 +56,99 @@ pub struct EvaluateArgs {
     #[arg(long, env = "UNREID_ADAPTER")]
     pub adapter: Option<String>,
     /// How many queries to draw with --visualize (spread evenly over the query set).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive())]
     pub num_visualize: usize,
+    /// With --visualize: draw the queries with the lowest AP first (the worst failures).
+    #[arg(long, requires = "visualize")]
+    pub sort_by_ap: bool,
 }
 
 fn labels<'a>(set: &'a FeatureSet, path: &Path) -> anyhow::Result<(&'a [i64], &'a [i64])> {
     let pids = set.pids.as_deref().with_context(|| {
         format!(
             "{} has no `pids` tensor; evaluation needs identities",
-            path.display()
+            shown(path)
         )
     })?;
     let camids = set.camids.as_deref().with_context(|| {
         format!(
             "{} has no `camids` tensor; evaluation needs cameras",
-            path.display()
+            shown(path)
         )
     })?;
     Ok((pids, camids))
 }
 
+/// Counts rows whose pid or camid is -1 (unknown): they are never silently evaluated.
+fn warn_unknown(set: &FeatureSet, path: &Path, what: &str) {
+    let (Some(pids), Some(camids)) = (&set.pids, &set.camids) else {
+        return;
+    };
+    let unknown: Vec<usize> = (0..set.num)
+        .filter(|&i| pids[i] < 0 || camids[i] < 0)
+        .collect();
+    if let Some(&first) = unknown.first() {
+        let example = set
+            .paths
+            .get(first)
+            .map_or(format!("row {first}"), |p| p.clone());
+        eprintln!(
+            "warning: {} of {} {what} rows in {} have an unknown pid or camid (-1), e.g. {example}; \
+             {}",
+            unknown.len(),
+            set.num,
+            shown(path),
+            if what == "query" {
+                "those queries are skipped"
+            } else {
+                "those gallery images are ignored as junk"
+            }
+        );
+    }
+}
+
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    // Outputs first: a typo in --json or --visualize must not cost the evaluation.
+    if let Some(path) = &args.json {
+        check_output("--json", path)?;
+    }
+    if let Some(dir) = &args.visualize {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--visualize: creating folder {}", shown(dir)))?;
+    }
     let query = FeatureSet::load(&args.query)?;
     let gallery = FeatureSet::load(&args.gallery)?;
     if query.dim != gallery.dim {
         bail!(
             "{} has {}-d features but {} has {}-d",
-            args.query.display(),
+            shown(&args.query),
             query.dim,
-            args.gallery.display(),
+            shown(&args.gallery),
             gallery.dim
         );
     }
-    if query.num == 0 || gallery.num == 0 {
-        bail!(
-            "empty query ({}) or gallery ({}) features",
-            query.num,
-            gallery.num
-        );
+    for (set, path) in [(&query, &args.query), (&gallery, &args.gallery)] {
+        if set.num == 0 {
+            bail!("{} holds no feature rows", shown(path));
+        }
+        if args.visualize.is_some() && set.paths.is_empty() {
+            bail!(
+                "{} has no image paths (metadata key `paths`); --visualize needs them",
+                shown(path)
+            );
+        }
     }
     let (qpids, qcams) = labels(&query, &args.query)?;
     let (gpids, gcams) = labels(&gallery, &args.gallery)?;
+    warn_unknown(&query, &args.query, "query");
+    warn_unknown(&gallery, &args.gallery, "gallery");
     let qx = Features::new(&query.features, query.num, query.dim)
-        .with_context(|| format!("in {}", args.query.display()))?;
+        .with_context(|| format!("in {}", shown(&args.query)))?;
     let gx = Features::new(&gallery.features, gallery.num, gallery.dim)
-        .with_context(|| format!("in {}", args.gallery.display()))?;
+        .with_context(|| format!("in {}", shown(&args.gallery)))?;
     let load_s = start.elapsed().as_secs_f64();
-    let backend = Backend::from_device(
-        &crate::Device::choose(args.device, args.adapter.as_deref()).context("--device")?,
-    );
-    let max_rank = args.max_rank.max(10);
+    let backend = Backend::from_device(&open_device(args.device, args.adapter.as_deref())?);
 
     let t = Instant::now();
     let reranker = if args.rerank {
@@ -117,40 +168,14 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         None => metrics::distance_rows(qx, gx, &gallery_norms, q0, count, out),
     };
     let t = Instant::now();
-    let result = metrics::evaluate_with((qpids, qcams), (gpids, gcams), max_rank, rows);
+    let result = metrics::evaluate_with((qpids, qcams), (gpids, gcams), args.max_rank, rows)?;
     let eval_s = t.elapsed().as_secs_f64();
+    print_table(&result, gallery.num, args.rerank);
 
-    println!(
-        "{} queries x {} gallery{}: {} valid, {} skipped (no true match in another camera)",
-        result.num_queries,
-        gallery.num,
-        if args.rerank { " (re-ranked)" } else { "" },
-        result.num_valid_queries,
-        result.num_skipped_queries
-    );
-    println!(
-        "mAP: {:.1}%  Rank-1: {:.1}%  Rank-5: {:.1}%  Rank-10: {:.1}%",
-        100.0 * result.map,
-        100.0 * result.rank(1),
-        100.0 * result.rank(5),
-        100.0 * result.rank(10)
-    );
-
-    let mut pictures = Vec::new();
-    if let Some(dir) = &args.visualize {
-        let t = Instant::now();
-        pictures = visualize(&args, dir, &query, &gallery, &rows)?;
-        println!(
-            "wrote {} ranked lists to {} in {:.1}s",
-            pictures.len(),
-            dir.display(),
-            t.elapsed().as_secs_f64()
-        );
-    }
-
-    if let Some(path) = &args.json {
-        let json = serde_json::json!({
+    let json = |pictures: &[String], picture_errors: &[String]| {
+        serde_json::json!({
             "mAP": result.map,
+            "mINP": result.minp,
             "rank1": result.rank(1),
             "rank5": result.rank(5),
             "rank10": result.rank(10),
@@ -159,14 +184,78 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             "num_gallery": gallery.num,
             "num_valid_queries": result.num_valid_queries,
             "num_skipped_queries": result.num_skipped_queries,
+            "skipped": result.skipped,
             "rerank": args.rerank,
             "pictures": pictures,
+            "picture_errors": picture_errors,
             "seconds": { "load": load_s, "rerank_prepare": rerank_s, "evaluate": eval_s, "total": start.elapsed().as_secs_f64() },
-        });
-        write_atomic(path, &serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("writing --json {}", path.display()))?;
+        })
+    };
+    let write_json = |value: serde_json::Value| -> anyhow::Result<()> {
+        if let Some(path) = &args.json {
+            write_atomic(path, &serde_json::to_vec_pretty(&value)?)
+                .with_context(|| format!("writing --json {}", shown(path)))?;
+            println!("wrote {}", shown(path));
+        }
+        Ok(())
+    };
+    // The main output is on disk before any picture is drawn.
+    write_json(json(&[], &[]))?;
+
+    let Some(dir) = &args.visualize else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let (pictures, errors) = visualize(&args, dir, &query, &gallery, &result, &rows);
+    println!(
+        "wrote {} ranked lists to {} in {:.1}s",
+        pictures.len(),
+        shown(dir),
+        t.elapsed().as_secs_f64()
+    );
+    write_json(json(&pictures, &errors))?;
+    if let Some(first) = errors.first() {
+        bail!(
+            "{} of {} ranked-list pictures failed (the metrics{} were written); first: {first}",
+            errors.len(),
+            errors.len() + pictures.len(),
+            if args.json.is_some() {
+                " and --json"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+/// The table re-ID toolboxes print: mAP, mINP, Rank-1/5/10, and the query counts.
+fn print_table(result: &EvalResult, num_gallery: usize, reranked: bool) {
+    println!(
+        "{} queries x {num_gallery} gallery{}: {} valid, {} skipped",
+        result.num_queries,
+        if reranked { " (re-ranked)" } else { "" },
+        result.num_valid_queries,
+        result.num_skipped_queries,
+    );
+    if result.num_skipped_queries > 0 {
+        println!("  skipped: {}", result.skipped);
+    }
+    println!("  ----------------------------------------------------");
+    println!("  mAP      mINP     Rank-1   Rank-5   Rank-10");
+    println!(
+        "  {:<8} {:<8} {:<8} {:<8} {:<8}",
+        pct(Some(result.map)),
+        pct(Some(result.minp)),
+        pct(result.rank(1)),
+        pct(result.rank(5)),
+        pct(result.rank(10))
+    );
+    println!("  ----------------------------------------------------");
 }
 
 fn resolve(root: Option<&Path>, p: &str) -> PathBuf {
@@ -176,43 +265,76 @@ fn resolve(root: Option<&Path>, p: &str) -> PathBuf {
     }
 }
 
+/// Which queries to draw: spread evenly over the query set, or the lowest AP first.
+fn pick_queries(result: &EvalResult, count: usize, by_ap: bool) -> Vec<usize> {
+    let n = result.num_queries;
+    if by_ap {
+        let mut scored: Vec<(usize, f64)> = result
+            .per_query
+            .iter()
+            .enumerate()
+            .filter_map(|(q, s)| s.map(|s| (q, s.average_precision)))
+            .collect();
+        scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        scored.into_iter().take(count).map(|(q, _)| q).collect()
+    } else {
+        let count = count.min(n);
+        (0..count).map(|s| s * n / count).collect()
+    }
+}
+
+/// Draws the ranked lists; returns the files written and one message per failed picture.
 fn visualize(
     args: &EvaluateArgs,
     dir: &Path,
     query: &FeatureSet,
     gallery: &FeatureSet,
+    result: &EvalResult,
     rows: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-) -> anyhow::Result<Vec<String>> {
-    for (set, path) in [(query, &args.query), (gallery, &args.gallery)] {
-        if set.paths.is_empty() {
-            bail!(
-                "{} has no image paths (metadata key `paths`); --visualize needs them",
-                path.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating --visualize folder {}", dir.display()))?;
-    let (qpids, qcams) = labels(query, &args.query)?;
-    let (gpids, gcams) = labels(gallery, &args.gallery)?;
-    let count = args.num_visualize.min(query.num);
+) -> (Vec<String>, Vec<String>) {
+    let (Some(qpids), Some(qcams), Some(gpids), Some(gcams)) = (
+        query.pids.as_deref(),
+        query.camids.as_deref(),
+        gallery.pids.as_deref(),
+        gallery.camids.as_deref(),
+    ) else {
+        return (Vec::new(), vec!["features without pids/camids".into()]);
+    };
+    // --images, else the dataset root each features file records, else the current folder.
+    let qroot = args.images.as_deref().or(query.image_root());
+    let groot = args.images.as_deref().or(gallery.image_root());
     let mut written = Vec::new();
+    let mut errors = Vec::new();
     let mut dist = vec![0f32; gallery.num];
-    for s in 0..count {
-        let q = s * query.num / count.max(1);
+    for (order, q) in pick_queries(result, args.num_visualize, args.sort_by_ap)
+        .into_iter()
+        .enumerate()
+    {
         rows(q, 1, &mut dist);
         let ranked = top_ranked(&dist, qpids[q], qcams[q], gpids, gcams, 10);
         let list = RankedList {
             query_index: q,
-            query_image: resolve(args.images.as_deref(), &query.paths[q]),
+            query_image: resolve(qroot, &query.paths[q]),
+            query_pid: qpids[q],
+            average_precision: result.per_query[q].map(|s| s.average_precision),
             gallery: ranked
                 .iter()
-                .map(|&(j, m)| (resolve(args.images.as_deref(), &gallery.paths[j]), m))
+                .map(|&(j, is_match)| RankedImage {
+                    path: resolve(groot, &gallery.paths[j]),
+                    is_match,
+                    distance: dist[j],
+                    pid: gpids[j],
+                })
                 .collect(),
         };
-        let out = dir.join(format!("query_{q:05}.png"));
-        draw_ranked_list(&list, &out)?;
-        written.push(out.display().to_string());
+        let stem = Path::new(&query.paths[q])
+            .file_stem()
+            .map_or(format!("query_{q}"), |s| s.to_string_lossy().into_owned());
+        let out = dir.join(format!("{order:03}_{stem}.png"));
+        match draw_ranked_list(&list, &out) {
+            Ok(()) => written.push(out.display().to_string()),
+            Err(e) => errors.push(format!("query {q} ({}): {e}", query.paths[q])),
+        }
     }
-    Ok(written)
+    (written, errors)
 }

@@ -1,15 +1,19 @@
 //! `unreid extract`: L2-normalised re-ID features of a folder of images (or a dataset split) with a
 //! backbone and its weights, written as a features file (`crate::features::FeatureSet`, shared
-//! with `cluster` and `evaluate`): `features` [N, D] f32, `pids` / `camids` [N] i64 (-1 when
-//! unknown) and the ordered image paths in the metadata.
+//! with `cluster` and `evaluate`): `features` [N, D] f32, `pids` / `camids` [N] i64 (-1 for a
+//! name that does not parse, counted and reported), the ordered image paths relative to the
+//! dataset root, and provenance metadata (arch, weights file and its SHA-256, image size, split,
+//! layout, root).
 
 use std::path::{Path, PathBuf};
 
-use crate::data::datasets::{is_image_file, load, parse_market_name, DatasetSpec, Layout};
+use super::args::{check_output, open_device, positive, DatasetArgs};
+use crate::data::datasets::{image_files, load, parse_market_name, ReidItem};
 use crate::features::FeatureSet;
+use crate::io::{sha256_file, shown};
 use crate::nn::{extract_features, reid_net_from_weights, ExtractOptions};
-use crate::{Device, DeviceChoice};
-use anyhow::bail;
+use crate::DeviceChoice;
+use anyhow::{bail, Context};
 
 #[derive(clap::Args, Debug)]
 pub struct ExtractArgs {
@@ -20,26 +24,28 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub weights: PathBuf,
     /// A folder of images (jpg/png), searched recursively, in sorted path order; ids and cameras
-    /// are parsed from Market-style names (-1 otherwise).
-    #[arg(long, conflicts_with = "data")]
+    /// are parsed from Market-style names (-1 otherwise, counted and reported).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
     pub images: Option<PathBuf>,
-    /// Dataset root (with --layout and --split).
+    /// Dataset root (with --layout / --list ... and --split).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Dataset layout (as `check-data`).
-    #[arg(long, value_enum, default_value_t = Layout::Auto)]
-    pub layout: Layout,
-    /// Split of --data: train, query or gallery.
-    #[arg(long, default_value = "gallery")]
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// Split of --data.
+    #[arg(long, default_value = "gallery", value_parser = ["train", "query", "gallery"])]
     pub split: String,
-    #[arg(long, default_value_t = 256)]
+    /// Input height in pixels.
+    #[arg(long, default_value_t = 256, value_parser = positive())]
     pub height: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Input width in pixels.
+    #[arg(long, default_value_t = 128, value_parser = positive())]
     pub width: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = positive())]
     pub batch_size: usize,
-    /// Stride of the last ResNet stage (1 for re-ID models).
-    #[arg(long, default_value_t = 1)]
+    /// Stride of the last ResNet stage (1 for re-ID models, 2 for torchvision's).
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=2))]
     pub last_stride: usize,
     /// Domain-specific BN set to evaluate with (default: the last, i.e. the target domain).
     #[arg(long)]
@@ -47,7 +53,7 @@ pub struct ExtractArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// Backend or adapter-name substring (default: UNREID_ADAPTER, else the best).
-    #[arg(long)]
+    #[arg(long, env = "UNREID_ADAPTER")]
     pub adapter: Option<String>,
     /// Output features file (safetensors).
     #[arg(long)]
@@ -55,100 +61,169 @@ pub struct ExtractArgs {
 }
 
 /// Person id and 0-based camera from a Market/Duke-style name (`0002_c1s1_000451_03.jpg`), or
-/// (-1, -1) when the name does not follow it.
-pub fn ids_from_name(path: &Path) -> (i64, i64) {
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("");
+/// None when the name does not follow it.
+pub fn ids_from_name(path: &Path) -> Option<(i64, i64)> {
+    let name = path.file_name()?.to_str()?;
     match parse_market_name(name) {
-        Some((pid, cam)) => (pid as i64, cam as i64 - 1),
-        None => (-1, -1),
+        Some((pid, cam)) if cam > 0 => Some((pid as i64, cam as i64 - 1)),
+        _ => None,
     }
 }
 
-fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d)
-            .map_err(|e| anyhow::anyhow!("reading folder {}: {e}", d.display()))?;
-        for e in entries {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_image_file(&p) {
-                out.push(p);
+/// What is extracted: images with their labels, the root their paths are relative to, and how
+/// they were found (for the provenance metadata).
+struct Input {
+    items: Vec<(PathBuf, i64, i64)>,
+    root: PathBuf,
+    split: Option<String>,
+    layout: String,
+    /// Labels unknown for every image (none of the names parse): no pids/camids tensors.
+    labels_known: bool,
+}
+
+fn folder_input(dir: &Path) -> anyhow::Result<Input> {
+    let paths = image_files(dir)?;
+    if paths.is_empty() {
+        bail!("no .jpg/.jpeg/.png images under {}", shown(dir));
+    }
+    let mut unparsed = Vec::new();
+    let items: Vec<(PathBuf, i64, i64)> = paths
+        .into_iter()
+        .map(|p| {
+            let (pid, cam) = ids_from_name(&p).unwrap_or_else(|| {
+                unparsed.push(p.clone());
+                (-1, -1)
+            });
+            (p, pid, cam)
+        })
+        .collect();
+    let labels_known = unparsed.len() < items.len();
+    if let Some(example) = unparsed.first() {
+        eprintln!(
+            "warning: {} of {} file names do not give a pid and camera (expected Market-style \
+             <pid>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg), e.g. {}; {}",
+            unparsed.len(),
+            items.len(),
+            shown(example.strip_prefix(dir).unwrap_or(example)),
+            if labels_known {
+                "their pid and camid are -1 (unknown; evaluation skips them)"
+            } else {
+                "the features file gets no pids/camids"
             }
-        }
+        );
     }
-    out.sort();
-    Ok(out)
+    Ok(Input {
+        items,
+        root: dir.to_path_buf(),
+        split: None,
+        layout: "folder".into(),
+        labels_known,
+    })
 }
 
-/// (path, pid, camid) of one split of a dataset, in the loader's order.
-fn dataset_split(
-    root: &Path,
-    layout: Layout,
-    split: &str,
-) -> anyhow::Result<Vec<(PathBuf, i64, i64)>> {
-    let ds = load(&DatasetSpec::new(root, layout))?;
-    let items = match split {
+fn dataset_input(root: &Path, args: &ExtractArgs) -> anyhow::Result<Input> {
+    let ds = load(&args.dataset.spec(root))?;
+    let items: &[ReidItem] = match args.split.as_str() {
         "train" => &ds.train,
         "query" => &ds.query,
-        "gallery" => &ds.gallery,
-        other => bail!("unknown split {other:?} (train, query, gallery)"),
+        _ => &ds.gallery,
     };
-    Ok(items
-        .iter()
-        .map(|i| (i.path.clone(), i.raw_pid as i64, i.camid as i64))
-        .collect())
+    if items.is_empty() {
+        bail!(
+            "the {} split of {} has no images (for --layout list, give its list file)",
+            args.split,
+            shown(root)
+        );
+    }
+    Ok(Input {
+        items: items
+            .iter()
+            .map(|i| (i.path.clone(), i.raw_pid as i64, i.camid as i64))
+            .collect(),
+        root: ds.root.clone(),
+        split: Some(args.split.clone()),
+        layout: ds.name.clone(),
+        labels_known: true,
+    })
 }
 
 pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
-    let items: Vec<(PathBuf, i64, i64)> = match (&args.images, &args.data) {
-        (Some(dir), None) => {
-            let paths = list_images(dir)?;
-            if paths.is_empty() {
-                bail!("no .jpg/.jpeg/.png images under {}", dir.display());
-            }
-            paths
-                .into_iter()
-                .map(|p| {
-                    let (pid, cam) = ids_from_name(&p);
-                    (p, pid, cam)
-                })
-                .collect()
-        }
-        (None, Some(root)) => dataset_split(root, args.layout, &args.split)?,
+    // Everything that can be checked is checked before the model is built and any image is read.
+    check_output("--out", &args.out)?;
+    let input = match (&args.images, &args.data) {
+        (Some(dir), None) => folder_input(dir)?,
+        (None, Some(root)) => dataset_input(root, &args)?,
         _ => bail!("give either --images DIR or --data DIR [--layout L] --split S"),
     };
-    if items.is_empty() {
-        bail!("split {:?} has no images", args.split);
-    }
-    let device = Device::choose(args.device, args.adapter.as_deref())?;
+    let weights_sha256 = sha256_file(&args.weights).context("--weights")?;
+    let device = open_device(args.device, args.adapter.as_deref())?;
     let (net, layout, report) =
         reid_net_from_weights(&device, &args.arch, args.last_stride, &args.weights)?;
-    eprintln!("{}: {report}", args.weights.display());
+    eprintln!("{}: {report}", shown(&args.weights));
     let domains = layout.domains;
     let domain = args.domain.unwrap_or(domains - 1);
-    let paths: Vec<PathBuf> = items.iter().map(|i| i.0.clone()).collect();
+    if domain >= domains {
+        bail!("--domain {domain}: the checkpoint has {domains} BN domain(s) (0..{domains})");
+    }
+    let n = input.items.len();
+    eprintln!(
+        "extracting {n} images{} of {} at {}x{} (HxW), batch {}",
+        input
+            .split
+            .as_ref()
+            .map_or(String::new(), |s| format!(" ({s} split)")),
+        shown(&input.root),
+        args.height,
+        args.width,
+        args.batch_size
+    );
+    let paths: Vec<PathBuf> = input.items.iter().map(|i| i.0.clone()).collect();
     let opts = ExtractOptions {
         height: args.height,
         width: args.width,
-        batch_size: args.batch_size.max(1),
+        batch_size: args.batch_size,
         domain,
         progress: Some("extract".into()),
     };
     let features = extract_features(&net, &paths, &device, &opts)?;
-    let n = items.len();
+    let root = std::fs::canonicalize(&input.root).unwrap_or_else(|_| input.root.clone());
+    let relative = |p: &Path| -> String {
+        let rel = p
+            .strip_prefix(&input.root)
+            .or_else(|_| p.strip_prefix(&root))
+            .unwrap_or(p);
+        rel.display().to_string()
+    };
+    let provenance = [
+        ("arch", args.arch.clone()),
+        ("weights", args.weights.display().to_string()),
+        ("weights_sha256", weights_sha256),
+        ("height", args.height.to_string()),
+        ("width", args.width.to_string()),
+        ("split", input.split.clone().unwrap_or_else(|| "-".into())),
+        ("layout", input.layout.clone()),
+        ("root", root.display().to_string()),
+        ("bn_domain", domain.to_string()),
+        ("generator", format!("unreid {}", env!("CARGO_PKG_VERSION"))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let set = FeatureSet {
         dim: features.len() / n,
         features,
         num: n,
-        pids: Some(items.iter().map(|i| i.1).collect()),
-        camids: Some(items.iter().map(|i| i.2).collect()),
-        paths: items.iter().map(|i| i.0.display().to_string()).collect(),
+        pids: input
+            .labels_known
+            .then(|| input.items.iter().map(|i| i.1).collect()),
+        camids: input
+            .labels_known
+            .then(|| input.items.iter().map(|i| i.2).collect()),
+        paths: input.items.iter().map(|i| relative(&i.0)).collect(),
+        provenance,
     };
     set.save(&args.out)?;
-    eprintln!(
+    println!(
         "wrote {n} {} features of dimension {} ({}) to {}",
         if layout.neck { "BN-neck" } else { "pooled" },
         set.dim,
@@ -157,7 +232,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         } else {
             "one BN domain".into()
         },
-        args.out.display()
+        shown(&args.out)
     );
     Ok(())
 }

@@ -2,9 +2,11 @@
 
 use crate::data::synth::{write_benchmark, SynthConfig};
 use crate::eval::hardness::measure_hardness;
+use crate::io::shown;
+use crate::progress::Progress;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -14,9 +16,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Identities per domain (half train, half test).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4..=9999))]
     pub ids: usize,
-    #[arg(long, default_value_t = 6)]
+    /// Cameras per domain (Market names have one camera digit).
+    #[arg(long, default_value_t = 6, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=9))]
     pub cameras: usize,
     /// Image size as HxW.
     #[arg(long, default_value = "128x64", value_parser = parse_size)]
@@ -24,9 +27,9 @@ pub struct Args {
     /// Fewest and most images per identity, as MIN-MAX.
     #[arg(long, default_value = "8-12", value_parser = parse_range)]
     pub images_per_id: (usize, usize),
-    /// Replace existing OUT/source and OUT/target.
-    #[arg(long)]
-    pub force: bool,
+    /// Replace the benchmark in a non-empty OUT (OUT/source, OUT/target, OUT/synth.json).
+    #[arg(long, alias = "force")]
+    pub overwrite: bool,
     /// Also measure how hard the benchmark is (colour-histogram retrieval within and across domains).
     #[arg(long)]
     pub stats: bool,
@@ -77,23 +80,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|&d| crate::data::synth::plan_domain(&cfg, d).len())
         .sum();
-    let bar = ProgressBar::new(expected as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("rendering");
+    let bar = Mutex::new(Progress::new("rendering", expected as u64, "images"));
     let start = std::time::Instant::now();
-    let written = write_benchmark(&cfg, &args.out, args.force, &|| bar.inc(1))
-        .with_context(|| format!("writing the synthetic benchmark to {}", args.out.display()))?;
-    bar.finish_and_clear();
+    let written = write_benchmark(&cfg, &args.out, args.overwrite, &|| {
+        bar.lock().unwrap_or_else(|p| p.into_inner()).inc(1)
+    })
+    .with_context(|| format!("writing the synthetic benchmark to {}", shown(&args.out)))?;
+    bar.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     println!(
         "wrote {written} images ({} ids per domain, {} cameras, {}x{}) to {} in {:.1} s",
         cfg.ids,
         cfg.cameras,
         cfg.height,
         cfg.width,
-        args.out.display(),
+        shown(&args.out),
         start.elapsed().as_secs_f64()
     );
     for domain in crate::data::synth::Domain::BOTH {

@@ -10,6 +10,7 @@
 //! Rules shared by all layouts: pid -1 is junk and dropped; pid 0 (Market's distractors) is kept; cameras are
 //! made 0-based; train pids are relabelled to 0..C-1 in increasing order of the original pid.
 
+use crate::io::{read_text_lines, shown, IoError};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,34 +18,48 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong while scanning a dataset; each message names the file (and line).
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("dataset folder not found: {path} ({hint})")]
+    #[error("dataset folder not found: {} ({hint})", shown(path))]
     MissingFolder { path: PathBuf, hint: String },
-    #[error("list file not found: {path}")]
+    #[error("{} dataset at {} is incomplete: not found: {}", layout, shown(root), missing.iter().map(|p| shown(p)).collect::<Vec<_>>().join(", "))]
+    MissingPieces {
+        root: PathBuf,
+        layout: &'static str,
+        missing: Vec<PathBuf>,
+    },
+    #[error("list file not found: {}", shown(path))]
     MissingListFile { path: PathBuf },
-    #[error("{path}: cannot parse the pid and camera from this file name (expected {expected})")]
-    BadFileName {
-        path: PathBuf,
+    #[error(
+        "{}: cannot parse the pid and camera from {count} of {total} file names (expected {expected}), e.g. {}",
+        shown(dir), shown(example)
+    )]
+    BadFileNames {
+        dir: PathBuf,
+        count: usize,
+        total: usize,
+        example: PathBuf,
         expected: &'static str,
     },
-    #[error("{path}: the {split} split has no images")]
+    #[error("{}: the {split} split has no images", shown(path))]
     EmptySplit { path: PathBuf, split: &'static str },
-    #[error("{path}:{line}: {reason} in line {text:?}")]
+    #[error("{}:{line}: {reason} in line {text:?}", shown(path))]
     BadListLine {
         path: PathBuf,
         line: usize,
         text: String,
         reason: String,
     },
-    #[error("{path}: {error}")]
+    #[error("{}: {error}", shown(path))]
     Io {
         path: PathBuf,
         /// Kept out of `source()` on purpose: the message already includes it, and a chained
         /// report (`{:#}`) would print it twice.
         error: std::io::Error,
     },
-    #[error("cannot detect the dataset layout of {path}: {reason}")]
+    #[error(transparent)]
+    Text(#[from] IoError),
+    #[error("cannot detect the dataset layout of {}: {reason}", shown(path))]
     UnknownLayout { path: PathBuf, reason: String },
-    #[error("{path}: unreadable image: {reason}")]
+    #[error("{}: unreadable image: {reason}", shown(path))]
     BadImage { path: PathBuf, reason: String },
 }
 
@@ -55,24 +70,52 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     }
 }
 
-/// Which directory layout a dataset folder uses.
+/// Which directory layout a dataset folder uses. On the command line the names are matched
+/// case-insensitively and the spellings users know are accepted (`market`, `Market-1501`,
+/// `dukemtmc`, `duke`, `msmt`, `MSMT17_V1`, ...), see [`Layout::parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Layout {
     /// Detect Market-1501 / DukeMTMC-reID / MSMT17 (both layouts); a `--list` file means `list`.
     Auto,
     /// Market-1501 (`bounding_box_train`, `bounding_box_test`, `query`).
+    #[value(alias = "market", alias = "market-1501", alias = "market_1501")]
     Market1501,
     /// DukeMTMC-reID (same folders as Market, 8 cameras).
+    #[value(
+        alias = "dukemtmc",
+        alias = "dukemtmc-reid",
+        alias = "dukemtmcreid",
+        alias = "duke-mtmc"
+    )]
     Duke,
     /// MSMT17_V1 with `train/`, `test/` and `list_*.txt`.
+    #[value(
+        alias = "msmt",
+        alias = "msmt17_v1",
+        alias = "msmt17-v1",
+        alias = "msmt17v1"
+    )]
     Msmt17,
     /// MSMT17 converted to the Market-1501 folder layout.
+    #[value(alias = "msmt17_market", alias = "msmt-market")]
     Msmt17Market,
     /// Generic list files of `relative/path pid camid` lines.
+    #[value(alias = "lists")]
     List,
 }
 
 impl Layout {
+    /// A layout from the name a user typed: any accepted spelling, case-insensitively.
+    /// Errors list the accepted names.
+    pub fn parse(name: &str) -> Result<Layout, String> {
+        <Layout as clap::ValueEnum>::from_str(name.trim(), true).map_err(|_| {
+            format!(
+                "unknown dataset layout {name:?}: use auto, market1501 (market, Market-1501), duke \
+                 (dukemtmc, DukeMTMC-reID), msmt17 (msmt, MSMT17_V1), msmt17-market or list"
+            )
+        })
+    }
+
     pub fn display_name(self) -> &'static str {
         match self {
             Layout::Auto => "auto",
@@ -210,6 +253,13 @@ pub fn is_image_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Every image file (by [`is_image_file`]) under `dir`, recursively and in sorted path order,
+/// through the crate's one folder walk ([`crate::io::walk_files`]: symlinked folders followed,
+/// loops ended, each file once, unreadable folders named).
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    Ok(crate::io::walk_files(dir, is_image_file)?)
+}
+
 /// Parses `(pid, camera)` from a Market/Duke-style file name: the leftmost match of `([-\d]+)_c(\d+)`.
 /// The camera is returned as written (1-based). Returns `None` when nothing matches or the numbers do not parse.
 pub fn parse_market_name(file_name: &str) -> Option<(i32, u32)> {
@@ -245,8 +295,12 @@ pub fn parse_msmt_camera(file_name: &str) -> Option<u32> {
 }
 
 /// Loads a dataset, detecting the layout when asked to.
+///
+/// Errors name the real missing piece: the root folder, or, for a layout whose folders are found
+/// only in part (in `root` or one of the archive sub-folders such as `MSMT17_V1/`), every folder
+/// or list file that layout still needs.
 pub fn load(spec: &DatasetSpec) -> Result<ReidDataset, DataError> {
-    if !spec.root.is_dir() {
+    if !exists(&spec.root, true)? {
         return Err(DataError::MissingFolder {
             path: spec.root.clone(),
             hint: "the dataset root must be a folder".into(),
@@ -255,14 +309,7 @@ pub fn load(spec: &DatasetSpec) -> Result<ReidDataset, DataError> {
     let (layout, root) = match spec.layout {
         Layout::Auto => detect_layout(&spec.root, &spec.lists)?,
         Layout::List => (Layout::List, spec.root.clone()),
-        Layout::Msmt17 => (
-            Layout::Msmt17,
-            resolve_root(&spec.root, |d| d.join("list_train.txt").is_file()),
-        ),
-        other => (
-            other,
-            resolve_root(&spec.root, |d| d.join(MARKET_SPLIT_DIRS[0]).is_dir()),
-        ),
+        other => (other, complete_root(&spec.root, other)?),
     };
     let (train, query, gallery) = match layout {
         Layout::Msmt17 => load_msmt(&root, spec.domain)?,
@@ -281,37 +328,112 @@ pub fn load(spec: &DatasetSpec) -> Result<ReidDataset, DataError> {
     })
 }
 
-/// `dir` itself when it holds the dataset, else the known archive sub-folder that does (else `dir`, so the
-/// error names the folder the user gave).
-fn resolve_root(dir: &Path, holds_dataset: impl Fn(&Path) -> bool) -> PathBuf {
-    if holds_dataset(dir) {
-        return dir.to_path_buf();
+/// Whether `path` exists as a folder (`folder`) or a file. A missing path is `Ok(false)`; a path
+/// that cannot be inspected (permissions) is an error naming it, never "not found".
+fn exists(path: &Path, folder: bool) -> Result<bool, DataError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_dir() == folder),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+        Err(error) => Err(DataError::Io {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
-    KNOWN_SUBDIRS
-        .iter()
-        .map(|s| dir.join(s))
-        .find(|d| holds_dataset(d))
-        .unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// The folders and files a layout needs, relative to its root: (name, is a folder).
+fn required_pieces(layout: Layout) -> &'static [(&'static str, bool)] {
+    match layout {
+        Layout::Msmt17 => &[
+            ("train", true),
+            ("test", true),
+            ("list_train.txt", false),
+            ("list_query.txt", false),
+            ("list_gallery.txt", false),
+        ],
+        Layout::Market1501 | Layout::Duke | Layout::Msmt17Market => &[
+            (MARKET_SPLIT_DIRS[0], true),
+            (MARKET_SPLIT_DIRS[2], true),
+            (MARKET_SPLIT_DIRS[1], true),
+        ],
+        Layout::Auto | Layout::List => &[],
+    }
+}
+
+/// The candidate root (`dir` or one of its archive sub-folders) holding most of `layout`'s pieces,
+/// with the pieces it still lacks (full paths) and how many it has.
+fn locate(dir: &Path, layout: Layout) -> Result<(PathBuf, Vec<PathBuf>, usize), DataError> {
+    let pieces = required_pieces(layout);
+    let mut best: Option<(PathBuf, Vec<PathBuf>, usize)> = None;
+    let candidates =
+        std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
+    for candidate in candidates {
+        if candidate != dir && !exists(&candidate, true)? {
+            continue;
+        }
+        let mut missing = Vec::new();
+        for (name, folder) in pieces {
+            let path = candidate.join(name);
+            if !exists(&path, *folder)? {
+                missing.push(path);
+            }
+        }
+        let found = pieces.len() - missing.len();
+        if best.as_ref().is_none_or(|b| found > b.2) {
+            best = Some((candidate, missing, found));
+        }
+    }
+    Ok(best.unwrap_or_else(|| (dir.to_path_buf(), Vec::new(), 0)))
+}
+
+/// The root of a complete `layout` dataset at or inside `dir`, or an error listing what is missing.
+fn complete_root(dir: &Path, layout: Layout) -> Result<PathBuf, DataError> {
+    let (root, missing, _) = locate(dir, layout)?;
+    if missing.is_empty() {
+        Ok(root)
+    } else {
+        Err(DataError::MissingPieces {
+            root,
+            layout: layout.display_name(),
+            missing,
+        })
+    }
 }
 
 /// `--layout auto`: MSMT17 list files, else Market-style folders (Duke told apart by folder or file names).
+/// A layout found only in part is reported with its missing pieces.
 pub fn detect_layout(dir: &Path, lists: &ListFiles) -> Result<(Layout, PathBuf), DataError> {
     if lists.train.is_some() || lists.query.is_some() || lists.gallery.is_some() {
         return Ok((Layout::List, dir.to_path_buf()));
     }
-    let msmt = resolve_root(dir, |d| {
-        d.join("list_train.txt").is_file() && d.join("train").is_dir()
-    });
-    if msmt.join("list_train.txt").is_file() && msmt.join("train").is_dir() {
+    let (msmt, msmt_missing, msmt_found) = locate(dir, Layout::Msmt17)?;
+    if msmt_missing.is_empty() {
         return Ok((Layout::Msmt17, msmt));
     }
-    let market = resolve_root(dir, |d| d.join(MARKET_SPLIT_DIRS[0]).is_dir());
-    if !market.join(MARKET_SPLIT_DIRS[0]).is_dir() {
-        return Err(DataError::UnknownLayout {
-            path: dir.to_path_buf(),
-            reason: "found neither bounding_box_train/ (Market-1501, DukeMTMC-reID, Market-style MSMT17) nor \
-                     train/ + list_train.txt (MSMT17_V1); for custom data use --layout list --list FILE"
-                .into(),
+    let (market, market_missing, market_found) = locate(dir, Layout::Market1501)?;
+    if !market_missing.is_empty() {
+        // `train/` and `test/` alone are common folder names; list files or a Market folder are not.
+        let msmt_specific = msmt_found > 2 || msmt_found > 0 && msmt != dir;
+        return Err(if market_found > 0 && market_found >= msmt_found {
+            DataError::MissingPieces {
+                root: market,
+                layout: "Market-style (Market-1501, DukeMTMC-reID, MSMT17 converted)",
+                missing: market_missing,
+            }
+        } else if msmt_specific {
+            DataError::MissingPieces {
+                root: msmt,
+                layout: Layout::Msmt17.display_name(),
+                missing: msmt_missing,
+            }
+        } else {
+            DataError::UnknownLayout {
+                path: dir.to_path_buf(),
+                reason: "found neither bounding_box_train/ (Market-1501, DukeMTMC-reID, Market-style MSMT17) nor \
+                         train/ + list_train.txt (MSMT17_V1); for custom data use --layout list --list FILE"
+                    .into(),
+            }
         });
     }
     // Only the dataset folder's own name counts (a parent like /home/duke/ says nothing).
@@ -369,7 +491,7 @@ pub fn scan_market_dir(
     split: &'static str,
     domain: u8,
 ) -> Result<Vec<ReidItem>, DataError> {
-    if !dir.is_dir() {
+    if !exists(dir, true)? {
         return Err(DataError::MissingFolder {
             path: dir.to_path_buf(),
             hint: format!("the {split} split of a Market-style layout"),
@@ -381,29 +503,33 @@ pub fn scan_market_dir(
         .collect::<Result<Vec<_>, _>>()?;
     paths.retain(|p| is_image_file(p));
     paths.sort();
+    let total = paths.len();
     let mut items = Vec::with_capacity(paths.len());
+    let mut bad_names = Vec::new();
     for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bad = || DataError::BadFileName {
-            path: path.clone(),
-            expected: "<pid>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg",
-        };
-        let (pid, cam) = parse_market_name(&name).ok_or_else(bad)?;
-        if pid == -1 {
-            continue; // junk
+        match parse_market_name(&name) {
+            Some((-1, _)) => {} // junk
+            Some((pid, cam)) if pid >= 0 && cam > 0 => items.push(ReidItem {
+                path,
+                pid,
+                raw_pid: pid,
+                camid: cam - 1,
+                domain,
+            }),
+            _ => bad_names.push(path),
         }
-        if pid < -1 || cam == 0 {
-            return Err(bad());
-        }
-        items.push(ReidItem {
-            path,
-            pid,
-            raw_pid: pid,
-            camid: cam - 1,
-            domain,
+    }
+    if let Some(example) = bad_names.first() {
+        return Err(DataError::BadFileNames {
+            dir: dir.to_path_buf(),
+            count: bad_names.len(),
+            total,
+            example: example.file_name().map(PathBuf::from).unwrap_or_default(),
+            expected: "<pid>_c<camera>..., camera from 1, e.g. 0002_c1s1_000451_03.jpg",
         });
     }
     if items.is_empty() {
@@ -419,7 +545,7 @@ fn load_msmt(root: &Path, domain: u8) -> Result<Splits, DataError> {
     let train_dir = root.join("train");
     let test_dir = root.join("test");
     for dir in [&train_dir, &test_dir] {
-        if !dir.is_dir() {
+        if !exists(dir, true)? {
             return Err(DataError::MissingFolder {
                 path: dir.clone(),
                 hint: "MSMT17_V1 needs train/ and test/".into(),
@@ -429,7 +555,7 @@ fn load_msmt(root: &Path, domain: u8) -> Result<Splits, DataError> {
     let mut train = read_msmt_list(&root.join("list_train.txt"), &train_dir, domain, "train")?;
     // Train and val together are the training set (32,621 images / 1,041 ids), as the reference toolboxes do.
     let val_list = root.join("list_val.txt");
-    if val_list.is_file() {
+    if exists(&val_list, false)? {
         train.extend(read_msmt_list(&val_list, &train_dir, domain, "val")?);
     }
     let query = read_msmt_list(&root.join("list_query.txt"), &test_dir, domain, "query")?;
@@ -437,20 +563,18 @@ fn load_msmt(root: &Path, domain: u8) -> Result<Splits, DataError> {
     Ok((train, query, gallery))
 }
 
-/// Reads non-empty, non-comment lines of a list file with their 1-based line numbers.
+/// Reads non-empty, non-comment lines of a list file with their 1-based line numbers, through the
+/// crate's one text reader (byte-order mark, CRLF and trailing whitespace normalised).
 fn read_list_lines(list: &Path) -> Result<Vec<(usize, String)>, DataError> {
-    if !list.is_file() {
-        return Err(DataError::MissingListFile {
-            path: list.to_path_buf(),
-        });
+    match read_text_lines(list) {
+        Ok(lines) => Ok(lines.into_iter().map(|l| (l.number, l.text)).collect()),
+        Err(IoError::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(DataError::MissingListFile {
+                path: list.to_path_buf(),
+            })
+        }
+        Err(e) => Err(DataError::Text(e)),
     }
-    let text = std::fs::read_to_string(list).map_err(io_err(list))?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim().to_string()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .collect())
 }
 
 fn read_msmt_list(

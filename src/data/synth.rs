@@ -72,6 +72,8 @@ pub enum SynthError {
     Exists { path: PathBuf, reason: String },
     #[error("JPEG encoding failed: {0}")]
     Encode(String),
+    #[error(transparent)]
+    Output(#[from] crate::io::IoError),
 }
 
 impl SynthConfig {
@@ -1324,15 +1326,32 @@ pub fn generate(
         .collect()
 }
 
-/// Writes the benchmark under `out` (`out/source`, `out/target`, `out/synth.json`).
+/// The hidden staging folder of a domain: `out/.<domain>.partial-<pid>`.
+fn staging_dir(out: &Path, domain: Domain) -> PathBuf {
+    out.join(format!(
+        ".{}.partial-{}",
+        domain.dir_name(),
+        std::process::id()
+    ))
+}
+
+/// Writes the benchmark under `out` (`out/source`, `out/target`, `out/synth.json`), streaming
+/// each image to disk as soon as it is rendered (memory stays O(threads), not O(images)).
 ///
-/// Each domain is written into a temporary sibling folder and renamed into place when complete, so an
-/// interrupted run never leaves a half-written domain behind. Existing domain folders are only replaced when
-/// `force` is set.
+/// - `out` is locked for the whole run ([`crate::io::OutputLock`]): a second `synth` into the same
+///   folder fails at once, naming the folder and the holder's pid.
+/// - Staging folders `.<domain>.partial-<pid>` left by killed runs are removed (under the lock no
+///   other run can be writing them).
+/// - A non-empty `out` (anything but the lock and stale staging folders) is refused unless
+///   `overwrite` is set; then only `source/`, `target/` and `synth.json` are replaced.
+/// - Each domain is written into its staging folder and renamed into place when complete, so an
+///   interrupted run never leaves a half-written domain behind.
+///
+/// `progress` is called once per image written (from worker threads). Returns the image count.
 pub fn write_benchmark(
     cfg: &SynthConfig,
     out: &Path,
-    force: bool,
+    overwrite: bool,
     progress: &(dyn Fn() + Sync),
 ) -> Result<usize, SynthError> {
     cfg.validate()?;
@@ -1340,50 +1359,63 @@ pub fn write_benchmark(
         let path = path.to_path_buf();
         move |error| SynthError::Io { path, error }
     };
-    for domain in Domain::BOTH {
-        let dir = out.join(domain.dir_name());
-        if dir.exists() && !force {
-            return Err(SynthError::Exists {
-                path: dir,
-                reason: "already exists; pass --force to replace it".into(),
-            });
+    let _lock = crate::io::OutputLock::acquire(out)?;
+    let mut contents = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(io(out))? {
+        let entry = entry.map_err(io(out))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == crate::io::OutputLock::FILE_NAME {
+            continue;
         }
+        if name.starts_with('.') && name.contains(".partial-") {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            eprintln!(
+                "removed {}, left by an interrupted run",
+                crate::io::shown(&path)
+            );
+            continue;
+        }
+        contents.push(name);
     }
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let files = generate(cfg, progress)?;
-    let staging: Vec<PathBuf> = Domain::BOTH
-        .iter()
-        .map(|d| out.join(format!(".{}.partial-{}", d.dir_name(), std::process::id())))
-        .collect();
-    for dir in &staging {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
+    contents.sort();
+    if !contents.is_empty() && !overwrite {
+        let shown: Vec<&str> = contents.iter().take(5).map(String::as_str).collect();
+        return Err(SynthError::Exists {
+            path: out.to_path_buf(),
+            reason: format!(
+                "is not empty (holds {}{}); pass --overwrite to replace the benchmark in it",
+                shown.join(", "),
+                if contents.len() > 5 { ", ..." } else { "" }
+            ),
+        });
+    }
+    let mut written = 0;
+    for domain in Domain::BOTH {
+        let stage = staging_dir(out, domain);
         for split in [SynthSplit::Train, SynthSplit::Query, SynthSplit::Gallery] {
-            let d = dir.join(split.dir_name());
+            let d = stage.join(split.dir_name());
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-    }
-    files.par_iter().try_for_each(|(rel, bytes)| {
-        let mut parts = rel.components();
-        let domain_dir = parts
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stage = if domain_dir == Domain::Source.dir_name() {
-            &staging[0]
-        } else {
-            &staging[1]
-        };
-        let path = stage.join(parts.as_path());
-        std::fs::write(&path, bytes).map_err(io(&path))
-    })?;
-    for (domain, stage) in Domain::BOTH.iter().zip(&staging) {
+        let model = DomainModel::new(cfg, domain);
+        let jobs = plan_domain(cfg, domain);
+        let result = jobs.par_iter().try_for_each(|job| {
+            let bytes = encode_jpeg(&render_with(&model, cfg, job), cfg.jpeg_quality)?;
+            let path = stage.join(job.split.dir_name()).join(job.file_name());
+            std::fs::write(&path, bytes).map_err(io(&path))?;
+            progress();
+            Ok::<(), SynthError>(())
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
         let dir = out.join(domain.dir_name());
-        if dir.exists() {
+        if std::fs::symlink_metadata(&dir).is_ok() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         }
-        std::fs::rename(stage, &dir).map_err(io(&dir))?;
+        std::fs::rename(&stage, &dir).map_err(io(&dir))?;
+        written += jobs.len();
     }
     let manifest = serde_json::json!({
         "generator": "unreid synth",
@@ -1395,12 +1427,12 @@ pub fn write_benchmark(
         "width": cfg.width,
         "images_per_id": [cfg.images_per_id.0, cfg.images_per_id.1],
         "jpeg_quality": cfg.jpeg_quality,
-        "images": files.len(),
+        "images": written,
     });
     let manifest_path = out.join("synth.json");
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|e| SynthError::Encode(e.to_string()))?;
     crate::io::write_atomic(&manifest_path, (text + "\n").as_bytes())
         .map_err(io(&manifest_path))?;
-    Ok(files.len())
+    Ok(written)
 }

@@ -4,12 +4,13 @@
 //!
 //! Lives in `eval` (not `data`) because it measures retrieval: `data` sits below `eval` in the layering.
 
-use crate::cluster::{Backend, ClusterError, Features};
+use crate::cluster::{Backend, Features};
 use crate::data::hardness::{fisher_weights, histogram_feature, weighted};
 use crate::data::synth::{
     generate, plan_domain, Domain, SynthConfig, SynthError, SynthImage, SynthSplit,
 };
 use crate::eval::metrics::{evaluate, EvalResult, LabeledFeatures};
+use crate::eval::EvalError;
 use rayon::prelude::*;
 
 /// Why the hardness probe failed.
@@ -20,7 +21,7 @@ pub enum HardnessError {
     Synth(#[from] SynthError),
     /// The features could not be scored (shape or non-finite values).
     #[error("hardness probe: {0}")]
-    Eval(#[from] ClusterError),
+    Eval(#[from] EvalError),
 }
 
 /// Market-protocol mAP / CMC (squared Euclidean distance, same pid and camera removed) of the rows
@@ -30,7 +31,7 @@ fn market_retrieval(
     plans: &[SynthImage],
     query: &[usize],
     gallery: &[usize],
-) -> Result<EvalResult, ClusterError> {
+) -> Result<EvalResult, EvalError> {
     let dim = features.first().map_or(0, |f| f.len());
     let gather = |idx: &[usize]| -> (Vec<f32>, Vec<i64>, Vec<i64>) {
         let data = idx
@@ -89,7 +90,8 @@ pub fn measure_hardness(cfg: &SynthConfig) -> Result<HardnessReport, HardnessErr
             select(domain, SynthSplit::Gallery),
         );
         let r = market_retrieval(feats, &plans, &query, &gallery)?;
-        Ok((r.map, r.rank(1)))
+        // evaluate() ranks at least one position, so Rank-1 always exists.
+        Ok((r.map, r.rank(1).unwrap_or(f64::NAN)))
     };
     let learn = |domain: Domain| {
         let idx = select(domain, SynthSplit::Train);

@@ -6,7 +6,12 @@
 //!   items with pid -1 (junk) are removed; camid values are compared literally (-1 == -1);
 //! - a query with no remaining true match (or with pid -1) is skipped and counted;
 //! - AP = mean of the precision at each true match's rank; CMC rank-k = fraction of valid queries
-//!   whose first true match is within the top k.
+//!   whose first true match is within the top k;
+//! - INP (Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook", the AGW
+//!   baseline, as fast-reid computes it) = number of true matches / rank of the last true match
+//!   (1-based, after the same exclusions); mINP = mean over valid queries;
+//! - zero valid queries is an error ([`EvalError::NoValidQueries`]) that counts why each query was
+//!   skipped, never an mAP of 0.
 //!
 //! A query's ranks are found without sorting its row: matches are few, so each other gallery item
 //! is placed among the sorted matches by binary search (O(G log M) instead of O(G log G)).
@@ -37,21 +42,95 @@ impl<'a> LabeledFeatures<'a> {
     }
 }
 
+/// Evaluation failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(
+        "no valid query among {num_queries}, so mAP and CMC are undefined: {skipped} \
+         (each query needs a gallery image of its id from another camera)"
+    )]
+    NoValidQueries {
+        num_queries: usize,
+        skipped: SkipCounts,
+    },
+}
+
+/// Why queries were skipped, counted per reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SkipCounts {
+    /// Query pid -1 (unknown or junk: the file name or list gave no identity).
+    pub unknown_id: usize,
+    /// The query's id never occurs in the gallery.
+    pub id_not_in_gallery: usize,
+    /// The id occurs in the gallery only in the query's own camera.
+    pub same_camera_only: usize,
+}
+
+impl SkipCounts {
+    pub fn total(&self) -> usize {
+        self.unknown_id + self.id_not_in_gallery + self.same_camera_only
+    }
+}
+
+impl std::fmt::Display for SkipCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} with an unknown id (pid -1), {} with an id absent from the gallery, {} with true \
+             matches only in their own camera",
+            self.unknown_id, self.id_not_in_gallery, self.same_camera_only
+        )
+    }
+}
+
+/// Counts why each query without a valid true match is skipped (`valid[q]` = it was scored).
+pub fn skip_reasons(
+    query: (&[i64], &[i64]),
+    gallery: (&[i64], &[i64]),
+    valid: impl Fn(usize) -> bool,
+) -> SkipCounts {
+    let mut gallery_ids = std::collections::HashSet::new();
+    gallery_ids.extend(gallery.0.iter().copied().filter(|&p| p >= 0));
+    let mut counts = SkipCounts::default();
+    for (q, &pid) in query.0.iter().enumerate() {
+        if valid(q) {
+            continue;
+        }
+        if pid < 0 {
+            counts.unknown_id += 1;
+        } else if !gallery_ids.contains(&pid) {
+            counts.id_not_in_gallery += 1;
+        } else {
+            counts.same_camera_only += 1;
+        }
+    }
+    counts
+}
+
+/// Market-1501 protocol results over the valid queries (at least one, see [`EvalError`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalResult {
     pub map: f64,
+    /// Mean inverse negative penalty (see the module docs).
+    pub minp: f64,
     /// `cmc[r]` = fraction of valid queries whose first true match has rank <= r + 1.
     pub cmc: Vec<f64>,
     pub num_queries: usize,
     pub num_valid_queries: usize,
     /// Queries with no true match left after the exclusions (or with pid -1).
     pub num_skipped_queries: usize,
+    /// Why they were skipped.
+    pub skipped: SkipCounts,
+    /// Per query: its score, or None when it was skipped (in query order).
+    pub per_query: Vec<Option<QueryScore>>,
 }
 
 impl EvalResult {
-    /// Rank-k accuracy (k >= 1), 0 when k exceeds the CMC length.
-    pub fn rank(&self, k: usize) -> f64 {
-        self.cmc.get(k.wrapping_sub(1)).copied().unwrap_or(0.0)
+    /// Rank-k accuracy (k >= 1); None when k is 0 or exceeds the CMC length.
+    pub fn rank(&self, k: usize) -> Option<f64> {
+        self.cmc.get(k.checked_sub(1)?).copied()
     }
 }
 
@@ -60,6 +139,8 @@ pub struct QueryScore {
     pub average_precision: f64,
     /// 0-based rank of the first true match among the valid gallery items.
     pub first_match: usize,
+    /// Inverse negative penalty: true matches / (1-based rank of the last true match).
+    pub inp: f64,
 }
 
 #[inline]
@@ -100,17 +181,20 @@ pub fn score_query(
     let mut nonmatch_before = 0usize;
     let mut precision_sum = 0.0f64;
     let mut first_match = 0;
+    let mut last_match = 0;
     for (t, h) in hist.iter().take(matches.len()).enumerate() {
         nonmatch_before += h;
         let rank = t + nonmatch_before;
         if t == 0 {
             first_match = rank;
         }
+        last_match = rank;
         precision_sum += (t + 1) as f64 / (rank + 1) as f64;
     }
     Some(QueryScore {
         average_precision: precision_sum / matches.len() as f64,
         first_match,
+        inp: matches.len() as f64 / (last_match + 1) as f64,
     })
 }
 
@@ -142,12 +226,15 @@ pub const QUERY_BLOCK: usize = 128;
 
 /// Evaluation over distance rows produced by `rows(first_query, count, out)`, which must write
 /// `count` rows of `num_gallery` distances into `out`. Blocks run in parallel.
+///
+/// Errors: [`EvalError::NoValidQueries`] when no query has a true match left (with the reasons
+/// counted), so an undefined mAP never reads as 0.
 pub fn evaluate_with<F>(
     query: (&[i64], &[i64]),
     gallery: (&[i64], &[i64]),
     max_rank: usize,
     rows: F,
-) -> EvalResult
+) -> Result<EvalResult, EvalError>
 where
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {
@@ -174,8 +261,15 @@ where
                 .collect::<Vec<_>>()
         })
         .collect();
+    let skipped = skip_reasons(query, gallery, |q| scores[q].is_some());
     let valid: Vec<&QueryScore> = scores.iter().flatten().collect();
     let nv = valid.len();
+    if nv == 0 {
+        return Err(EvalError::NoValidQueries {
+            num_queries: nq,
+            skipped,
+        });
+    }
     let mut cmc = vec![0f64; max_rank];
     for s in &valid {
         if s.first_match < max_rank {
@@ -185,20 +279,20 @@ where
     let mut running = 0.0;
     for c in cmc.iter_mut() {
         running += *c;
-        *c = if nv > 0 { running / nv as f64 } else { 0.0 };
+        *c = running / nv as f64;
     }
-    let map = if nv > 0 {
-        valid.iter().map(|s| s.average_precision).sum::<f64>() / nv as f64
-    } else {
-        0.0
-    };
-    EvalResult {
+    let map = valid.iter().map(|s| s.average_precision).sum::<f64>() / nv as f64;
+    let minp = valid.iter().map(|s| s.inp).sum::<f64>() / nv as f64;
+    Ok(EvalResult {
         map,
+        minp,
         cmc,
         num_queries: nq,
         num_valid_queries: nv,
         num_skipped_queries: nq - nv,
-    }
+        skipped,
+        per_query: scores,
+    })
 }
 
 /// Squared Euclidean distances of queries `q0..q0+count` to the whole gallery, row-major.
@@ -236,22 +330,20 @@ pub fn evaluate(
     query: LabeledFeatures<'_>,
     gallery: LabeledFeatures<'_>,
     max_rank: usize,
-) -> Result<EvalResult, ClusterError> {
+) -> Result<EvalResult, EvalError> {
     if query.x.dim != gallery.x.dim {
         return Err(ClusterError::Param(format!(
             "query features are {}-d but gallery features are {}-d",
             query.x.dim, gallery.x.dim
-        )));
+        ))
+        .into());
     }
     let gallery_norms = gallery.x.squared_norms();
     let labels = ((query.pids, query.camids), (gallery.pids, gallery.camids));
     match backend {
-        Backend::Cpu => Ok(evaluate_with(
-            labels.0,
-            labels.1,
-            max_rank,
-            |q0, count, out| distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out),
-        )),
+        Backend::Cpu => evaluate_with(labels.0, labels.1, max_rank, |q0, count, out| {
+            distance_rows(query.x, gallery.x, &gallery_norms, q0, count, out)
+        }),
         Backend::Gpu(device) => {
             let err = |e: crate::Error| ClusterError::Device(e.to_string());
             let (dim, ng) = (gallery.x.dim, gallery.x.rows);
@@ -280,14 +372,17 @@ pub fn evaluate(
                     |q0, count, out| match block_rows(q0, count) {
                         Ok(d) => out.copy_from_slice(&d),
                         Err(e) => {
-                            first_error.lock().unwrap().get_or_insert(e);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
                             out.fill(f32::INFINITY);
                         }
                     },
                 );
-            match first_error.into_inner().unwrap() {
-                Some(e) => Err(err(e)),
-                None => Ok(result),
+            match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(e) => Err(err(e).into()),
+                None => result,
             }
         }
     }

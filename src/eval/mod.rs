@@ -8,6 +8,7 @@ pub mod rerank;
 pub mod visualize;
 
 pub use metrics::{
-    evaluate, evaluate_with, score_query, top_ranked, EvalResult, LabeledFeatures, QueryScore,
+    evaluate, evaluate_with, score_query, skip_reasons, top_ranked, EvalError, EvalResult,
+    LabeledFeatures, QueryScore, SkipCounts,
 };
 pub use rerank::{RerankParams, Reranker};

@@ -62,14 +62,15 @@ pub struct EvalSummary {
 }
 
 impl EvalSummary {
+    /// `evaluate_model` asks for 10 CMC ranks, so Rank-1/5/10 are always there (NaN never shows).
     fn new(epoch: usize, model: &str, r: &EvalResult) -> EvalSummary {
         EvalSummary {
             epoch,
             model: model.to_string(),
             map: r.map,
-            rank1: r.rank(1),
-            rank5: r.rank(5),
-            rank10: r.rank(10),
+            rank1: r.rank(1).unwrap_or(f64::NAN),
+            rank5: r.rank(5).unwrap_or(f64::NAN),
+            rank10: r.rank(10).unwrap_or(f64::NAN),
         }
     }
 }
@@ -595,9 +596,9 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
                     epoch + 1,
                     name,
                     100.0 * r.map,
-                    100.0 * r.rank(1),
-                    100.0 * r.rank(5),
-                    100.0 * r.rank(10)
+                    100.0 * r.rank(1).unwrap_or(f64::NAN),
+                    100.0 * r.rank(5).unwrap_or(f64::NAN),
+                    100.0 * r.rank(10).unwrap_or(f64::NAN)
                 ));
                 let improved = best.is_none_or(|(b, _)| r.map > b);
                 if improved {
@@ -615,8 +616,8 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
                     epoch_best = Some((name.clone(), r.map));
                 }
                 dir.record(&json!({"kind": "eval", "epoch": epoch, "step": global0 + t.iters as u64,
-                    "model": name, "on": eval_set.name, "mAP": r.map, "rank1": r.rank(1), "rank5": r.rank(5),
-                    "rank10": r.rank(10), "valid_queries": r.num_valid_queries,
+                    "model": name, "on": eval_set.name, "mAP": r.map, "rank1": r.rank(1).unwrap_or(f64::NAN), "rank5": r.rank(5).unwrap_or(f64::NAN),
+                    "rank10": r.rank(10).unwrap_or(f64::NAN), "valid_queries": r.num_valid_queries,
                     "best_mAP": best.map(|b| b.0)}))?;
                 last_eval = Some(EvalSummary::new(epoch, &name, &r));
             }

@@ -50,6 +50,8 @@ pub enum TrainError {
     #[error(transparent)]
     Extract(#[from] crate::nn::ExtractError),
     #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    #[error(transparent)]
     Tensor(#[from] crate::Error),
     #[error("loss term {term:?} is {value} at epoch {epoch}, step {step} (iteration {iter} of the epoch); the run stops here and the last checkpoint (end of the previous epoch) is intact")]
     NonFinite {

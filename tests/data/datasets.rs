@@ -440,10 +440,12 @@ fn check_data_lists_every_bad_image_and_fails() {
     market_fixture(tmp.path());
     let args = unreid::cli::check_data::Args {
         dir: tmp.path().to_path_buf(),
-        layout: Layout::Auto,
-        list: None,
-        query_list: None,
-        gallery_list: None,
+        dataset: unreid::cli::args::DatasetArgs {
+            layout: Layout::Auto,
+            list: None,
+            query_list: None,
+            gallery_list: None,
+        },
     };
     unreid::cli::check_data::run(args.clone()).expect("a clean dataset passes");
     let victim = tmp.path().join("query/0003_c1s1_000001_00.jpg");

@@ -70,11 +70,14 @@ fn same_seed_same_bytes_and_a_new_seed_changes_them() {
         identical < other.len().min(same_seed.len()) / 10,
         "{identical} identical images"
     );
-    // Refuses to overwrite without --force, replaces with it.
+    // Refuses to overwrite without --overwrite, replaces with it.
     let err = write_benchmark(&cfg, a.path(), false, &|| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("source") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("source") && err.contains("--overwrite"),
+        "{err}"
+    );
     write_benchmark(&cfg, a.path(), true, &|| {}).unwrap();
     assert_eq!(read_tree(a.path()), tb);
 }
