@@ -15,9 +15,8 @@ use crate::data::datasets::{is_image_file, load, parse_market_name, DatasetSpec,
 use crate::data::decode::decode_rgb;
 use crate::data::transforms::{resize, Interpolation, IMAGENET_MEAN, IMAGENET_STD};
 use crate::features::FeatureSet;
-use crate::nn::weights::read_tensors;
 use crate::nn::{
-    load_safetensors, ClassifierPolicy, LoadOptions, Module, Pooling, ReidConfig, ReidNet,
+    read_checkpoint, ClassifierPolicy, LoadOptions, Module, Pooling, ReidConfig, ReidNet,
 };
 use crate::{Device, DeviceChoice, Tensor};
 
@@ -26,9 +25,15 @@ pub struct ExtractArgs {
     /// Backbone architecture.
     #[arg(long, value_parser = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])]
     pub arch: String,
-    /// safetensors checkpoint (torchvision names; a BN neck `feat_bn.*` and `gem.p` are used when present).
+    /// Weights: safetensors, or a PyTorch checkpoint (.pth/.pt/.pth.tar of torchvision, SpCL, MMT,
+    /// Cluster Contrast, ISE or fast-reid; detected by content). A BN neck, GeM and DSBN sets are
+    /// used when the file has them.
     #[arg(long)]
     pub weights: PathBuf,
+    /// Load even when backbone tensors are missing from --weights (each is printed as a warning
+    /// and stays randomly initialised).
+    #[arg(long)]
+    pub allow_missing: bool,
     /// A folder of images (jpg/png), searched recursively, in sorted path order; ids and cameras
     /// are parsed from Market-style names (-1 otherwise).
     #[arg(long, conflicts_with = "data")]
@@ -175,7 +180,8 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         bail!("split {:?} has no images", args.split);
     }
     let device = Device::choose(args.device, args.adapter.as_deref())?;
-    let keys = read_tensors(&args.weights)?;
+    let ckpt = read_checkpoint(&args.weights)?;
+    let keys = &ckpt.tensors;
     let has_neck =
         keys.contains_key("feat_bn.weight") || keys.keys().any(|k| k.starts_with("feat_bn.dsbn."));
     let pooling = if keys.contains_key("gem.p") {
@@ -183,19 +189,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     } else {
         Pooling::Avg
     };
-    let domains = keys
-        .keys()
-        .filter_map(|k| {
-            k.split(".dsbn.")
-                .nth(1)?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .map_or(1, |d| d + 1);
-    drop(keys);
+    let domains = ckpt.domains();
     let cfg = ReidConfig {
         arch: args.arch.clone(),
         last_stride: args.last_stride,
@@ -209,17 +203,20 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     }
     let opts = LoadOptions {
         classifier: ClassifierPolicy::Skip,
+        allow_missing: args.allow_missing,
         ..Default::default()
     };
-    let report = load_safetensors(&net, &args.weights, &opts)?;
-    eprintln!("{}: {report}", args.weights.display());
-    if report.loaded.is_empty() {
-        bail!(
-            "{} holds none of the {} parameters (wrong --arch?)",
-            args.weights.display(),
-            args.arch
-        );
+    let report = ckpt.apply(&net, &opts)?;
+    drop(ckpt);
+    for w in report.warnings() {
+        eprintln!("warning: {w}");
     }
+    eprintln!(
+        "{}: {} tensors loaded ({})",
+        args.weights.display(),
+        report.loaded.len(),
+        report.layout
+    );
     let domain = args.domain.unwrap_or(domains - 1);
     let bar = indicatif::ProgressBar::new(items.len() as u64);
     bar.set_style(

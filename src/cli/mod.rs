@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check_data;
 pub mod cluster;
+pub mod convert;
 pub mod evaluate;
 pub mod extract;
 pub mod info;
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
+    /// Convert a PyTorch checkpoint (.pth/.pt/.pth.tar: torchvision, SpCL, MMT, Cluster Contrast,
+    /// fast-reid) to unreid safetensors, without Python and without running the pickle.
+    Convert(convert::ConvertArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
     Evaluate(evaluate::EvaluateArgs),
     /// List GPU adapters, the one chosen, and its limits.
@@ -39,6 +43,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster(args) => cluster::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(*args),
