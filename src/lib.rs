@@ -19,9 +19,11 @@ pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod random;
 pub mod shape;
 mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, NoGradGuard};
 pub use device::{Device, DeviceChoice};

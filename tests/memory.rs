@@ -105,20 +105,22 @@ fn hybrid_memory_training_reaches_near_zero_loss() {
     let x = Tensor::from_slice(&x, &[n, dim_in], &d).unwrap();
     let labels: Vec<i32> = (0..n).map(|i| (i / per_class) as i32).collect();
     let rows: Vec<usize> = (0..n).collect();
-    let mut w = Tensor::randn(&[dim_in, dim_out], 0.0, 0.3, 5, &d)
-        .unwrap()
-        .with_requires_grad();
+    let w = unreid::nn::Param::new(Tensor::randn(&[dim_in, dim_out], 0.0, 0.3, 5, &d).unwrap());
     let embed = |w: &Tensor| x.matmul(w).unwrap().l2_normalize(1).unwrap();
-    let mut memory = HybridMemory::new(embed(&w).detach(), labels, 0.2, 0.05).unwrap();
+    let mut memory = HybridMemory::new(embed(&w.get()).detach(), labels, 0.2, 0.05).unwrap();
     let mut adam = Adam::new(0.05, 0.0);
-    let first = memory.loss(&embed(&w), &rows).unwrap().item().unwrap();
+    let first = memory
+        .loss(&embed(&w.get()), &rows)
+        .unwrap()
+        .item()
+        .unwrap();
     let mut last = first;
     for _ in 0..60 {
-        let f = embed(&w);
+        let f = embed(&w.get());
         let loss = memory.loss(&f, &rows).unwrap();
         loss.backward().unwrap();
         memory.update(&f, &rows).unwrap();
-        w = adam.step(&[w]).unwrap().remove(0);
+        unreid::optim::Optimizer::step(&mut adam, &[("w".into(), &w)]).unwrap();
         last = loss.item().unwrap();
     }
     assert!(

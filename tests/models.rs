@@ -94,7 +94,7 @@ fn mobilenet_v2_reproduces_torchvision_on_the_fixture() {
 
 #[test]
 fn mobilenet_v2_classifies_china_jpg_through_our_pipeline() {
-    let img = unreid::cli::extract::imagenet_input(&shared("fixtures/china.jpg")).unwrap();
+    let img = unreid::data::transforms::imagenet_input(&shared("fixtures/china.jpg")).unwrap();
     // The CPU device: this test is about the image pipeline (the GPU model is checked above).
     let device = Device::Cpu;
     let net = mobilenet(&device);

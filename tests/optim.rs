@@ -2,7 +2,8 @@
 
 mod common;
 use unreid::autograd::gradcheck::{assert_close, Input};
-use unreid::optim::{clip_grad_norm, Adam, LrSchedule, MeanTeacher, Sgd, Warmup};
+use unreid::nn::{Module, Param};
+use unreid::optim::{clip_grad_norm, Adam, LrSchedule, MeanTeacher, Optimizer, Sgd, Warmup};
 use unreid::{Device, Result, Tensor};
 
 /// A least-squares problem with a weight, a bias and a frozen (untracked) offset.
@@ -19,30 +20,31 @@ fn loss(params: &[Tensor], frozen: &Tensor, d: &Device) -> Result<Tensor> {
         .mean_all()
 }
 
-fn train(d: &Device, mut step: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>) -> Vec<Vec<f64>> {
+fn train(d: &Device, opt: &mut dyn Optimizer) -> Vec<Vec<f64>> {
     let init = [Input::randn(&[4, 3], 3), Input::randn(&[4], 4)];
-    let mut params: Vec<Tensor> = init
+    let params: Vec<Param> = init
         .iter()
-        .map(|i| {
-            Tensor::from_f64(&i.values, &i.shape, d)
-                .unwrap()
-                .with_requires_grad()
-        })
+        .map(|i| Param::new(Tensor::from_f64(&i.values, &i.shape, d).unwrap()))
         .collect();
     let frozen = Tensor::from_slice(&[0.5; 4], &[4], d).unwrap();
     for _ in 0..5 {
-        loss(&params, &frozen, d).unwrap().backward().unwrap();
-        params = step(&params).unwrap();
+        let leaves: Vec<Tensor> = params.iter().map(Param::get).collect();
+        loss(&leaves, &frozen, d).unwrap().backward().unwrap();
+        opt.step(&[("weight".into(), &params[0]), ("bias".into(), &params[1])])
+            .unwrap();
     }
-    params.iter().map(|p| p.to_vec_f64().unwrap()).collect()
+    params
+        .iter()
+        .map(|p| p.get().to_vec_f64().unwrap())
+        .collect()
 }
 
 #[test]
 fn adam_matches_the_torch_update_on_the_gpu() {
     let mut gpu_opt = Adam::new(0.05, 5e-4);
     let mut ref_opt = Adam::new(0.05, 5e-4);
-    let got = train(&common::gpu(), |p| gpu_opt.step(p));
-    let want = train(&Device::CpuF64, |p| ref_opt.step(p));
+    let got = train(&common::gpu(), &mut gpu_opt);
+    let want = train(&Device::CpuF64, &mut ref_opt);
     for (g, w) in got.iter().zip(&want) {
         assert_close("adam parameters after 5 steps", g, w, 1e-5, 1e-5);
     }
@@ -52,22 +54,22 @@ fn adam_matches_the_torch_update_on_the_gpu() {
 fn adam_first_step_moves_by_lr_in_the_gradient_sign() {
     // With bias correction, step 1 is lr * g / (|g| + eps): exactly lr for any nonzero g.
     let d = common::gpu();
-    let p = Tensor::from_slice(&[1.0, -2.0], &[2], &d)
-        .unwrap()
-        .with_requires_grad();
-    p.mul(&Tensor::from_slice(&[0.5, -3.0], &[2], &d).unwrap())
+    let p = Param::new(Tensor::from_slice(&[1.0, -2.0], &[2], &d).unwrap());
+    p.get()
+        .mul(&Tensor::from_slice(&[0.5, -3.0], &[2], &d).unwrap())
         .unwrap()
         .sum_all()
         .unwrap()
         .backward()
         .unwrap();
-    let new = Adam::new(0.1, 0.0).step(&[p]).unwrap();
-    let v = new[0].to_vec().unwrap();
+    Adam::new(0.1, 0.0).step(&[("p".into(), &p)]).unwrap();
+    let new = p.get();
+    let v = new.to_vec().unwrap();
     assert!(
         (v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6,
         "{v:?}"
     );
-    assert!(new[0].requires_grad() && new[0].grad().is_none());
+    assert!(new.requires_grad() && new.grad().is_none());
 }
 
 #[test]
@@ -75,8 +77,8 @@ fn sgd_momentum_and_nesterov_match_the_reference() {
     for nesterov in [false, true] {
         let mut gpu_opt = Sgd::new(0.1, 0.9, 1e-3, nesterov);
         let mut ref_opt = Sgd::new(0.1, 0.9, 1e-3, nesterov);
-        let got = train(&common::gpu(), |p| gpu_opt.step(p));
-        let want = train(&Device::CpuF64, |p| ref_opt.step(p));
+        let got = train(&common::gpu(), &mut gpu_opt);
+        let want = train(&Device::CpuF64, &mut ref_opt);
         for (g, w) in got.iter().zip(&want) {
             assert_close(&format!("sgd nesterov={nesterov}"), g, w, 1e-5, 1e-5);
         }
@@ -86,15 +88,40 @@ fn sgd_momentum_and_nesterov_match_the_reference() {
 #[test]
 fn parameters_without_gradients_do_not_move() {
     let d = common::gpu();
-    let used = Tensor::ones(&[3], &d).unwrap().with_requires_grad();
-    let unused = Tensor::ones(&[3], &d).unwrap().with_requires_grad();
-    let frozen = Tensor::ones(&[3], &d).unwrap();
-    used.sum_all().unwrap().backward().unwrap();
-    let out = Adam::new(0.1, 0.1).step(&[used, unused, frozen]).unwrap();
-    assert_ne!(out[0].to_vec().unwrap(), vec![1.0; 3]);
-    assert_eq!(out[1].to_vec().unwrap(), vec![1.0; 3]);
-    assert_eq!(out[2].to_vec().unwrap(), vec![1.0; 3]);
-    assert!(!out[2].requires_grad(), "a frozen tensor stays frozen");
+    let used = Param::new(Tensor::ones(&[3], &d).unwrap());
+    let unused = Param::new(Tensor::ones(&[3], &d).unwrap());
+    let frozen = Param::new(Tensor::ones(&[3], &d).unwrap());
+    frozen.set_trainable(false);
+    used.get().sum_all().unwrap().backward().unwrap();
+    let mut adam = Adam::new(0.1, 0.1);
+    adam.step(&[
+        ("used".into(), &used),
+        ("unused".into(), &unused),
+        ("frozen".into(), &frozen),
+    ])
+    .unwrap();
+    assert_ne!(used.get().to_vec().unwrap(), vec![1.0; 3]);
+    assert_eq!(unused.get().to_vec().unwrap(), vec![1.0; 3]);
+    assert_eq!(frozen.get().to_vec().unwrap(), vec![1.0; 3]);
+    assert!(
+        !frozen.get().requires_grad(),
+        "a frozen tensor stays frozen"
+    );
+    assert_eq!((adam.steps_of("used"), adam.steps_of("unused")), (1, 0));
+}
+
+/// Two tiny modules with the same parameter names (a student and its mean net).
+struct Pair {
+    weight: Param,
+    running: Param,
+}
+
+impl Module for Pair {
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Param)) {
+        f(format!("{prefix}weight"), &self.weight);
+        f(format!("{prefix}running"), &self.running);
+    }
+    fn visit_bn_mut(&mut self, _: &mut dyn FnMut(&mut unreid::nn::BatchNorm)) {}
 }
 
 #[test]
@@ -104,12 +131,72 @@ fn mean_teacher_follows_the_mmt_schedule() {
     assert!((teacher.alpha_at(1) - 0.5).abs() < 1e-12);
     assert_eq!(teacher.alpha_at(1_000_000), 0.999);
     let d = common::gpu();
-    let mean = Tensor::from_slice(&[1.0, 2.0], &[2], &d).unwrap();
-    let student = Tensor::from_slice(&[3.0, 6.0], &[2], &d).unwrap();
-    // t = 3: a = 0.75 -> 0.75 * mean + 0.25 * student.
-    let out = teacher.update(&[mean], &[student], 3).unwrap();
-    assert_eq!(out[0].to_vec().unwrap(), vec![1.5, 3.0]);
-    assert!(!out[0].requires_grad());
+    let t = |v: &[f32]| Tensor::from_slice(v, &[2], &d).unwrap();
+    let mean = Pair {
+        weight: Param::new(t(&[1.0, 2.0])),
+        running: Param::buffer(t(&[7.0, 7.0])),
+    };
+    let student = Pair {
+        weight: Param::new(t(&[3.0, 6.0])),
+        running: Param::buffer(t(&[0.0, 0.0])),
+    };
+    // t = 3: a = 0.75 -> 0.75 * mean + 0.25 * student; buffers are not averaged.
+    teacher.update(&mean, &student, 3).unwrap();
+    assert_eq!(mean.weight.get().to_vec().unwrap(), vec![1.5, 3.0]);
+    assert_eq!(mean.running.get().to_vec().unwrap(), vec![7.0, 7.0]);
+    // Several steps by name equal the formula applied step by step (f64 oracle).
+    let mut want = [1.5f64, 3.0];
+    for step in 4..9u64 {
+        teacher.update(&mean, &student, step).unwrap();
+        let a = (1.0 - 1.0 / (step as f64 + 1.0)).min(0.999);
+        want = [a * want[0] + (1.0 - a) * 3.0, a * want[1] + (1.0 - a) * 6.0];
+    }
+    let got = mean.weight.get().to_vec().unwrap();
+    assert!(
+        (got[0] as f64 - want[0]).abs() < 1e-5 && (got[1] as f64 - want[1]).abs() < 1e-5,
+        "{got:?} vs {want:?}"
+    );
+}
+
+#[test]
+fn optimiser_state_round_trips_by_name_and_resets_on_a_resized_tensor() {
+    let d = common::gpu();
+    let w = Param::new(Tensor::from_slice(&[1.0, -1.0, 0.5], &[3], &d).unwrap());
+    let grad_step = |opt: &mut Adam| {
+        w.get()
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        opt.step(&[("w".into(), &w)]).unwrap();
+    };
+    let mut a = Adam::new(0.01, 0.0);
+    grad_step(&mut a);
+    grad_step(&mut a);
+    let saved: std::collections::BTreeMap<String, Tensor> = a.state_tensors().into_iter().collect();
+    assert_eq!(saved.len(), 3, "m, v and step of one parameter");
+    let mut b = Adam::new(0.01, 0.0);
+    b.load_state(&saved).unwrap();
+    assert_eq!(b.steps_of("w"), 2);
+    let before = w.get().to_vec().unwrap();
+    grad_step(&mut a);
+    let after_a = w.get().to_vec().unwrap();
+    w.set(Tensor::from_slice(&before, &[3], &d).unwrap());
+    grad_step(&mut b);
+    assert_eq!(
+        w.get().to_vec().unwrap(),
+        after_a,
+        "restored state continues identically"
+    );
+    // A resized parameter starts over instead of using moments of the wrong shape.
+    w.set(Tensor::ones(&[5], &d).unwrap());
+    grad_step(&mut b);
+    assert_eq!(b.steps_of("w"), 1);
+    let mut bad = saved.clone();
+    bad.insert("q.w".into(), Tensor::ones(&[1], &d).unwrap());
+    assert!(b.load_state(&bad).is_err());
 }
 
 #[test]

@@ -2,23 +2,14 @@
 //! backbone and its weights, written as a features file (`crate::features::FeatureSet`, shared
 //! with `cluster` and `evaluate`): `features` [N, D] f32, `pids` / `camids` [N] i64 (-1 when
 //! unknown) and the ordered image paths in the metadata.
-//!
-//! Also the ImageNet evaluation input the MobileNetV2 check uses: Resize(256) with the data
-//! module's Pillow-exact `resize`, CenterCrop(224), normalise.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
-use rayon::prelude::*;
-
 use crate::data::datasets::{is_image_file, load, parse_market_name, DatasetSpec, Layout};
-use crate::data::decode::decode_rgb;
-use crate::data::transforms::{resize, Interpolation, IMAGENET_MEAN, IMAGENET_STD};
 use crate::features::FeatureSet;
-use crate::nn::{
-    read_checkpoint, ClassifierPolicy, LoadOptions, Module, Pooling, ReidConfig, ReidNet,
-};
-use crate::{Device, DeviceChoice, Tensor};
+use crate::nn::{extract_features, reid_net_from_weights, ExtractOptions};
+use crate::{Device, DeviceChoice};
+use anyhow::bail;
 
 #[derive(clap::Args, Debug)]
 pub struct ExtractArgs {
@@ -98,47 +89,6 @@ fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// CHW floats: x/255, then (x - mean) / std.
-pub fn to_normalised_chw(img: &image::RgbImage) -> Vec<f32> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = img.as_raw();
-    let mut out = vec![0f32; 3 * w * h];
-    for c in 0..3 {
-        for i in 0..w * h {
-            out[c * w * h + i] =
-                (raw[i * 3 + c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        }
-    }
-    out
-}
-
-/// torchvision's ImageNet evaluation input: Resize(256) (shorter side, bilinear with antialias),
-/// CenterCrop(224), ToTensor, Normalize. Returns [3, 224, 224] as CHW floats.
-pub fn imagenet_input(path: &Path) -> anyhow::Result<Vec<f32>> {
-    let img = decode_rgb(path)?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (nw, nh) = if w <= h {
-        (256, (256.0 * h as f64 / w as f64) as usize)
-    } else {
-        ((256.0 * w as f64 / h as f64) as usize, 256)
-    };
-    let r = resize(&img, nh, nw, Interpolation::Bilinear);
-    let top = ((nh as f64 - 224.0) / 2.0).round_ties_even() as u32;
-    let left = ((nw as f64 - 224.0) / 2.0).round_ties_even() as u32;
-    let crop = image::imageops::crop_imm(&r, left, top, 224, 224).to_image();
-    Ok(to_normalised_chw(&crop))
-}
-
-/// A re-ID test input: Resize((height, width)) bicubic, ToTensor, Normalize.
-pub fn reid_input(path: &Path, height: usize, width: usize) -> anyhow::Result<Vec<f32>> {
-    Ok(to_normalised_chw(&resize(
-        &decode_rgb(path)?,
-        height,
-        width,
-        Interpolation::Bicubic,
-    )))
-}
-
 /// (path, pid, camid) of one split of a dataset, in the loader's order.
 fn dataset_split(
     root: &Path,
@@ -180,34 +130,13 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         bail!("split {:?} has no images", args.split);
     }
     let device = Device::choose(args.device, args.adapter.as_deref())?;
-    let ckpt = read_checkpoint(&args.weights)?;
-    let keys = &ckpt.tensors;
-    let has_neck =
-        keys.contains_key("feat_bn.weight") || keys.keys().any(|k| k.starts_with("feat_bn.dsbn."));
-    let pooling = if keys.contains_key("gem.p") {
-        Pooling::Gem
-    } else {
-        Pooling::Avg
-    };
-    let domains = ckpt.domains();
-    let cfg = ReidConfig {
-        arch: args.arch.clone(),
-        last_stride: args.last_stride,
-        pooling,
-        neck: has_neck,
-        ..Default::default()
-    };
-    let mut net = ReidNet::new(&device, &cfg)?;
-    if domains > 1 {
-        net.make_domain_specific(domains);
-    }
-    let opts = LoadOptions {
-        classifier: ClassifierPolicy::Skip,
-        allow_missing: args.allow_missing,
-        ..Default::default()
-    };
-    let report = ckpt.apply(&net, &opts)?;
-    drop(ckpt);
+    let (net, layout, report) = reid_net_from_weights(
+        &device,
+        &args.arch,
+        args.last_stride,
+        &args.weights,
+        args.allow_missing,
+    )?;
     for w in report.warnings() {
         eprintln!("warning: {w}");
     }
@@ -217,27 +146,17 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         report.loaded.len(),
         report.layout
     );
+    let domains = layout.domains;
     let domain = args.domain.unwrap_or(domains - 1);
-    let bar = indicatif::ProgressBar::new(items.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    let (h, w) = (args.height, args.width);
-    let mut features: Vec<f32> = Vec::with_capacity(items.len() * net.feature_dim());
-    for batch in items.chunks(args.batch_size.max(1)) {
-        let pixels: Vec<Vec<f32>> = batch
-            .par_iter()
-            .map(|i| reid_input(&i.0, h, w))
-            .collect::<anyhow::Result<_>>()?;
-        let x = Tensor::from_slice(&pixels.concat(), &[batch.len(), 3, h, w], &device)?;
-        features.extend(net.extract(&x, domain)?.to_vec()?);
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish();
+    let paths: Vec<PathBuf> = items.iter().map(|i| i.0.clone()).collect();
+    let opts = ExtractOptions {
+        height: args.height,
+        width: args.width,
+        batch_size: args.batch_size.max(1),
+        domain,
+        progress: Some("extract".into()),
+    };
+    let features = extract_features(&net, &paths, &device, &opts)?;
     let n = items.len();
     let set = FeatureSet {
         dim: features.len() / n,
@@ -250,7 +169,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     set.save(&args.out)?;
     eprintln!(
         "wrote {n} {} features of dimension {} ({}) to {}",
-        if has_neck { "BN-neck" } else { "pooled" },
+        if layout.neck { "BN-neck" } else { "pooled" },
         set.dim,
         if domains > 1 {
             format!("domain {domain} of {domains}")

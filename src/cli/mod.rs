@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod info;
 pub mod synth;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +39,8 @@ pub enum Command {
     Synth(synth::Args),
     /// Scan a dataset: print its summary table and list every unreadable or truncated image.
     CheckData(check_data::Args),
+    /// Train a re-ID model (source pre-training; the adaptation methods) into a run directory.
+    Train(Box<train::TrainArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(args) => extract::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::CheckData(args) => check_data::run(args),
+        Command::Train(args) => train::run(*args),
     }
 }

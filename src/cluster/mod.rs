@@ -8,6 +8,8 @@ pub mod dbscan;
 pub mod jaccard;
 pub mod kmeans;
 pub mod knn;
+pub mod pseudo;
+pub mod quality;
 pub mod radius;
 pub mod reliability;
 pub mod rng;
@@ -17,6 +19,10 @@ pub use dbscan::{dbscan, dbscan_many, DbscanResult};
 pub use jaccard::{jaccard_graph, JaccardParams};
 pub use kmeans::{kmeans, KmeansParams, KmeansResult};
 pub use knn::{knn, Neighbours};
+pub use pseudo::{
+    pseudo_labels, rho_eps, ClusterAlgo, ClusterConfig, ClusterDistance, PseudoLabels,
+};
+pub use quality::{label_quality, LabelQuality};
 pub use radius::{radius_graph, PlainDistance};
 pub use reliability::{self_paced_labels, SelfPacedResult};
 

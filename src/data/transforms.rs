@@ -439,3 +439,49 @@ pub fn resize(img: &RgbImage, out_h: usize, out_w: usize, interp: Interpolation)
     RgbImage::from_raw(out_w as u32, out_h as u32, current)
         .expect("buffer size matches the output size")
 }
+
+/// CHW floats of an 8-bit RGB image: x/255, then (x - mean) / std (ToTensor + Normalize(ImageNet)).
+pub fn to_normalised_chw(img: &RgbImage) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    let mut out = vec![0f32; 3 * w * h];
+    for c in 0..3 {
+        for i in 0..w * h {
+            out[c * w * h + i] =
+                (raw[i * 3 + c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        }
+    }
+    out
+}
+
+/// torchvision's ImageNet evaluation input: Resize(256) (shorter side, bilinear with antialias),
+/// CenterCrop(224), ToTensor, Normalize. Returns [3, 224, 224] as CHW floats.
+pub fn imagenet_input(path: &std::path::Path) -> Result<Vec<f32>, super::DataError> {
+    let img = super::decode::decode_rgb(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (nw, nh) = if w <= h {
+        (256, (256.0 * h as f64 / w as f64) as usize)
+    } else {
+        ((256.0 * w as f64 / h as f64) as usize, 256)
+    };
+    let r = resize(&img, nh, nw, Interpolation::Bilinear);
+    let top = ((nh as f64 - 224.0) / 2.0).round_ties_even() as u32;
+    let left = ((nw as f64 - 224.0) / 2.0).round_ties_even() as u32;
+    let crop = image::imageops::crop_imm(&r, left, top, 224, 224).to_image();
+    Ok(to_normalised_chw(&crop))
+}
+
+/// The re-ID test transform of the reference toolboxes: Resize((height, width)) bicubic, ToTensor,
+/// Normalize(ImageNet). Returns [3, height, width] as CHW floats.
+pub fn test_input(
+    path: &std::path::Path,
+    height: usize,
+    width: usize,
+) -> Result<Vec<f32>, super::DataError> {
+    Ok(to_normalised_chw(&resize(
+        &super::decode::decode_rgb(path)?,
+        height,
+        width,
+        Interpolation::Bicubic,
+    )))
+}

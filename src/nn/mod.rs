@@ -7,6 +7,7 @@
 //! when trainable), `set()` stores a new value as a fresh leaf. Running statistics are `Param`s of
 //! kind `Buffer`. Every module lists its parameters and buffers by their torchvision names.
 
+pub mod extract;
 mod layers;
 pub mod layout;
 mod mobilenet;
@@ -16,6 +17,9 @@ mod reid;
 mod resnet;
 pub mod weights;
 
+pub use extract::{
+    extract_features, reid_net_from_weights, CheckpointLayout, ExtractError, ExtractOptions,
+};
 pub use layers::{BatchNorm, Conv2d, Linear};
 pub use mobilenet::MobileNetV2;
 pub use reid::{Backbone, Pooling, ReidConfig, ReidNet, ReidOutput};

@@ -640,9 +640,11 @@ pub(crate) fn unpickle(
                     op as char
                 ))
             }
-            0x82..=0x84 => return bad(format!(
+            0x82..=0x84 => {
+                return bad(format!(
                 "extension-registry opcode 0x{op:02x} at offset {at}: torch.save never writes it"
-            )),
+            ))
+            }
             other => {
                 return bad(format!(
                     "unknown or unsupported pickle opcode 0x{other:02x} at offset {at}"

@@ -109,6 +109,8 @@ impl ReidConfig {
 }
 
 pub struct ReidNet {
+    /// How the model was built (`classes` follows `set_classifier`).
+    config: ReidConfig,
     pub backbone: Backbone,
     pub pooling: Pooling,
     pub gem_p: Option<Param>,
@@ -137,6 +139,7 @@ impl ReidNet {
             classes,
             seed,
         } = cfg.clone();
+        let config = cfg.clone();
         let arch = arch.as_str();
         let mut init = Init::new(device, seed);
         let backbone = Backbone::new(&mut init, arch, last_stride)?;
@@ -156,6 +159,7 @@ impl ReidNet {
             .map(|k| Linear::new_normal(&mut init, d, k, 0.001))
             .transpose()?;
         Ok(ReidNet {
+            config,
             backbone,
             pooling,
             gem_p,
@@ -167,6 +171,96 @@ impl ReidNet {
 
     pub fn feature_dim(&self) -> usize {
         self.backbone.out_channels()
+    }
+
+    /// The settings the model was built with; `classes` is the classifier's current size.
+    pub fn config(&self) -> &ReidConfig {
+        &self.config
+    }
+
+    /// Number of domain-specific BN sets (1 for a plain model).
+    pub fn domains(&self) -> usize {
+        let names: Vec<String> = self.named().into_iter().map(|(n, _)| n).collect();
+        super::CheckpointLayout::of_names(&names).domains
+    }
+
+    /// An independent copy with its own storage: same architecture, BN domain sets, classifier
+    /// and values (MMT's mean nets; a second net started from the same weights).
+    pub fn duplicate(&self) -> Result<ReidNet> {
+        let device = self.classifier_or_first_device();
+        let mut copy = ReidNet::new(&device, &self.config)?;
+        let domains = self.domains();
+        if domains > 1 {
+            copy.make_domain_specific(domains);
+        }
+        copy.copy_from(self)?;
+        Ok(copy)
+    }
+
+    fn classifier_or_first_device(&self) -> Device {
+        self.named()
+            .first()
+            .map(|(_, p)| p.get().device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// Copies every parameter and buffer of `other` into this model by name; the two must have
+    /// the same names and shapes (an error names the first difference).
+    pub fn copy_from(&self, other: &ReidNet) -> Result<()> {
+        let theirs: std::collections::BTreeMap<String, &Param> =
+            other.named().into_iter().collect();
+        let mine = self.named();
+        if mine.len() != theirs.len() {
+            return Err(crate::Error::Shape {
+                op: "ReidNet::copy_from",
+                message: format!(
+                    "{} tensors here, {} in the source",
+                    mine.len(),
+                    theirs.len()
+                ),
+            });
+        }
+        for (name, p) in mine {
+            let src = theirs.get(&name).ok_or_else(|| crate::Error::Shape {
+                op: "ReidNet::copy_from",
+                message: format!("the source model has no tensor named {name}"),
+            })?;
+            if src.shape() != p.shape() {
+                return Err(crate::Error::Shape {
+                    op: "ReidNet::copy_from",
+                    message: format!("{name}: {:?} vs {:?}", src.shape(), p.shape()),
+                });
+            }
+            // Tensors are immutable values: sharing the storage is a copy.
+            p.set(src.get().detach());
+        }
+        Ok(())
+    }
+
+    /// Replaces the classifier by a bias-free one with the given rows ([classes, D]); MMT writes
+    /// the normalised cluster centroids here every epoch. The old classifier's parameters (and any
+    /// optimiser state kept under their names) are gone; an optimiser starts them fresh.
+    pub fn set_classifier(&mut self, weight: Tensor) -> Result<()> {
+        let d = self.feature_dim();
+        if weight.rank() != 2 || weight.shape()[1] != d {
+            return Err(crate::Error::Shape {
+                op: "ReidNet::set_classifier",
+                message: format!("weight {:?} needs shape [classes, {d}]", weight.shape()),
+            });
+        }
+        self.config.classes = Some(weight.shape()[0]);
+        self.classifier = Some(Linear {
+            weight: Param::new(weight),
+            bias: None,
+        });
+        Ok(())
+    }
+
+    /// A fresh classifier over `classes` identities, N(0, 0.001) as MMT/SpCL initialise it.
+    pub fn reset_classifier(&mut self, classes: usize, seed: u64) -> Result<()> {
+        let device = self.classifier_or_first_device();
+        let w = Tensor::randn(&[classes, self.feature_dim()], 0.0, 0.001, seed, &device)?;
+        self.set_classifier(w)
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<ReidOutput> {

@@ -1,9 +1,8 @@
 //! Optimisers, the EMA mean teacher, learning-rate schedules and gradient clipping.
 //!
-//! Optimisers are functional: `step` takes the current parameter leaves (after `backward()`) and
-//! returns the updated leaves, in the same order; the caller stores them back into its model.
-//! A tensor without a gradient (frozen, or unused this step) comes back unchanged, and its state
-//! does not advance, as in torch.optim.
+//! Optimisers address parameters by name (`Optimizer::step` takes `(name, &Param)` pairs and
+//! stores each update back into its `Param`); their state is kept by name and saved and restored
+//! by name, so several models and changing parameter lists never mix states up.
 
 mod schedule;
 
@@ -11,15 +10,69 @@ pub use schedule::{LrSchedule, Warmup};
 
 use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::ops::optim::{adam_update, ema_update, sgd_update};
+use std::collections::BTreeMap;
+
+use crate::nn::{Module, Param, ParamKind};
 use crate::{Error, Result, Tensor};
 
-fn check_len(have: usize, given: usize) -> Result<()> {
-    if have != 0 && have != given {
-        return Err(Error::Autograd(format!(
-            "optimiser was built for {have} parameters but step() got {given}; keep the parameter list fixed"
-        )));
+/// A parameter an optimiser updates, addressed by its unique name (`net1.layer4.0.conv1.weight`).
+pub type NamedParam<'a> = (String, &'a Param);
+
+/// What every optimiser does: update named parameters in place from their gradients, with its
+/// state (moments, step counts) kept by parameter name, so the parameter list may change between
+/// steps (MMT re-creates classifiers each epoch) without any state landing on the wrong tensor.
+pub trait Optimizer {
+    /// One update of every parameter that has a gradient (after `backward()`); each is stored
+    /// back with `Param::set` as a fresh leaf (which also clears its gradient). A parameter
+    /// without a gradient (frozen, or unused this step) is left as it is and its state does not
+    /// advance, as in torch.optim. A parameter whose shape changed since its state was made
+    /// (a resized classifier) starts over with fresh state.
+    fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()>;
+    fn lr(&self) -> f64;
+    fn set_lr(&mut self, lr: f64);
+    /// Forgets every moment and step count (MMT resets the optimiser after each re-clustering).
+    fn reset_state(&mut self);
+    /// Drops the state of one parameter (its next step starts fresh).
+    fn forget(&mut self, name: &str);
+    /// The state as named tensors (`{kind}.{param}`), for checkpoints.
+    fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// Restores state written by `state_tensors`; unknown entries are an error naming them.
+    fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()>;
+}
+
+fn check_unique(params: &[NamedParam<'_>]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in params {
+        if !seen.insert(name.as_str()) {
+            return Err(Error::Autograd(format!(
+                "optimiser: parameter name {name:?} appears twice (give each module a unique prefix)"
+            )));
+        }
     }
     Ok(())
+}
+
+/// Splits a state key `{kind}.{param}` (kind has no dot).
+fn split_state_key(key: &str) -> Result<(&str, &str)> {
+    key.split_once('.')
+        .ok_or_else(|| Error::Autograd(format!("optimiser state entry {key:?} has no kind prefix")))
+}
+
+fn step_count(t: &Tensor, key: &str) -> Result<u64> {
+    let v = t.to_vec()?;
+    match v.as_slice() {
+        [c] if *c >= 0.0 && c.fract() == 0.0 => Ok(*c as u64),
+        _ => Err(Error::Autograd(format!(
+            "optimiser state {key:?} must be one non-negative whole number, got {v:?}"
+        ))),
+    }
+}
+
+/// Per-parameter Adam state.
+struct AdamState {
+    steps: u64,
+    m: Tensor,
+    v: Tensor,
 }
 
 /// torch.optim.Adam with L2 weight decay added to the gradient (not AdamW).
@@ -29,8 +82,7 @@ pub struct Adam {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
-    /// Per parameter: (steps taken, m, v).
-    state: Vec<Option<(u64, Tensor, Tensor)>>,
+    state: BTreeMap<String, AdamState>,
 }
 
 impl Adam {
@@ -42,31 +94,31 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
-            state: Vec::new(),
+            state: BTreeMap::new(),
         }
     }
 
-    /// Forgets moments and step counts (MMT resets the optimiser after each re-clustering).
-    pub fn reset_state(&mut self) {
-        self.state.clear();
+    /// Steps taken by the named parameter (0 when it has no state).
+    pub fn steps_of(&self, name: &str) -> u64 {
+        self.state.get(name).map_or(0, |s| s.steps)
     }
+}
 
-    pub fn step(&mut self, params: &[Tensor]) -> Result<Vec<Tensor>> {
-        check_len(self.state.len(), params.len())?;
-        self.state.resize_with(params.len(), || None);
-        let mut out = Vec::with_capacity(params.len());
-        for (p, state) in params.iter().zip(self.state.iter_mut()) {
+impl Optimizer for Adam {
+    fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
+        check_unique(params)?;
+        for (name, param) in params {
+            let p = param.get();
             let Some(g) = p.grad() else {
-                out.push(p.clone());
                 continue;
             };
-            let (steps, m, v) = match state.take() {
-                Some(s) => s,
-                None => (
-                    0,
-                    Tensor::zeros(p.shape(), p.device())?,
-                    Tensor::zeros(p.shape(), p.device())?,
-                ),
+            let state = match self.state.remove(name) {
+                Some(s) if s.m.shape() == p.shape() => s,
+                _ => AdamState {
+                    steps: 0,
+                    m: Tensor::zeros(p.shape(), p.device())?,
+                    v: Tensor::zeros(p.shape(), p.device())?,
+                },
             };
             let hyper = AdamHyper {
                 lr: self.lr,
@@ -74,13 +126,81 @@ impl Adam {
                 beta2: self.beta2,
                 eps: self.eps,
                 weight_decay: self.weight_decay,
-                step: steps + 1,
+                step: state.steps + 1,
             };
-            let (new_p, m, v) = adam_update(&p.detach(), &g, &m, &v, hyper)?;
-            *state = Some((steps + 1, m, v));
-            out.push(new_p.with_requires_grad());
+            let (new_p, m, v) = adam_update(&p.detach(), &g, &state.m, &state.v, hyper)?;
+            param.set(new_p);
+            self.state.insert(
+                name.clone(),
+                AdamState {
+                    steps: state.steps + 1,
+                    m,
+                    v,
+                },
+            );
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn reset_state(&mut self) {
+        self.state.clear();
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.state.remove(name);
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (name, s) in &self.state {
+            out.push((format!("m.{name}"), s.m.clone()));
+            out.push((format!("v.{name}"), s.v.clone()));
+            // f32 counts are exact up to 2^24 steps.
+            let steps = Tensor::full(&[1], s.steps as f32, s.m.device());
+            if let Ok(steps) = steps {
+                out.push((format!("step.{name}"), steps));
+            }
+        }
+        out
+    }
+
+    fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        // Per parameter: (m, v, step count), each found once.
+        type Parts = (Option<Tensor>, Option<Tensor>, Option<u64>);
+        let mut parts: BTreeMap<&str, Parts> = BTreeMap::new();
+        for (key, t) in tensors {
+            let (kind, name) = split_state_key(key)?;
+            let e = parts.entry(name).or_default();
+            match kind {
+                "m" => e.0 = Some(t.clone()),
+                "v" => e.1 = Some(t.clone()),
+                "step" => e.2 = Some(step_count(t, key)?),
+                _ => {
+                    return Err(Error::Autograd(format!(
+                        "Adam state has an unknown entry {key:?}"
+                    )))
+                }
+            }
+        }
+        let mut state = BTreeMap::new();
+        for (name, entry) in parts {
+            let (Some(m), Some(v), Some(steps)) = entry else {
+                return Err(Error::Autograd(format!(
+                    "Adam state of {name:?} lacks one of m, v, step"
+                )));
+            };
+            state.insert(name.to_string(), AdamState { steps, m, v });
+        }
+        self.state = state;
+        Ok(())
     }
 }
 
@@ -91,7 +211,7 @@ pub struct Sgd {
     pub dampening: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
-    buffers: Vec<Option<Tensor>>,
+    buffers: BTreeMap<String, Tensor>,
 }
 
 impl Sgd {
@@ -102,27 +222,22 @@ impl Sgd {
             dampening: 0.0,
             weight_decay,
             nesterov,
-            buffers: Vec::new(),
+            buffers: BTreeMap::new(),
         }
     }
+}
 
-    pub fn reset_state(&mut self) {
-        self.buffers.clear();
-    }
-
-    pub fn step(&mut self, params: &[Tensor]) -> Result<Vec<Tensor>> {
-        check_len(self.buffers.len(), params.len())?;
-        self.buffers.resize_with(params.len(), || None);
-        let mut out = Vec::with_capacity(params.len());
-        for (p, buf) in params.iter().zip(self.buffers.iter_mut()) {
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
+        check_unique(params)?;
+        for (name, param) in params {
+            let p = param.get();
             let Some(g) = p.grad() else {
-                out.push(p.clone());
                 continue;
             };
-            let first = buf.is_none();
-            let old = match buf.take() {
-                Some(b) => b,
-                None => Tensor::zeros(p.shape(), p.device())?,
+            let (first, old) = match self.buffers.remove(name) {
+                Some(b) if b.shape() == p.shape() => (false, b),
+                _ => (true, Tensor::zeros(p.shape(), p.device())?),
             };
             let hyper = SgdHyper {
                 lr: self.lr,
@@ -133,14 +248,56 @@ impl Sgd {
                 first,
             };
             let (new_p, new_buf) = sgd_update(&p.detach(), &g, &old, hyper)?;
-            *buf = Some(new_buf);
-            out.push(new_p.with_requires_grad());
+            param.set(new_p);
+            self.buffers.insert(name.clone(), new_buf);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn reset_state(&mut self) {
+        self.buffers.clear();
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.buffers.remove(name);
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.buffers
+            .iter()
+            .map(|(name, b)| (format!("momentum.{name}"), b.clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let mut buffers = BTreeMap::new();
+        for (key, t) in tensors {
+            match split_state_key(key)? {
+                ("momentum", name) => {
+                    buffers.insert(name.to_string(), t.clone());
+                }
+                _ => {
+                    return Err(Error::Autograd(format!(
+                        "SGD state has an unknown entry {key:?}"
+                    )))
+                }
+            }
+        }
+        self.buffers = buffers;
+        Ok(())
     }
 }
 
-/// The mean teacher of MMT: `E <- a_t E + (1 - a_t) theta`, `a_t = min(1 - 1/(t+1), alpha)`.
+/// The mean teacher of MMT: `E <- a_t E + (1 - a_t) theta`, `a_t = min(1 - 1/(t+1), alpha)`
+/// (MMT's `_update_ema_variables`, shared/ALGORITHMS.md section 3).
 pub struct MeanTeacher {
     pub alpha: f64,
 }
@@ -151,14 +308,45 @@ impl MeanTeacher {
         (1.0 - 1.0 / (t as f64 + 1.0)).min(self.alpha)
     }
 
-    /// Updated mean-net parameters (untracked), one fused kernel per tensor.
-    pub fn update(&self, mean: &[Tensor], student: &[Tensor], t: u64) -> Result<Vec<Tensor>> {
-        check_len(mean.len(), student.len())?;
+    /// Updates every parameter of `mean` from the parameter of the same name in `student`, one
+    /// fused kernel per tensor. Buffers (BN running statistics) are left alone: the mean net runs
+    /// in train mode and its statistics follow its own forward passes, as in MMT. The two modules
+    /// must have the same parameter names and shapes (an error names the first difference).
+    pub fn update(&self, mean: &dyn Module, student: &dyn Module, t: u64) -> Result<()> {
         let a = self.alpha_at(t);
-        mean.iter()
-            .zip(student)
-            .map(|(e, s)| ema_update(&e.detach(), &s.detach(), a))
-            .collect()
+        let students: BTreeMap<String, &Param> = student
+            .named()
+            .into_iter()
+            .filter(|(_, p)| p.kind() == ParamKind::Parameter)
+            .collect();
+        let means: Vec<(String, &Param)> = mean
+            .named()
+            .into_iter()
+            .filter(|(_, p)| p.kind() == ParamKind::Parameter)
+            .collect();
+        if means.len() != students.len() {
+            return Err(Error::Autograd(format!(
+                "mean teacher: the mean net has {} parameters, the student {}",
+                means.len(),
+                students.len()
+            )));
+        }
+        for (name, e) in &means {
+            let s = students.get(name).ok_or_else(|| {
+                Error::Autograd(format!(
+                    "mean teacher: the student has no parameter named {name:?}"
+                ))
+            })?;
+            if e.shape() != s.shape() {
+                return Err(Error::Autograd(format!(
+                    "mean teacher: {name} is {:?} in the mean net but {:?} in the student",
+                    e.shape(),
+                    s.shape()
+                )));
+            }
+            e.set(ema_update(&e.get().detach(), &s.get().detach(), a)?);
+        }
+        Ok(())
     }
 }
 
