@@ -52,24 +52,21 @@ pub enum WeightsError {
         file: Vec<usize>,
         model: Vec<usize>,
     },
-    #[error(
-        "{path} looks like a {file_arch} checkpoint ({layout}) but the model is a {model_arch}{example}"
-    )]
+    /// `detail`: the layout recognised and an example tensor that differs.
+    #[error("{path} looks like a {file_arch} checkpoint but the model is a {model_arch} {detail}")]
     WrongArch {
         path: PathBuf,
         file_arch: String,
         model_arch: String,
-        layout: String,
-        example: String,
+        detail: String,
     },
-    #[error("{path}: {count} {what} tensors missing from the file ({layout}): {names}{hint}")]
+    /// `names`: the first few missing names, then the layout and what to do.
+    #[error("{path}: {count} {what} tensors missing from the file: {names}")]
     Missing {
         path: PathBuf,
         what: &'static str,
         count: usize,
         names: String,
-        layout: String,
-        hint: String,
     },
     #[error("{path} holds none of the model's tensors ({layout}; its names start {example})")]
     NothingLoaded {
@@ -354,8 +351,7 @@ impl Checkpoint {
                     path: path.clone(),
                     file_arch: f,
                     model_arch: m.clone(),
-                    layout,
-                    example,
+                    detail: format!("({layout}){example}"),
                 });
             }
         }
@@ -437,9 +433,7 @@ impl Checkpoint {
                 path: path.clone(),
                 what,
                 count: names.len(),
-                names: shown.join(", "),
-                layout: layout.clone(),
-                hint,
+                names: format!("{} ({layout}){hint}", shown.join(", ")),
             }
         };
         if !missing_backbone.is_empty() && !opts.allow_missing {
