@@ -149,6 +149,7 @@ fn source_training_logs_finite_falling_losses_and_target_map() {
         "resnet18",
         1,
         &out.join("checkpoints/best.safetensors"),
+        false,
     )
     .unwrap();
     assert!(layout.neck);

@@ -20,9 +20,15 @@ pub struct ExtractArgs {
     /// Backbone architecture.
     #[arg(long, value_parser = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])]
     pub arch: String,
-    /// safetensors checkpoint (torchvision names; a BN neck `feat_bn.*` and `gem.p` are used when present).
+    /// Weights: safetensors, or a PyTorch checkpoint (.pth/.pt/.pth.tar of torchvision, SpCL, MMT,
+    /// Cluster Contrast, ISE or fast-reid; detected by content). A BN neck, GeM and DSBN sets are
+    /// used when the file has them.
     #[arg(long)]
     pub weights: PathBuf,
+    /// Load even when backbone tensors are missing from --weights (each is printed as a warning
+    /// and stays randomly initialised).
+    #[arg(long)]
+    pub allow_missing: bool,
     /// A folder of images (jpg/png), searched recursively, in sorted path order; ids and cameras
     /// are parsed from Market-style names (-1 otherwise, counted and reported).
     #[arg(long, conflicts_with = "data", required_unless_present = "data")]
@@ -157,9 +163,22 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     };
     let weights_sha256 = sha256_file(&args.weights).context("--weights")?;
     let device = open_device(args.device, args.adapter.as_deref())?;
-    let (net, layout, report) =
-        reid_net_from_weights(&device, &args.arch, args.last_stride, &args.weights)?;
-    eprintln!("{}: {report}", shown(&args.weights));
+    let (net, layout, report) = reid_net_from_weights(
+        &device,
+        &args.arch,
+        args.last_stride,
+        &args.weights,
+        args.allow_missing,
+    )?;
+    for w in report.warnings() {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "{}: {} tensors loaded ({})",
+        shown(&args.weights),
+        report.loaded.len(),
+        report.layout
+    );
     let domains = layout.domains;
     let domain = args.domain.unwrap_or(domains - 1);
     if domain >= domains {

@@ -6,6 +6,7 @@ pub mod args;
 pub mod bench;
 pub mod check_data;
 pub mod cluster;
+pub mod convert;
 pub mod demo;
 pub mod evaluate;
 pub mod extract;
@@ -32,6 +33,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Cluster a features file into pseudo labels (DBSCAN on Jaccard/Euclidean/cosine, or k-means).
     Cluster(cluster::ClusterArgs),
+    /// Convert a PyTorch checkpoint (.pth/.pt/.pth.tar: torchvision, SpCL, MMT, Cluster Contrast,
+    /// fast-reid) to unreid safetensors, without Python and without running the pickle.
+    Convert(convert::ConvertArgs),
     /// mAP and CMC of query features against gallery features (Market-1501 protocol).
     Evaluate(evaluate::EvaluateArgs),
     /// List GPU adapters, the one chosen, and its limits.
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Info(args) => info::run(args),

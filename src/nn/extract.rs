@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::weights::{load_safetensors, read_tensors, ClassifierPolicy, LoadOptions, LoadReport};
+use super::weights::{read_checkpoint, ClassifierPolicy, LoadOptions, LoadReport, WeightsError};
 use super::{Module, Pooling, ReidConfig, ReidNet};
 use crate::data::transforms::test_input;
 use crate::data::DataError;
@@ -16,8 +16,8 @@ use crate::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error("{path}: {message}")]
-    Weights { path: PathBuf, message: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     #[error(transparent)]
     Image(#[from] DataError),
     #[error(transparent)]
@@ -60,22 +60,19 @@ impl CheckpointLayout {
     }
 }
 
-/// A model shaped like the checkpoint at `weights` (neck, GeM, DSBN sets detected from its names)
-/// with its tensors loaded; the classifier, if any, is skipped (extraction does not use it).
-/// Errors when the file holds none of the architecture's parameters.
+/// A model shaped like the checkpoint at `weights` (any format `nn::weights::read_checkpoint`
+/// reads; neck, GeM and DSBN sets detected from its mapped names) with its tensors loaded; the
+/// classifier, if any, is skipped (extraction does not use it). Missing backbone tensors are an
+/// error unless `allow_missing`; see `Checkpoint::apply` for the other refusals.
 pub fn reid_net_from_weights(
     device: &Device,
     arch: &str,
     last_stride: usize,
     weights: &Path,
+    allow_missing: bool,
 ) -> Result<(ReidNet, CheckpointLayout, LoadReport), ExtractError> {
-    let werr = |message: String| ExtractError::Weights {
-        path: weights.to_path_buf(),
-        message,
-    };
-    let keys = read_tensors(weights).map_err(|e| werr(format!("{e:#}")))?;
-    let layout = CheckpointLayout::of_names(keys.keys());
-    drop(keys);
+    let ckpt = read_checkpoint(weights)?;
+    let layout = CheckpointLayout::of_names(ckpt.tensors.keys());
     let cfg = ReidConfig {
         arch: arch.to_string(),
         last_stride,
@@ -93,14 +90,10 @@ pub fn reid_net_from_weights(
     }
     let opts = LoadOptions {
         classifier: ClassifierPolicy::Skip,
+        allow_missing,
         ..Default::default()
     };
-    let report = load_safetensors(&net, weights, &opts).map_err(|e| werr(format!("{e:#}")))?;
-    if report.loaded.is_empty() {
-        return Err(werr(format!(
-            "holds none of the {arch} parameters (wrong --arch?)"
-        )));
-    }
+    let report = ckpt.apply(&net, &opts)?;
     Ok((net, layout, report))
 }
 

@@ -1,6 +1,7 @@
 //! Layers with parameters and the re-ID models: Conv2d, BatchNorm (optionally domain-specific),
 //! Linear, ResNet-18/34/50, MobileNetV2 and `ReidNet` (backbone + pooling + BNNeck + classifier),
-//! with torchvision parameter names and safetensors load/save.
+//! with torchvision parameter names; weights in from safetensors or PyTorch checkpoints, out to
+//! safetensors (`weights`).
 //!
 //! A `Param` holds a tensor an optimiser can replace: `get()` returns the current leaf (tracked
 //! when trainable), `set()` stores a new value as a fresh leaf. Running statistics are `Param`s of
@@ -8,7 +9,10 @@
 
 pub mod extract;
 mod layers;
+pub mod layout;
 mod mobilenet;
+mod pickle;
+pub mod pth;
 mod reid;
 mod resnet;
 pub mod weights;
@@ -20,7 +24,10 @@ pub use layers::{BatchNorm, Conv2d, Linear};
 pub use mobilenet::MobileNetV2;
 pub use reid::{Backbone, Pooling, ReidConfig, ReidNet, ReidOutput};
 pub use resnet::{ResNet, ResNetDepth};
-pub use weights::{load_safetensors, save_safetensors, ClassifierPolicy, LoadOptions, LoadReport};
+pub use weights::{
+    load_safetensors, load_weights, read_checkpoint, save_safetensors, Checkpoint,
+    ClassifierPolicy, LoadOptions, LoadReport, WeightsError,
+};
 
 use std::sync::RwLock;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{mmt, source, spcl, Method, RunConfig, Session, TrainError};
-use crate::nn::weights::{load_safetensors, ClassifierPolicy, LoadOptions, LoadReport};
+use crate::nn::weights::{load_weights, ClassifierPolicy, LoadOptions, LoadReport};
 use crate::nn::{Module, ReidNet};
 
 /// Every method `--method` accepts.
@@ -37,11 +37,8 @@ pub fn build_method(session: &Session) -> Result<Box<dyn Method>, TrainError> {
     }
 }
 
-/// Names a model may lack in a backbone checkpoint (the re-ID head is new).
-fn is_head(name: &str) -> bool {
-    name.starts_with("feat_bn.") || name.starts_with("classifier.") || name == "gem.p"
-}
-
+/// Loads a checkpoint of any format `nn::weights` reads; missing backbone tensors are an error
+/// (the loader's default), a missing re-ID head (BN neck, classifier) is new.
 fn load_into(
     net: &ReidNet,
     path: &Path,
@@ -52,31 +49,15 @@ fn load_into(
         classifier,
         ..Default::default()
     };
-    let report = load_safetensors(net, path, &opts).map_err(|e| TrainError::Io {
+    let report = load_weights(net, path, &opts).map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
-        message: format!("{e:#}"),
+        message: format!("{what}: {e}"),
     })?;
     if report.loaded.is_empty() {
         return Err(TrainError::Io {
             path: path.to_path_buf(),
             message: format!(
                 "{what}: holds none of the {} parameters (wrong model.arch?)",
-                net.config().arch
-            ),
-        });
-    }
-    let missing: Vec<&String> = report.missing.iter().filter(|n| !is_head(n)).collect();
-    if !missing.is_empty() {
-        return Err(TrainError::Io {
-            path: path.to_path_buf(),
-            message: format!(
-                "{what}: {} backbone tensors are missing, e.g. {} (a truncated file, or another architecture than model.arch = {})",
-                missing.len(),
-                missing[..missing.len().min(5)]
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
                 net.config().arch
             ),
         });

@@ -225,7 +225,7 @@ impl RunDir {
 
     /// Reads a checkpoint's tensors onto `device`, with its metadata.
     pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
-        let err = |e: anyhow::Error| TrainError::Io {
+        let err = |e: crate::nn::WeightsError| TrainError::Io {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         };
