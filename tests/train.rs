@@ -238,7 +238,10 @@ fn run_directories_are_locked_and_never_silently_reused() {
     let out = temp("lock");
     let held = RunDir::open(&out, RunMode::New).unwrap();
     let err = RunDir::open(&out, RunMode::New).err().unwrap();
-    assert!(err.to_string().contains("in use by another run"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another unreid process"),
+        "{err}"
+    );
     drop(held);
     let resume = RunDir::open(&out, RunMode::Resume).err().unwrap();
     assert!(

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::TrainError;
-use crate::io::write_atomic;
+use crate::io::{write_atomic, OutputLock};
 use crate::nn::weights::{read_metadata, read_tensors, save_tensors};
 use crate::{Device, Tensor};
 
@@ -28,7 +28,8 @@ pub enum RunMode {
 /// An open, locked run directory.
 pub struct RunDir {
     pub path: PathBuf,
-    lock: PathBuf,
+    /// Held for the run's lifetime (released on drop or when the process ends).
+    _lock: OutputLock,
     log: std::fs::File,
 }
 
@@ -37,10 +38,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() || !Path::new("/proc/self").exists()
 }
 
 impl RunDir {
@@ -61,40 +58,12 @@ impl RunDir {
             return Err(err("exists and is not a folder".into()));
         }
         std::fs::create_dir_all(path.join("checkpoints")).map_err(io_err(path))?;
-        let lock = path.join(".lock");
-        // Take the lock first, so the checks below cannot race another run.
-        for attempt in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {
-                    let holder = std::fs::read_to_string(&lock)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if process_alive(pid) => {
-                            return Err(err(format!(
-                                "is in use by another run (process {pid}); wait for it or pick another --out"
-                            )))
-                        }
-                        _ => {
-                            // A killed run's lock: take it over.
-                            let _ = std::fs::remove_file(&lock);
-                        }
-                    }
-                }
-                Err(e) => return Err(err(format!("cannot take the lock {}: {e}", lock.display()))),
-            }
-        }
+        // Take the lock first, so the checks below cannot race another run; the operating system
+        // releases it when a run is killed.
+        let lock = OutputLock::acquire(path).map_err(|e| err(e.to_string()))?;
         let dir = RunDir {
             path: path.to_path_buf(),
-            lock: lock.clone(),
+            _lock: lock,
             log: std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -235,11 +204,5 @@ impl RunDir {
             out.insert(name, Tensor::from_slice(&values, &shape, device)?);
         }
         Ok((out, meta))
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
     }
 }
