@@ -325,6 +325,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
     let mut start_epoch = 0usize;
     let mut best: Option<(f64, usize)> = None;
     let mut last_eval: Option<EvalSummary> = None;
+    let mut earlier_seconds = 0.0f64;
     if opts.mode == RunMode::Resume {
         let path = dir.state_path();
         let (tensors, meta) = RunDir::load_checkpoint(&path, &opts.device)?;
@@ -359,6 +360,12 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             }
         }
         dir.truncate_records(start_epoch)?;
+        // Wall time spent by the earlier processes of this run.
+        earlier_seconds = std::fs::read_to_string(dir.file(RunDir::SUMMARY))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["wall_seconds"].as_f64())
+            .unwrap_or(0.0);
         // The last evaluation before the checkpoint (a finished run resumed has nothing left to do).
         last_eval = dir
             .records()?
@@ -689,7 +696,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         best_map: best.map(|b| b.0),
         best_epoch: best.map(|b| b.1),
         last_eval,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: earlier_seconds + started.elapsed().as_secs_f64(),
     };
     let text =
         serde_json::to_string_pretty(&summary).map_err(|e| TrainError::Method(e.to_string()))?;
