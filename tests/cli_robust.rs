@@ -815,6 +815,8 @@ fn every_command_names_a_missing_input() {
     let m = s(&missing);
     let out = t.join("out.x");
     let o = s(&out);
+    let run = t.join("run");
+    let run_dir = s(&run);
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("check-data", vec!["check-data", m]),
         ("cluster", vec!["cluster", "--features", m, "--out", o]),
@@ -833,12 +835,18 @@ fn every_command_names_a_missing_input() {
                 o,
             ],
         ),
-        // synth, info and demo read no input files: the walk still lists them on purpose.
+        (
+            "train",
+            vec![
+                "train", "--method", "source", "--source", m, "--out", run_dir,
+            ],
+        ),
+        ("convert", vec!["convert", m, o]),
+        // synth, info, bench and demo read no input files: the walk still lists them on purpose.
         ("synth", vec![]),
         ("info", vec![]),
+        ("bench", vec![]),
         ("demo", vec![]),
-        // train (issue 12's command, merged last): not walked yet, see the report of issue 13.
-        ("train", vec![]),
     ];
     assert_covers(
         &cases.iter().map(|c| c.0).collect::<Vec<_>>(),
@@ -855,7 +863,7 @@ fn every_command_names_a_missing_input() {
 /// value and text at parse time, and 0 unless 0 means something (a seed, an index, a radius).
 #[test]
 fn every_numeric_flag_has_a_checked_range() {
-    let zero_ok = ["seed", "domain", "eps", "eps_gap", "lambda"];
+    let zero_ok = ["seed", "domain", "eps", "eps_gap", "lambda", "warmup"];
     let mut checked = 0;
     let mut commands = Vec::new();
     for sub in Cli::command().get_subcommands() {
@@ -875,6 +883,10 @@ fn every_numeric_flag_has_a_checked_range() {
         }
         if sub.get_name() == "extract" {
             base.extend(["--images".into(), "x".into()]);
+        }
+        if sub.get_name() == "bench" {
+            // Its size flags only apply to one chosen case.
+            base.extend(["--arch".into(), "resnet18".into()]);
         }
         for a in sub.get_arguments() {
             let Some(long) = a.get_long() else { continue };
@@ -955,12 +967,23 @@ fn every_command_checks_its_outputs_before_the_work() {
             "--out",
         ),
         ("synth", vec!["synth", "--out", b], "file/sub/out.json"),
+        (
+            "train",
+            vec![
+                "train", "--method", "source", "--source", "/no/s", "--out", b,
+            ],
+            "file/sub/out.json",
+        ),
+        ("convert", vec!["convert", "/no/in", b], "OUTPUT"),
+        (
+            "bench",
+            vec!["bench", "--kernels-only", "--json", b],
+            "--json",
+        ),
+        ("demo", vec!["demo", "--out", b], "file/sub/out.json"),
         // Commands without outputs.
         ("check-data", vec![], ""),
         ("info", vec![], ""),
-        // train and demo (merged last): not walked yet, see the report of issue 13.
-        ("train", vec![], ""),
-        ("demo", vec![], ""),
     ];
     assert_covers(
         &cases.iter().map(|c| c.0).collect::<Vec<_>>(),
@@ -1070,9 +1093,9 @@ fn every_command_ends_quietly_on_a_closed_stdout() {
             ],
         ),
     ];
-    // train and demo are long runs: not walked here (see the report of issue 13).
+    // train, demo, bench and convert are long runs or need real inputs: not walked here.
     let mut listed: Vec<&str> = cases.iter().map(|c| c.0).collect();
-    listed.extend(["train", "demo"]);
+    listed.extend(["train", "demo", "bench", "convert"]);
     assert_covers(&listed, "closed stdout");
     for (name, args) in &cases {
         let mut child = Command::new(env!("CARGO_BIN_EXE_unreid"))

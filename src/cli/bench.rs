@@ -17,11 +17,11 @@ pub struct BenchArgs {
     /// One model case: its backbone (default: the whole default table).
     #[arg(long, value_parser = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])]
     pub arch: Option<String>,
-    #[arg(long, default_value_t = 32, requires = "arch")]
+    #[arg(long, default_value_t = 32, requires = "arch", value_parser = super::args::positive())]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 128, requires = "arch")]
+    #[arg(long, default_value_t = 128, requires = "arch", value_parser = super::args::positive())]
     pub height: usize,
-    #[arg(long, default_value_t = 64, requires = "arch")]
+    #[arg(long, default_value_t = 64, requires = "arch", value_parser = super::args::positive())]
     pub width: usize,
     /// Stride of ResNet's last stage (default: 1 for resnet50, 2 otherwise, as the PyTorch yardstick).
     #[arg(long, requires = "arch")]
@@ -47,6 +47,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(json) = &args.json {
+        super::args::check_output("--json", json)?;
+    }
     let device = Device::choose(args.device, args.adapter.as_deref())?;
     let cases = match &args.arch {
         Some(arch) => {

@@ -19,6 +19,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    super::args::check_output("OUTPUT", &args.output)?;
     let ckpt = convert(&args.input, &args.output, args.overwrite)?;
     eprintln!("read {}: {}", args.input.display(), ckpt.describe());
     for note in &ckpt.layout.notes {

@@ -11,7 +11,8 @@ use crate::{Device, DeviceChoice};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Training method (source; more as they land). Default: the method of --config.
+    /// Training method: source, spcl (UDA with --source, USL without), mmt. Default: the method
+    /// of --config.
     #[arg(long)]
     pub method: Option<String>,
     /// A TOML preset or config file (e.g. configs/source.toml); flags and --set override it.
@@ -50,7 +51,7 @@ pub struct TrainArgs {
     /// Images per identity in a PK batch.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub num_instances: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64)]
     pub lr: Option<f64>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub height: Option<u64>,
@@ -81,6 +82,14 @@ pub struct TrainArgs {
     /// Backend or adapter-name substring.
     #[arg(long, env = "UNREID_ADAPTER")]
     pub adapter: Option<String>,
+}
+
+/// A finite number > 0 (learning rates).
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 impl TrainArgs {
@@ -186,6 +195,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             RunMode::Resume,
         )
     } else {
+        if let Some(out) = &args.out {
+            if out.is_file() {
+                bail!("--out {}: is a file, not a run directory", out.display());
+            }
+        }
         let file = args.config.as_deref().map(read_toml_file).transpose()?;
         let method = match (&args.method, file.as_ref().and_then(|f| f.get("method"))) {
             (Some(m), _) => m.clone(),
