@@ -220,20 +220,22 @@ fn run_training(
     }
 }
 
-fn curve_of(dir: &Path) -> Vec<(usize, f64)> {
-    let text = std::fs::read_to_string(dir.join(crate::train::RunDir::METRICS)).unwrap_or_default();
+/// Best target mAP per evaluated epoch (1-based) of a run, read with the plots' metrics reader:
+/// an unreadable or malformed metrics.jsonl is an error, never an empty curve.
+fn curve_of(dir: &Path) -> Result<Vec<(usize, f64)>, DemoError> {
+    let path = dir.join(crate::train::RunDir::METRICS);
+    let records = crate::train::plots::read_metrics(&path).map_err(|e| DemoError::Io {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     let mut best_per_epoch: std::collections::BTreeMap<usize, f64> = Default::default();
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v["kind"] == "eval" {
-                if let (Some(e), Some(m)) = (v["epoch"].as_u64(), v["mAP"].as_f64()) {
-                    let slot = best_per_epoch.entry(e as usize + 1).or_insert(m);
-                    *slot = slot.max(m);
-                }
-            }
+    for v in records.iter().filter(|v| v["kind"] == "eval") {
+        if let (Some(e), Some(m)) = (v["epoch"].as_u64(), v["mAP"].as_f64()) {
+            let slot = best_per_epoch.entry(e as usize + 1).or_insert(m);
+            *slot = slot.max(m);
         }
     }
-    best_per_epoch.into_iter().collect()
+    Ok(best_per_epoch.into_iter().collect())
 }
 
 fn row(
@@ -254,7 +256,7 @@ fn row(
         gain: 100.0 * (e.map - base),
         wall_seconds: s.wall_seconds,
         run_dir: s.run_dir.clone(),
-        curve: curve_of(&s.run_dir),
+        curve: curve_of(&s.run_dir)?,
     })
 }
 
