@@ -606,8 +606,39 @@ fn layout_names_users_type_are_accepted_case_insensitively() {
         ] {
             Cli::try_parse_from(&cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         }
+        // train reads two datasets with the same flags, prefixed.
+        let cmd = [
+            "unreid",
+            "train",
+            "--method",
+            "source",
+            "--source",
+            "s",
+            "--source-layout",
+            name,
+            "--target",
+            "t",
+            "--target-layout",
+            name,
+            "--out",
+            "o",
+        ];
+        Cli::try_parse_from(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     }
     assert!(Layout::parse("cuhk03").unwrap_err().contains("market1501"));
+    let bad = Cli::try_parse_from([
+        "unreid",
+        "train",
+        "--method",
+        "source",
+        "--source",
+        "s",
+        "--source-layout",
+        "cuhk03",
+        "--out",
+        "o",
+    ]);
+    assert!(bad.is_err());
 }
 
 #[test]
@@ -675,6 +706,92 @@ fn extract_reads_list_layouts_and_records_provenance() {
             .to_string();
         assert_eq!(p["weights_sha256"], expected);
     }
+}
+
+#[test]
+fn train_reads_list_datasets_with_the_flags_every_command_takes() {
+    let t = Tmp::new("train-list");
+    // Two train ids of two images each, and query/gallery ids over two cameras.
+    let mut train = String::new();
+    for (k, (pid, cam)) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)].iter().enumerate() {
+        jpg(&t.join(&format!("imgs/train{k}.jpg")), 40 * *pid as u8 + 10 * k as u8);
+        train.push_str(&format!("imgs/train{k}.jpg {pid} {cam}\n"));
+    }
+    let (mut query, mut gallery) = (String::new(), String::new());
+    for pid in 5..8 {
+        jpg(&t.join(&format!("imgs/q{pid}.jpg")), 30 * pid as u8);
+        query.push_str(&format!("imgs/q{pid}.jpg {pid} 0\n"));
+        jpg(&t.join(&format!("imgs/g{pid}.jpg")), 30 * pid as u8 + 5);
+        gallery.push_str(&format!("imgs/g{pid}.jpg {pid} 1\n"));
+    }
+    // A byte-order mark and CRLF line ends, as Windows editors write them.
+    std::fs::write(t.join("train.txt"), format!("\u{feff}{}", train.replace('\n', "\r\n"))).unwrap();
+    std::fs::write(t.join("query.txt"), &query).unwrap();
+    std::fs::write(t.join("gallery.txt"), &gallery).unwrap();
+    let run_dir = t.join("run");
+    let run2 = t.join("run2");
+    let (train_list, query_list, gallery_list) =
+        (t.join("train.txt"), t.join("query.txt"), t.join("gallery.txt"));
+    let mut args = vec![
+        "train",
+        "--method",
+        "source",
+        "--source",
+        s(t.path()),
+        "--source-layout",
+        "list",
+        "--source-list",
+        s(&train_list),
+        "--source-query-list",
+        s(&query_list),
+        "--source-gallery-list",
+        s(&gallery_list),
+        "--arch",
+        "resnet18",
+        "--epochs",
+        "1",
+        "--iters",
+        "1",
+        "--batch-size",
+        "4",
+        "--num-instances",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        s(&run_dir),
+    ];
+    let r = unreid(&args);
+    assert!(r.ok, "{}", r.stderr);
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(
+        config.contains("source_layout = \"list\"") && config.contains("train.txt"),
+        "{config}"
+    );
+    assert!(r.stdout.contains("final: mAP"), "{}", r.stdout);
+
+    // A list file that does not exist is named with its flag before any work.
+    args[8] = "/no/such/train.txt";
+    *args.last_mut().unwrap() = s(&run2);
+    let r = unreid(&args);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("--source-list") && r.stderr.contains("/no/such/train.txt"),
+        "{}",
+        r.stderr
+    );
+    assert!(!run2.join("metrics.jsonl").exists());
+    // --clusters is k-means' cluster count: refused for a method that clusters by DBSCAN.
+    let run3 = t.join("run3");
+    let r = unreid(&[
+        "train", "--method", "spcl", "--target", s(t.path()), "--clusters", "5", "--out",
+        s(&run3),
+    ]);
+    assert!(!r.ok && r.stderr.contains("--clusters"), "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -43,6 +43,21 @@ fn demo_adapts_beyond_direct_transfer_and_resumes() {
     ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
+    // Ranked lists of the same target queries before and after adaptation.
+    let listing = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(out.join("ranked_lists").join(dir))
+            .unwrap_or_else(|e| panic!("ranked_lists/{dir}: {e}"))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing("direct_transfer");
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(before.iter().all(|n| n.ends_with(".png")));
+    for name in &methods {
+        assert_eq!(listing(name), before, "{name}: not the same queries");
+    }
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         md.contains("direct transfer") && md.contains("target mAP"),

@@ -7,8 +7,8 @@
 
 use super::args::{check_output, open_device, positive, unit_f32};
 use crate::cluster::{Backend, Features};
-use crate::eval::visualize::{draw_ranked_list, RankedImage, RankedList};
-use crate::eval::{metrics, top_ranked, EvalResult, RerankParams, Reranker};
+use crate::eval::visualize::{draw_ranked_lists, pick_queries, RankSide};
+use crate::eval::{metrics, EvalResult, RerankParams, Reranker};
 use crate::features::FeatureSet;
 use crate::io::{shown, write_atomic};
 use anyhow::{bail, Context};
@@ -265,24 +265,6 @@ fn resolve(root: Option<&Path>, p: &str) -> PathBuf {
     }
 }
 
-/// Which queries to draw: spread evenly over the query set, or the lowest AP first.
-fn pick_queries(result: &EvalResult, count: usize, by_ap: bool) -> Vec<usize> {
-    let n = result.num_queries;
-    if by_ap {
-        let mut scored: Vec<(usize, f64)> = result
-            .per_query
-            .iter()
-            .enumerate()
-            .filter_map(|(q, s)| s.map(|s| (q, s.average_precision)))
-            .collect();
-        scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        scored.into_iter().take(count).map(|(q, _)| q).collect()
-    } else {
-        let count = count.min(n);
-        (0..count).map(|s| s * n / count).collect()
-    }
-}
-
 /// Draws the ranked lists; returns the files written and one message per failed picture.
 fn visualize(
     args: &EvaluateArgs,
@@ -303,38 +285,27 @@ fn visualize(
     // --images, else the dataset root each features file records, else the current folder.
     let qroot = args.images.as_deref().or(query.image_root());
     let groot = args.images.as_deref().or(gallery.image_root());
-    let mut written = Vec::new();
-    let mut errors = Vec::new();
-    let mut dist = vec![0f32; gallery.num];
-    for (order, q) in pick_queries(result, args.num_visualize, args.sort_by_ap)
-        .into_iter()
-        .enumerate()
-    {
-        rows(q, 1, &mut dist);
-        let ranked = top_ranked(&dist, qpids[q], qcams[q], gpids, gcams, 10);
-        let list = RankedList {
-            query_index: q,
-            query_image: resolve(qroot, &query.paths[q]),
-            query_pid: qpids[q],
-            average_precision: result.per_query[q].map(|s| s.average_precision),
-            gallery: ranked
-                .iter()
-                .map(|&(j, is_match)| RankedImage {
-                    path: resolve(groot, &gallery.paths[j]),
-                    is_match,
-                    distance: dist[j],
-                    pid: gpids[j],
-                })
-                .collect(),
-        };
-        let stem = Path::new(&query.paths[q])
-            .file_stem()
-            .map_or(format!("query_{q}"), |s| s.to_string_lossy().into_owned());
-        let out = dir.join(format!("{order:03}_{stem}.png"));
-        match draw_ranked_list(&list, &out) {
-            Ok(()) => written.push(out.display().to_string()),
-            Err(e) => errors.push(format!("query {q} ({}): {e}", query.paths[q])),
-        }
-    }
-    (written, errors)
+    let qpaths: Vec<PathBuf> = query.paths.iter().map(|p| resolve(qroot, p)).collect();
+    let gpaths: Vec<PathBuf> = gallery.paths.iter().map(|p| resolve(groot, p)).collect();
+    let picks = pick_queries(result, args.num_visualize, args.sort_by_ap);
+    let (written, errors) = draw_ranked_lists(
+        &picks,
+        &RankSide {
+            paths: &qpaths,
+            pids: qpids,
+            camids: qcams,
+        },
+        &RankSide {
+            paths: &gpaths,
+            pids: gpids,
+            camids: gcams,
+        },
+        result,
+        rows,
+        dir,
+    );
+    (
+        written.iter().map(|p| p.display().to_string()).collect(),
+        errors,
+    )
 }

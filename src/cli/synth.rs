@@ -76,10 +76,7 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.config();
     cfg.validate()?;
-    let expected: usize = crate::data::synth::Domain::BOTH
-        .iter()
-        .map(|&d| crate::data::synth::plan_domain(&cfg, d).len())
-        .sum();
+    let expected = crate::data::synth::planned_images(&cfg);
     let bar = Mutex::new(Progress::new("rendering", expected as u64, "images"));
     let start = std::time::Instant::now();
     let written = write_benchmark(&cfg, &args.out, args.overwrite, &|| {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
+use super::args::{SourceDatasetArgs, TargetDatasetArgs};
 use crate::train::config::{read_toml_file, resolve};
 use crate::train::run_dir::RunMode;
 use crate::train::{method_defaults, RunConfig, RunDir, TrainOptions, METHODS};
@@ -11,8 +12,8 @@ use crate::{Device, DeviceChoice};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Training method: source, spcl (UDA with --source, USL without), mmt. Default: the method
-    /// of --config.
+    /// Training method: source, spcl (UDA with --source, USL without), mmt, and the others
+    /// `unreid train --help` lists at the end. Default: the method of --config.
     #[arg(long)]
     pub method: Option<String>,
     /// A TOML preset or config file (e.g. configs/source.toml); flags and --set override it.
@@ -21,14 +22,13 @@ pub struct TrainArgs {
     /// Labelled source dataset root.
     #[arg(long)]
     pub source: Option<PathBuf>,
-    /// Source layout (auto, market1501, duke, msmt17, msmt17-market, list).
-    #[arg(long)]
-    pub source_layout: Option<String>,
+    #[command(flatten)]
+    pub source_data: SourceDatasetArgs,
     /// Target dataset root (its query/gallery are evaluated).
     #[arg(long)]
     pub target: Option<PathBuf>,
-    #[arg(long)]
-    pub target_layout: Option<String>,
+    #[command(flatten)]
+    pub target_data: TargetDatasetArgs,
     /// resnet18, resnet34, resnet50 or mobilenet_v2.
     #[arg(long, value_parser = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])]
     pub arch: Option<String>,
@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// Evaluate every N epochs (and after the last).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Pseudo labels by k-means with K clusters (MMT's default way; methods mmt and proda):
+    /// sets `<method>.cluster.algo = "kmeans"` and `<method>.cluster.k = K`.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
+    pub clusters: Option<u64>,
     /// Any configuration key, e.g. --set train.milestones=[20] --set source.label_smoothing=0.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -83,6 +87,9 @@ pub struct TrainArgs {
     #[arg(long, env = "UNREID_ADAPTER")]
     pub adapter: Option<String>,
 }
+
+/// The methods whose pseudo labels can come from k-means (`--clusters K`).
+const CLUSTERS_METHODS: &[&str] = &["mmt", "proda"];
 
 /// A finite number > 0 (learning rates).
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -109,14 +116,32 @@ impl TrainArgs {
         if let Some(p) = &self.source {
             put("data", "source", path(p));
         }
-        if let Some(l) = &self.source_layout {
-            put("data", "source_layout", Value::String(l.clone()));
-        }
-        if let Some(p) = &self.target {
-            put("data", "target", path(p));
-        }
-        if let Some(l) = &self.target_layout {
-            put("data", "target_layout", Value::String(l.clone()));
+        for (prefix, layout, lists) in [
+            ("source", self.source_data.layout, self.source_data.lists()),
+            ("target", self.target_data.layout, self.target_data.lists()),
+        ] {
+            if let Some(layout) = layout {
+                let name = clap::ValueEnum::to_possible_value(&layout)
+                    .map(|v| v.get_name().to_string())
+                    .context("layout name")?;
+                put("data", &format!("{prefix}_layout"), Value::String(name));
+            }
+            for (key, file) in [
+                ("list", &lists.train),
+                ("query_list", &lists.query),
+                ("gallery_list", &lists.gallery),
+            ] {
+                if let Some(file) = file {
+                    if !file.is_file() {
+                        bail!(
+                            "--{prefix}-{}: {}: no such file",
+                            key.replace('_', "-"),
+                            crate::io::shown(file)
+                        );
+                    }
+                    put("data", &format!("{prefix}_{key}"), path(file));
+                }
+            }
         }
         if let Some(a) = &self.arch {
             put("model", "arch", Value::String(a.clone()));
@@ -161,9 +186,10 @@ impl TrainArgs {
 
     fn changes_config(&self) -> bool {
         self.source.is_some()
-            || self.source_layout.is_some()
+            || self.source_data.given()
             || self.target.is_some()
-            || self.target_layout.is_some()
+            || self.target_data.given()
+            || self.clusters.is_some()
             || self.arch.is_some()
             || self.weights.is_some()
             || self.init.is_some()
@@ -210,7 +236,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ),
         };
         let defaults = method_defaults(&method)?;
-        let config = resolve(&defaults, file.as_ref(), &args.overrides()?, &args.sets)?;
+        let mut sets = Vec::new();
+        if let Some(k) = args.clusters {
+            if !CLUSTERS_METHODS.contains(&method.as_str()) {
+                bail!(
+                    "--clusters sets the k-means cluster count of {}; method {method} clusters by DBSCAN (set its eps with --set {method}.cluster.eps=...)",
+                    CLUSTERS_METHODS.join(" and ")
+                );
+            }
+            sets.push(format!("{method}.cluster.algo=\"kmeans\""));
+            sets.push(format!("{method}.cluster.k={k}"));
+        }
+        sets.extend(args.sets.iter().cloned());
+        let config = resolve(&defaults, file.as_ref(), &args.overrides()?, &sets)?;
         let out = args.out.clone().context("--out RUN_DIR is required")?;
         let mode = if args.overwrite {
             RunMode::Overwrite

@@ -1147,6 +1147,15 @@ impl SynthImage {
     }
 }
 
+/// How many images `write_benchmark` writes for `cfg` (both domains, every split): the total of
+/// its progress reports.
+pub fn planned_images(cfg: &SynthConfig) -> usize {
+    Domain::BOTH
+        .iter()
+        .map(|&d| plan_domain(cfg, d).len())
+        .sum()
+}
+
 /// Plans every image of one domain: identities, cameras, splits and names.
 ///
 /// Train identities: all their images in `bounding_box_train`. Test identities visit 2-4 cameras with at least two

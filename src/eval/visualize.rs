@@ -8,6 +8,7 @@
 
 use crate::data::decode::decode_rgb;
 use crate::data::DataError;
+use crate::eval::metrics::{top_ranked, EvalResult};
 use image::{imageops, Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 
@@ -178,4 +179,107 @@ pub fn draw_ranked_list(list: &RankedList, out: &Path) -> Result<(), VisualizeEr
         )
         .map_err(|e| write_err(format!("encoding PNG: {e}")))?;
     crate::io::write_atomic(out, &bytes).map_err(|e| write_err(e.to_string()))
+}
+
+/// One side of a ranking (the queries or the gallery), row-aligned with its features: image
+/// paths (already resolved against the dataset root), person ids and camera ids.
+#[derive(Clone, Copy, Debug)]
+pub struct RankSide<'a> {
+    pub paths: &'a [PathBuf],
+    pub pids: &'a [i64],
+    pub camids: &'a [i64],
+}
+
+/// Which queries to draw: `count` spread evenly over the query set (the same queries for every
+/// model of the same data, so pictures before and after training compare), or with `worst_first`
+/// the `count` lowest-AP valid queries.
+pub fn pick_queries(result: &EvalResult, count: usize, worst_first: bool) -> Vec<usize> {
+    let n = result.num_queries;
+    if worst_first {
+        let mut scored: Vec<(usize, f64)> = result
+            .per_query
+            .iter()
+            .enumerate()
+            .filter_map(|(q, s)| s.map(|s| (q, s.average_precision)))
+            .collect();
+        scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        scored.into_iter().take(count).map(|(q, _)| q).collect()
+    } else {
+        let count = count.min(n);
+        (0..count).map(|s| s * n / count).collect()
+    }
+}
+
+/// The ranked list of query `q` from its distance row `dist` ([num_gallery], smaller = closer):
+/// the first `top` valid gallery images (Market protocol: junk and same-camera true matches
+/// removed, see [`top_ranked`]).
+pub fn ranked_list(
+    q: usize,
+    dist: &[f32],
+    query: &RankSide<'_>,
+    gallery: &RankSide<'_>,
+    result: &EvalResult,
+    top: usize,
+) -> RankedList {
+    let ranked = top_ranked(
+        dist,
+        query.pids[q],
+        query.camids[q],
+        gallery.pids,
+        gallery.camids,
+        top,
+    );
+    RankedList {
+        query_index: q,
+        query_image: query.paths[q].clone(),
+        query_pid: query.pids[q],
+        average_precision: result
+            .per_query
+            .get(q)
+            .copied()
+            .flatten()
+            .map(|s| s.average_precision),
+        gallery: ranked
+            .iter()
+            .map(|&(j, is_match)| RankedImage {
+                path: gallery.paths[j].clone(),
+                is_match,
+                distance: dist[j],
+                pid: gallery.pids[j],
+            })
+            .collect(),
+    }
+}
+
+/// Draws the ranked lists (top 10) of `picks` into `dir` as `NNN_<query file stem>.png`, with
+/// distances from `rows(first_query, count, out)` (the evaluation's own distance rows). Returns
+/// the files written and one message per picture that failed: pictures are an optional output
+/// and never abort what the caller already produced.
+pub fn draw_ranked_lists(
+    picks: &[usize],
+    query: &RankSide<'_>,
+    gallery: &RankSide<'_>,
+    result: &EvalResult,
+    rows: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    dir: &Path,
+) -> (Vec<PathBuf>, Vec<String>) {
+    let mut written = Vec::new();
+    let mut errors = Vec::new();
+    let mut dist = vec![0f32; gallery.pids.len()];
+    for (order, &q) in picks.iter().enumerate() {
+        rows(q, 1, &mut dist);
+        let list = ranked_list(q, &dist, query, gallery, result, 10);
+        let stem = query.paths[q]
+            .file_stem()
+            .map_or(format!("query_{q}"), |s| s.to_string_lossy().into_owned());
+        let out = dir.join(format!("{order:03}_{stem}.png"));
+        match draw_ranked_list(&list, &out) {
+            Ok(()) => written.push(out),
+            Err(e) => errors.push(format!(
+                "query {q} ({}): {e}",
+                crate::io::shown(&query.paths[q])
+            )),
+        }
+    }
+    (written, errors)
 }

@@ -8,20 +8,93 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::TrainError;
+use crate::data::datasets::{DatasetSpec, Layout, ListFiles};
 use crate::nn::{Pooling, ReidConfig};
 use crate::optim::{LrSchedule, Warmup};
 
-/// Where the images come from.
+/// Where the images come from. Each dataset is a root, a layout and, for the generic `list`
+/// layout, list files (the same pieces `unreid check-data` / `extract` take as `--layout`,
+/// `--list`, `--query-list`, `--gallery-list`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Labelled source dataset root (UDA methods, source pre-training).
     pub source: Option<PathBuf>,
-    /// Its layout (auto, market1501, duke, msmt17, msmt17-market, list).
+    /// Its layout (auto, market1501, duke, msmt17, msmt17-market, list; case-insensitive, the
+    /// usual spellings such as `market` or `MSMT17_V1` accepted).
     pub source_layout: Option<String>,
+    /// The source's train / query / gallery list files (`relative/path pid camid` per line).
+    pub source_list: Option<PathBuf>,
+    pub source_query_list: Option<PathBuf>,
+    pub source_gallery_list: Option<PathBuf>,
     /// Unlabelled target dataset root; its query/gallery splits are what evaluation reports.
     pub target: Option<PathBuf>,
     pub target_layout: Option<String>,
+    pub target_list: Option<PathBuf>,
+    pub target_query_list: Option<PathBuf>,
+    pub target_gallery_list: Option<PathBuf>,
+}
+
+impl DataConfig {
+    /// What to load for the source (domain 0), or None when no source is configured. Errors:
+    /// an unknown layout name, or list files without a root.
+    pub fn source_spec(&self) -> Result<Option<DatasetSpec>, TrainError> {
+        Self::spec(
+            "source",
+            &self.source,
+            &self.source_layout,
+            ListFiles {
+                train: self.source_list.clone(),
+                query: self.source_query_list.clone(),
+                gallery: self.source_gallery_list.clone(),
+            },
+            0,
+        )
+    }
+
+    /// What to load for the target (domain 1), or None when no target is configured.
+    pub fn target_spec(&self) -> Result<Option<DatasetSpec>, TrainError> {
+        Self::spec(
+            "target",
+            &self.target,
+            &self.target_layout,
+            ListFiles {
+                train: self.target_list.clone(),
+                query: self.target_query_list.clone(),
+                gallery: self.target_gallery_list.clone(),
+            },
+            1,
+        )
+    }
+
+    fn spec(
+        which: &str,
+        root: &Option<PathBuf>,
+        layout: &Option<String>,
+        lists: ListFiles,
+        domain: u8,
+    ) -> Result<Option<DatasetSpec>, TrainError> {
+        let layout = match layout {
+            None => Layout::Auto,
+            Some(name) => Layout::parse(name)
+                .map_err(|e| TrainError::Config(format!("data.{which}_layout: {e}")))?,
+        };
+        let Some(root) = root else {
+            let has_lists = lists.train.is_some() || lists.query.is_some() || lists.gallery.is_some();
+            if has_lists || layout != Layout::Auto {
+                return Err(TrainError::Config(format!(
+                    "data.{which}_layout / data.{which}_*list are set but data.{which} (the dataset root) is not"
+                )));
+            }
+            return Ok(None);
+        };
+        Ok(Some(DatasetSpec {
+            root: root.clone(),
+            layout,
+            lists,
+            domain,
+        }))
+    }
 }
 
 /// The network.

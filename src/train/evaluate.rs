@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use super::TrainError;
 use crate::cluster::{Backend, Features};
 use crate::data::ReidItem;
+use crate::eval::metrics::{distance_rows, evaluate_with};
+use crate::eval::visualize::{draw_ranked_lists, pick_queries, RankSide};
 use crate::eval::{evaluate, EvalResult, LabeledFeatures};
 use crate::nn::{extract_features, ExtractOptions, ReidNet};
 use crate::Device;
@@ -19,6 +21,36 @@ pub struct EvalData {
     pub gallery: Vec<ReidItem>,
 }
 
+/// L2-normalised features ([items, dim], row-major) of `items` by `net` with the test transform.
+#[allow(clippy::too_many_arguments)]
+fn split_features(
+    net: &ReidNet,
+    domain: usize,
+    items: &[ReidItem],
+    device: &Device,
+    size: (usize, usize),
+    batch_size: usize,
+    progress: String,
+) -> Result<Vec<f32>, TrainError> {
+    let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+    let opts = ExtractOptions {
+        height: size.0,
+        width: size.1,
+        batch_size,
+        domain,
+        progress: Some(progress),
+    };
+    Ok(extract_features(net, &paths, device, &opts)?)
+}
+
+/// (person ids, camera ids) of `items` as the evaluation reads them.
+fn ids(items: &[ReidItem]) -> (Vec<i64>, Vec<i64>) {
+    (
+        items.iter().map(|i| i.raw_pid as i64).collect(),
+        items.iter().map(|i| i.camid as i64).collect(),
+    )
+}
+
 /// mAP and CMC of `net` (BN domain `domain`) on `data`. Zero valid queries is an error, never a
 /// 0% result.
 pub fn evaluate_model(
@@ -30,26 +62,13 @@ pub fn evaluate_model(
     batch_size: usize,
     label: &str,
 ) -> Result<EvalResult, TrainError> {
-    let features = |items: &[ReidItem], split: &str| -> Result<Vec<f32>, TrainError> {
-        let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-        let opts = ExtractOptions {
-            height: size.0,
-            width: size.1,
-            batch_size,
-            domain,
-            progress: Some(format!("{label} {} {split}", data.name)),
-        };
-        Ok(extract_features(net, &paths, device, &opts)?)
+    let features = |items: &[ReidItem], split: &str| {
+        let progress = format!("{label} {} {split}", data.name);
+        split_features(net, domain, items, device, size, batch_size, progress)
     };
     let q = features(&data.query, "query")?;
     let g = features(&data.gallery, "gallery")?;
     let dim = net.feature_dim();
-    let ids = |items: &[ReidItem]| -> (Vec<i64>, Vec<i64>) {
-        (
-            items.iter().map(|i| i.raw_pid as i64).collect(),
-            items.iter().map(|i| i.camid as i64).collect(),
-        )
-    };
     let (qp, qc) = ids(&data.query);
     let (gp, gc) = ids(&data.gallery);
     let query = LabeledFeatures::new(Features::new(&q, data.query.len(), dim)?, &qp, &qc)?;
@@ -62,4 +81,96 @@ pub fn evaluate_model(
         )));
     }
     Ok(result)
+}
+
+/// Ranked-list pictures (`eval::visualize`) of `count` queries of `data`, spread evenly over the
+/// query set so the same queries are drawn for every model of the same data (before / after
+/// adaptation), by `net` with BN domain `domain`; written to `dir` (created). Returns the
+/// evaluation the pictures come from, the files written, and one message per picture that failed.
+#[allow(clippy::too_many_arguments)]
+pub fn ranked_list_pictures(
+    net: &ReidNet,
+    domain: usize,
+    data: &EvalData,
+    device: &Device,
+    size: (usize, usize),
+    batch_size: usize,
+    count: usize,
+    dir: &std::path::Path,
+) -> Result<(EvalResult, Vec<PathBuf>, Vec<String>), TrainError> {
+    let progress = |split: &str| format!("pictures {} {split}", data.name);
+    let q = split_features(net, domain, &data.query, device, size, batch_size, progress("query"))?;
+    let g = split_features(net, domain, &data.gallery, device, size, batch_size, progress("gallery"))?;
+    let dim = net.feature_dim();
+    let (qp, qc) = ids(&data.query);
+    let (gp, gc) = ids(&data.gallery);
+    let qx = Features::new(&q, data.query.len(), dim)?;
+    let gx = Features::new(&g, data.gallery.len(), dim)?;
+    let norms = gx.squared_norms();
+    let rows = |q0: usize, n: usize, out: &mut [f32]| distance_rows(qx, gx, &norms, q0, n, out);
+    let result = evaluate_with((&qp, &qc), (&gp, &gc), 10, rows)?;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+        path: dir.to_path_buf(),
+        message: format!("creating the pictures folder: {e}"),
+    })?;
+    let qpaths: Vec<PathBuf> = data.query.iter().map(|i| i.path.clone()).collect();
+    let gpaths: Vec<PathBuf> = data.gallery.iter().map(|i| i.path.clone()).collect();
+    let (written, errors) = draw_ranked_lists(
+        &pick_queries(&result, count, false),
+        &RankSide {
+            paths: &qpaths,
+            pids: &qp,
+            camids: &qc,
+        },
+        &RankSide {
+            paths: &gpaths,
+            pids: &gp,
+            camids: &gc,
+        },
+        &result,
+        &rows,
+        dir,
+    );
+    Ok((result, written, errors))
+}
+
+/// A model checkpoint a run wrote (`checkpoints/best.safetensors` or `last.safetensors`) on
+/// `device`, shaped by the run configuration in its metadata, with the BN domain the run
+/// evaluated it with. Errors name the file: not a unreid run checkpoint, an unreadable
+/// configuration, or a DSBN model whose evaluation domain is not recorded.
+pub fn load_run_model(
+    device: &Device,
+    path: &std::path::Path,
+) -> Result<(ReidNet, usize), TrainError> {
+    let err = |message: String| TrainError::Io {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = crate::nn::weights::read_metadata(path).map_err(|e| err(e.to_string()))?;
+    let config = meta
+        .get("config")
+        .ok_or_else(|| err("no run configuration in its metadata: not a checkpoint of `unreid train`".into()))?;
+    let config = super::RunConfig::from_toml(config, &format!("{} (metadata)", path.display()))?;
+    let (net, _, _) = crate::nn::extract::reid_net_from_weights(
+        device,
+        &config.model.arch,
+        config.model.last_stride,
+        path,
+        false,
+    )?;
+    let domain = match meta.get(super::run_loop::EVAL_DOMAIN_KEY) {
+        Some(d) => d
+            .parse::<usize>()
+            .ok()
+            .filter(|&d| d < net.domains())
+            .ok_or_else(|| err(format!("eval_domain {d:?} is not one of its {} BN domains", net.domains())))?,
+        None if net.domains() == 1 => 0,
+        None => {
+            return Err(err(format!(
+                "a model with {} BN domains whose evaluation domain is not recorded",
+                net.domains()
+            )))
+        }
+    };
+    Ok((net, domain))
 }

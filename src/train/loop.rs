@@ -15,7 +15,7 @@ use serde_json::json;
 use super::evaluate::{evaluate_model, EvalData};
 use super::run_dir::{RunDir, RunMode};
 use super::{build_method, Method, RunConfig, Session, TrainBatch, TrainError};
-use crate::data::datasets::{load, DatasetSpec, Layout};
+use crate::data::datasets::{load, DatasetSpec};
 use crate::data::loader::{HostBatch, Loader, LoaderConfig, LoaderStats};
 use crate::data::{AugmentConfig, PkSampler};
 use crate::eval::EvalResult;
@@ -75,23 +75,11 @@ impl EvalSummary {
     }
 }
 
-fn parse_layout(name: Option<&str>, key: &str) -> Result<Layout, TrainError> {
-    match name {
-        None => Ok(Layout::Auto),
-        Some(s) => <Layout as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| TrainError::Config(format!("{key} = {s:?} is not a dataset layout"))),
-    }
-}
-
-fn load_dataset(
-    root: &Path,
-    layout: Option<&str>,
-    key: &str,
-    domain: u8,
-) -> Result<Arc<crate::data::ReidDataset>, TrainError> {
-    let mut spec = DatasetSpec::new(root, parse_layout(layout, key)?);
-    spec.domain = domain;
-    Ok(Arc::new(load(&spec)?))
+fn load_dataset(spec: Option<DatasetSpec>) -> Result<Option<Arc<crate::data::ReidDataset>>, TrainError> {
+    Ok(match spec {
+        Some(spec) => Some(Arc::new(load(&spec)?)),
+        None => None,
+    })
 }
 
 /// Consecutive BN groups of `bn_group` images per stream (the last group of a stream may be
@@ -219,8 +207,11 @@ fn sub_map(tensors: &BTreeMap<String, Tensor>, prefix: &str) -> BTreeMap<String,
         .collect()
 }
 
+/// Writes a model checkpoint that `unreid extract` loads; its metadata names the BN domain the
+/// run evaluates with (`eval_domain`: the target's set in a DSBN model).
 fn export_model(
     net: &ReidNet,
+    domain: usize,
     path: &Path,
     config_toml: &str,
     epoch: usize,
@@ -234,12 +225,16 @@ fn export_model(
     meta.insert("method".into(), method.to_string());
     meta.insert("arch".into(), net.config().arch.clone());
     meta.insert("epoch".into(), epoch.to_string());
+    meta.insert(EVAL_DOMAIN_KEY.into(), domain.to_string());
     meta.insert("config".into(), config_toml.to_string());
     if let Some(m) = map {
         meta.insert("target_mAP".into(), format!("{m:.6}"));
     }
     RunDir::save_checkpoint(path, &tensors, meta)
 }
+
+/// Checkpoint metadata key: the BN domain a model checkpoint is evaluated with.
+pub const EVAL_DOMAIN_KEY: &str = "eval_domain";
 
 fn flush_session_log(session: &Session, dir: &mut RunDir) {
     let lines: Vec<String> = session
@@ -269,24 +264,8 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
     let config_toml = cfg.to_toml()?;
 
     // Data, before any long work: a missing folder fails now.
-    let source = match &cfg.data.source {
-        Some(root) => Some(load_dataset(
-            root,
-            cfg.data.source_layout.as_deref(),
-            "data.source_layout",
-            0,
-        )?),
-        None => None,
-    };
-    let target = match &cfg.data.target {
-        Some(root) => Some(load_dataset(
-            root,
-            cfg.data.target_layout.as_deref(),
-            "data.target_layout",
-            1,
-        )?),
-        None => None,
-    };
+    let source = load_dataset(cfg.data.source_spec()?)?;
+    let target = load_dataset(cfg.data.target_spec()?)?;
     let eval_set = match (&target, &source) {
         (Some(d), _) => EvalData {
             name: "target".into(),
@@ -612,6 +591,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
                     best = Some((r.map, epoch));
                     export_model(
                         net,
+                        domain,
                         &dir.best_path(),
                         &config_toml,
                         epoch,
@@ -654,6 +634,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             .unwrap_or(&models[0]);
         export_model(
             last.1,
+            last.2,
             &dir.last_path(),
             &config_toml,
             epoch,

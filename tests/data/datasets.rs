@@ -441,10 +441,8 @@ fn check_data_lists_every_bad_image_and_fails() {
     let args = unreid::cli::check_data::Args {
         dir: tmp.path().to_path_buf(),
         dataset: unreid::cli::args::DatasetArgs {
-            layout: Layout::Auto,
-            list: None,
-            query_list: None,
-            gallery_list: None,
+            layout: Some(Layout::Auto),
+            ..Default::default()
         },
     };
     unreid::cli::check_data::run(args.clone()).expect("a clean dataset passes");
