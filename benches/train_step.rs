@@ -5,32 +5,14 @@
 //! UNREID_BENCH_STEP_BATCH (default 8; the table uses 32) at 128x64 for ResNet-18 and
 //! MobileNetV2; UNREID_BENCH_CPU=0 skips the CPU device, UNREID_BENCH_GPU=0 the adapter.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{devices, env_usize, timed};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use unreid::bench::{Mode, ModelCase, TrainStep};
-use unreid::{Device, Tensor};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn devices() -> Vec<(String, Device)> {
-    let mut out = Vec::new();
-    if env_usize("UNREID_BENCH_GPU", 1) != 0 {
-        match Device::gpu() {
-            Ok(g) => out.push((format!("gpu ({})", g.as_gpu().unwrap().summary().name), g)),
-            Err(e) => eprintln!("no GPU adapter: {e}"),
-        }
-    }
-    if env_usize("UNREID_BENCH_CPU", 1) != 0 {
-        out.push(("cpu".into(), Device::Cpu));
-    }
-    out
-}
+use unreid::Tensor;
 
 fn train_step(c: &mut Criterion) {
     let n = env_usize("UNREID_BENCH_STEP_BATCH", 8);
@@ -54,12 +36,10 @@ fn train_step(c: &mut Criterion) {
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(format!("{} [{dev_name}]", case.name()), |b| {
                 b.iter_custom(|iters| {
-                    let t = Instant::now();
-                    for _ in 0..iters {
+                    let t = timed(iters, &mut || {
                         step.run(k).unwrap();
                         k += 1;
-                    }
-                    let t = t.elapsed();
+                    });
                     eprintln!(
                         "    {:.2} images/s",
                         n as f64 * iters as f64 / t.as_secs_f64()
@@ -101,16 +81,14 @@ fn batch_norm(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(bytes as u64));
             group.bench_function(format!("{name} [{dev_name}]"), |b| {
                 b.iter_custom(|iters| {
-                    let t = Instant::now();
-                    for _ in 0..iters {
+                    timed(iters, &mut || {
                         let (y, _, _) = x.batch_norm_train(&gamma, &beta, 1e-5).unwrap();
                         y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
                         dev.sync().unwrap();
                         x.zero_grad();
                         gamma.zero_grad();
                         beta.zero_grad();
-                    }
-                    t.elapsed()
+                    })
                 })
             });
         }

@@ -8,6 +8,12 @@
 //! 751 classes, PK labels with 4 images per identity, the median of `steps` timed steps after
 //! `warmup` untimed ones. Inference cases time `ReidNet::extract` (eval mode, no autograd).
 //!
+//! On a GPU device each model case first checks that its activations fit the adapter's
+//! storage-binding limit (`nn::ReidNet::check_binding_limit`): a case that cannot run there
+//! (MobileNetV2 b64 256x128 on lavapipe's 128 MiB) becomes a row whose error names the layer and
+//! the largest batch that fits, without allocating anything large. `UNREID_MAX_BINDING_BYTES`
+//! rehearses a smaller adapter's limit on a larger one.
+//!
 //! Kernel cases time one conv2d (forward + both gradients) or one matmul and report GFLOP/s
 //! (2 x multiply-adds). Peak memory is the process's peak resident set (Linux `VmHWM`, reset
 //! before each case where the kernel allows it), so on the CPU device and on CPU adapters
@@ -209,12 +215,7 @@ impl TrainStep {
         };
         let net = ReidNet::new(device, &cfg)?;
         if let Device::Gpu(gpu) = device {
-            net.check_binding_limit(
-                case.batch,
-                case.height,
-                case.width,
-                gpu.max_binding_bytes(),
-            )?;
+            net.check_binding_limit(case.batch, case.height, case.width, gpu.max_binding_bytes())?;
         }
         let x = Tensor::randn(
             &[case.batch, 3, case.height, case.width],

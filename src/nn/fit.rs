@@ -183,7 +183,10 @@ mod tests {
             e.contains("features.2.conv.0.0") && e.contains("[64, 96, 128, 64]"),
             "{e}"
         );
-        assert!(e.contains("largest batch that fits at 256x128 is 42"), "{e}");
+        assert!(
+            e.contains("largest batch that fits at 256x128 is 42"),
+            "{e}"
+        );
         m.check_binding_limit(42, 256, 128, LAVAPIPE).unwrap();
     }
 
@@ -211,7 +214,10 @@ mod tests {
             .check_binding_limit(1, 64, 32, 148 * 512 * 4 - 4)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("layer conv1") && e.contains("no batch fits"), "{e}");
+        assert!(
+            e.contains("layer conv1") && e.contains("no batch fits"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -279,7 +279,9 @@ fn check_binding_limit(
             ("train.eval_batch_size", t.eval_batch_size),
         ] {
             net.check_binding_limit(batch, t.height, t.width, limit)
-                .map_err(|e| TrainError::Config(format!("{key} = {batch} for model {name}: {e}")))?;
+                .map_err(|e| {
+                    TrainError::Config(format!("{key} = {batch} for model {name}: {e}"))
+                })?;
         }
     }
     Ok(())
