@@ -3,40 +3,15 @@
 //! backward = dX + dW = twice the forward's work). Then ResNet-50 and MobileNetV2 forward
 //! (eval) images/s. `cargo bench --bench conv`; UNREID_BENCH_CPU=0 skips the CPU device.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{devices, env_usize, timed};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use unreid::nn::{Ctx, ReidConfig, ReidNet};
 use unreid::ops::conv2d::Conv2dSpec;
-use unreid::{Device, Tensor};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn devices() -> Vec<(String, Device)> {
-    let mut out = Vec::new();
-    match Device::gpu() {
-        Ok(g) => out.push((format!("gpu ({})", g.as_gpu().unwrap().summary().name), g)),
-        Err(e) => eprintln!("no GPU adapter: {e}"),
-    }
-    if env_usize("UNREID_BENCH_CPU", 1) != 0 {
-        out.push(("cpu".into(), Device::Cpu));
-    }
-    out
-}
-
-/// Runs `f` (which must sync) `iters` times; the mean wall time.
-fn timed(iters: u64, f: &mut dyn FnMut()) -> Duration {
-    let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed()
-}
+use unreid::Tensor;
 
 fn conv_layers(c: &mut Criterion) {
     let n = env_usize("UNREID_BENCH_BATCH", 8);

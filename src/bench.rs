@@ -8,6 +8,12 @@
 //! 751 classes, PK labels with 4 images per identity, the median of `steps` timed steps after
 //! `warmup` untimed ones. Inference cases time `ReidNet::extract` (eval mode, no autograd).
 //!
+//! On a GPU device each model case first checks that its activations fit the adapter's
+//! storage-binding limit (`nn::ReidNet::check_binding_limit`): a case that cannot run there
+//! (MobileNetV2 b64 256x128 on lavapipe's 128 MiB) becomes a row whose error names the layer and
+//! the largest batch that fits, without allocating anything large. `UNREID_MAX_BINDING_BYTES`
+//! rehearses a smaller adapter's limit on a larger one.
+//!
 //! Kernel cases time one conv2d (forward + both gradients) or one matmul and report GFLOP/s
 //! (2 x multiply-adds). Peak memory is the process's peak resident set (Linux `VmHWM`, reset
 //! before each case where the kernel allows it), so on the CPU device and on CPU adapters
@@ -176,39 +182,73 @@ fn pk_labels(batch: usize, step: usize, classes: usize) -> Vec<i32> {
 
 const CLASSES: usize = 751;
 
-/// Times one model case on `device`; a failure (unknown architecture, a buffer over the
-/// adapter's binding limit, out of memory) comes back as an error.
-pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) -> Result<BenchRow> {
-    reset_peak_memory();
-    let cfg = ReidConfig {
-        arch: case.arch.clone(),
-        last_stride: case.last_stride,
-        classes: Some(CLASSES),
-        ..Default::default()
-    };
-    let net = ReidNet::new(device, &cfg)?;
-    let x = Tensor::randn(
-        &[case.batch, 3, case.height, case.width],
-        0.0,
-        1.0,
-        7,
-        device,
-    )?;
-    let mut adam = Adam::new(3.5e-4, 5e-4);
-    let (mut total, mut fw, mut bw, mut op) = (vec![], vec![], vec![], vec![]);
-    for step in 0..opts.warmup + opts.steps {
+/// One model case ready to step: the model, a fixed random input batch and the optimiser.
+/// `unreid bench` and the criterion bench `benches/train_step.rs` time the same step.
+pub struct TrainStep {
+    pub case: ModelCase,
+    device: Device,
+    net: ReidNet,
+    x: Tensor,
+    adam: Adam,
+}
+
+/// Milliseconds of one step's phases (inference: all in `forward`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PhaseMs {
+    pub forward: f64,
+    pub backward: f64,
+    pub optimiser: f64,
+}
+
+impl TrainStep {
+    /// Builds the case's model and input on `device`. On a GPU device it first checks that every
+    /// activation fits the adapter's storage-binding limit (`ReidNet::check_binding_limit`):
+    /// a batch too large for the adapter is an error naming the layer and the largest batch that
+    /// fits, before anything large is allocated. Errors: unknown architecture, that check,
+    /// out of memory.
+    pub fn new(device: &Device, case: &ModelCase) -> Result<TrainStep> {
+        let cfg = ReidConfig {
+            arch: case.arch.clone(),
+            last_stride: case.last_stride,
+            classes: Some(CLASSES),
+            ..Default::default()
+        };
+        let net = ReidNet::new(device, &cfg)?;
+        if let Device::Gpu(gpu) = device {
+            net.check_binding_limit(case.batch, case.height, case.width, gpu.max_binding_bytes())?;
+        }
+        let x = Tensor::randn(
+            &[case.batch, 3, case.height, case.width],
+            0.0,
+            1.0,
+            7,
+            device,
+        )?;
+        Ok(TrainStep {
+            case: case.clone(),
+            device: device.clone(),
+            net,
+            x,
+            adam: Adam::new(3.5e-4, 5e-4),
+        })
+    }
+
+    /// Runs step number `step` (its PK labels depend on it) and returns its phase times; each
+    /// phase ends with a device sync.
+    pub fn run(&mut self, step: usize) -> Result<PhaseMs> {
+        let device = &self.device;
         let t0 = Instant::now();
-        let (t1, t2) = match case.mode {
+        let (t1, t2) = match self.case.mode {
             Mode::Infer => {
-                let f = net.extract(&x, 0)?;
+                let f = self.net.extract(&self.x, 0)?;
                 device.sync()?;
                 drop(f);
                 let t = Instant::now();
                 (t, t)
             }
             Mode::Train => {
-                let labels = pk_labels(case.batch, step, CLASSES);
-                let out = net.forward(&x, &Ctx::train().seed(step as u64))?;
+                let labels = pk_labels(self.case.batch, step, CLASSES);
+                let out = self.net.forward(&self.x, &Ctx::train().seed(step as u64))?;
                 let logits = out
                     .logits
                     .as_ref()
@@ -223,17 +263,34 @@ pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) ->
                 drop((loss, ce, tri, dist, out));
                 device.sync()?;
                 let t2 = Instant::now();
-                adam.step(&net.trainable())?;
+                self.adam.step(&self.net.trainable())?;
                 device.sync()?;
                 (t1, t2)
             }
         };
         let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        Ok(PhaseMs {
+            forward: ms(t0, t1),
+            backward: ms(t1, t2),
+            optimiser: ms(t2, t3),
+        })
+    }
+}
+
+/// Times one model case on `device`; a failure (unknown architecture, a batch whose activations
+/// exceed the adapter's binding limit, out of memory) comes back as an error.
+pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) -> Result<BenchRow> {
+    reset_peak_memory();
+    let mut stepper = TrainStep::new(device, case)?;
+    let (mut total, mut fw, mut bw, mut op) = (vec![], vec![], vec![], vec![]);
+    for step in 0..opts.warmup + opts.steps {
+        let t = stepper.run(step)?;
         if step >= opts.warmup {
-            total.push((t3 - t0).as_secs_f64() * 1e3);
-            fw.push((t1 - t0).as_secs_f64() * 1e3);
-            bw.push((t2 - t1).as_secs_f64() * 1e3);
-            op.push((t3 - t2).as_secs_f64() * 1e3);
+            total.push(t.forward + t.backward + t.optimiser);
+            fw.push(t.forward);
+            bw.push(t.backward);
+            op.push(t.optimiser);
         }
     }
     let step_ms = median(&mut total);

@@ -171,29 +171,3 @@ fn conv2d_rejects_bad_shapes() {
         .to_string();
     assert!(e.contains("does not fit"), "{e}");
 }
-
-#[test]
-fn conv2d_chunks_over_the_batch() {
-    // A cap smaller than two images' columns forces one chunk per image (forward, dX and dW).
-    // Run in its own test binary process order-independently: the cap only changes chunking,
-    // never results, so other tests running meanwhile stay correct.
-    unreid::ops::conv2d::set_im2col_chunk_bytes(4 * 27 * 35 + 1);
-    conv_case(
-        "chunked 3x3",
-        &[3, 3, 5, 7],
-        &[4, 3, 3, 3],
-        Conv2dSpec::new(1, 1),
-        true,
-        31,
-    );
-    unreid::ops::conv2d::set_im2col_chunk_bytes(4 * 27 * 35 * 2);
-    conv_case(
-        "chunks of 2",
-        &[3, 3, 5, 7],
-        &[2, 3, 3, 3],
-        Conv2dSpec::new(1, 1),
-        false,
-        34,
-    );
-    unreid::ops::conv2d::set_im2col_chunk_bytes(64 << 20);
-}

@@ -32,6 +32,9 @@ pub enum GpuError {
         limit: u64,
     },
 
+    #[error("invalid GPU option: {0}")]
+    InvalidOption(String),
+
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
 

@@ -38,6 +38,12 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Fill every newly handed-out buffer with NaN, so a kernel that skips an element is caught by tests.
     pub poison: bool,
+    /// Lowers the binding limit the runtime enforces (bytes, see [`Gpu::max_binding_bytes`]) below
+    /// the adapter's own, so tests exercise the ops' splitting on small tensors and a big adapter
+    /// can rehearse a small one's limits. None: the environment variable
+    /// `UNREID_MAX_BINDING_BYTES` (a byte count), else the adapter's limit. A value above the
+    /// adapter's limit changes nothing; 0 or an unparsable value is an error.
+    pub max_binding_bytes: Option<u64>,
 }
 
 /// Counters the runtime keeps; tests read them to check batching and pooling.
@@ -87,6 +93,31 @@ pub struct Gpu {
     async_errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     poison: AtomicBool,
+    /// The effective binding limit: the adapter's, or lower (`GpuOptions::max_binding_bytes`).
+    binding_limit: u64,
+}
+
+/// The binding-limit override: `GpuOptions::max_binding_bytes`, else `UNREID_MAX_BINDING_BYTES`.
+fn binding_override(options: &GpuOptions) -> Result<Option<u64>, GpuError> {
+    const VAR: &str = "UNREID_MAX_BINDING_BYTES";
+    let (value, from) = match options.max_binding_bytes {
+        Some(v) => (Some(v), "GpuOptions::max_binding_bytes"),
+        None => match std::env::var(VAR) {
+            Ok(text) => (
+                Some(text.trim().parse::<u64>().map_err(|e| {
+                    GpuError::InvalidOption(format!("{VAR}={text:?} is not a byte count: {e}"))
+                })?),
+                VAR,
+            ),
+            Err(_) => (None, VAR),
+        },
+    };
+    match value {
+        Some(0) => Err(GpuError::InvalidOption(format!(
+            "{from} must be a positive byte count, got 0"
+        ))),
+        v => Ok(v),
+    }
 }
 
 /// A pooled storage buffer; returns to its pool when dropped.
@@ -132,6 +163,7 @@ pub type Binding<'a> = &'a GpuBuffer;
 impl Gpu {
     /// Opens the chosen adapter with its own limits (not wgpu's conservative defaults).
     pub fn new(options: &GpuOptions) -> Result<Arc<Gpu>, GpuError> {
+        let lowered = binding_override(options)?;
         let instance = adapter::instance();
         let adapter = adapter::choose(&instance, options.adapter.as_deref())?;
         let summary = AdapterSummary::of(&adapter);
@@ -164,6 +196,10 @@ impl Gpu {
             *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
         });
 
+        let own = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let binding_limit = lowered.map_or(own, |l| l.min(own));
         let param_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("unreid params"),
             size: (DISPATCH_BUDGET * PARAM_SLOT) as u64,
@@ -190,6 +226,7 @@ impl Gpu {
             async_errors,
             lost,
             poison: AtomicBool::new(options.poison),
+            binding_limit,
         }))
     }
 
@@ -227,11 +264,11 @@ impl Gpu {
         self.pool.cached_bytes()
     }
 
-    /// Largest single storage buffer a kernel may bind.
+    /// Largest single storage buffer a kernel may bind (bytes): the adapter's
+    /// `max_storage_buffer_binding_size` (and `max_buffer_size`), or the lower override of
+    /// `GpuOptions::max_binding_bytes` / `UNREID_MAX_BINDING_BYTES`. Ops size their chunks from it.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size)
+        self.binding_limit
     }
 
     /// A storage buffer of at least `bytes` bytes from the pool. Its contents are undefined (NaN

@@ -32,6 +32,12 @@ impl Conv2d {
         })
     }
 
+    /// What this layer needs of one GPU storage binding on an input of shape `x` [N, C, H, W]
+    /// (`ops::conv2d::binding_needs`). Errors: `x` does not fit the weight.
+    pub fn binding_needs(&self, x: &[usize]) -> Result<crate::ops::conv2d::BindingNeeds> {
+        crate::ops::conv2d::binding_needs(x, &self.weight.shape(), &self.spec)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let b = self.bias.as_ref().map(Param::get);
         x.conv2d(&self.weight.get(), b.as_ref(), self.spec)

@@ -1,6 +1,7 @@
 //! MobileNetV2 (width 1.0) in torchvision's layout and parameter names: `features.0` ..
 //! `features.18` and the ImageNet head `classifier.1` (dropout 0.2 at `classifier.0`).
 
+use super::fit::ConvVisitor;
 use super::{BatchNorm, Conv2d, Ctx, Init, Linear, Module, Param};
 use crate::ops::conv2d::Conv2dSpec;
 use crate::{Result, Tensor};
@@ -146,6 +147,35 @@ impl MobileNetV2 {
             pooled.clone()
         };
         Ok((head.forward(&h)?, pooled))
+    }
+}
+
+impl MobileNetV2 {
+    /// Calls `f` with every convolution's torchvision name (`features.2.conv.0.0`, ..) and binding
+    /// needs for an input of shape `x` [N, 3, H, W] (`nn::ReidNet::check_binding_limit`); returns
+    /// the final feature map's shape.
+    pub fn walk_convs(&self, x: &[usize], f: &mut ConvVisitor) -> Result<Vec<usize>> {
+        let mut y = x.to_vec();
+        for (i, feat) in self.features.iter().enumerate() {
+            y = match feat {
+                Feature::Plain(c) => f(format!("features.{i}.0"), &c.conv.binding_needs(&y)?),
+                Feature::Inverted { layers, .. } => {
+                    let n = layers.len();
+                    let mut h = y.clone();
+                    for (j, l) in layers.iter().enumerate() {
+                        // As `visit`: the last layer's conv is `conv.{n-1}`, the others `conv.{j}.0`.
+                        let name = if j + 1 == n {
+                            format!("features.{i}.conv.{j}")
+                        } else {
+                            format!("features.{i}.conv.{j}.0")
+                        };
+                        h = f(name, &l.conv.binding_needs(&h)?);
+                    }
+                    h
+                }
+            };
+        }
+        Ok(y)
     }
 }
 

@@ -8,6 +8,7 @@
 //! kind `Buffer`. Every module lists its parameters and buffers by their torchvision names.
 
 pub mod extract;
+pub mod fit;
 mod layers;
 pub mod layout;
 mod mobilenet;

@@ -2,6 +2,7 @@
 //! conv of a bottleneck), without the ImageNet `fc` head, and with a `last_stride` option:
 //! 1 keeps layer4 at the resolution of layer3 (the re-ID convention: 256x128 -> 16x8).
 
+use super::fit::ConvVisitor;
 use super::{BatchNorm, Conv2d, Ctx, Init, Module, Param};
 use crate::ops::conv2d::Conv2dSpec;
 use crate::{Result, Tensor};
@@ -90,6 +91,22 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Calls `f` with each convolution's name (under `prefix`) and binding needs on input `x`;
+    /// returns the block's output shape.
+    fn walk_convs(&self, prefix: &str, x: &[usize], f: &mut ConvVisitor) -> Result<Vec<usize>> {
+        let y1 = f(format!("{prefix}conv1"), &self.conv1.binding_needs(x)?);
+        let mut y = f(format!("{prefix}conv2"), &self.conv2.binding_needs(&y1)?);
+        if let Some((c3, _)) = &self.conv3 {
+            y = f(format!("{prefix}conv3"), &c3.binding_needs(&y)?);
+        }
+        if let Some((c, _)) = &self.downsample {
+            f(format!("{prefix}downsample.0"), &c.binding_needs(x)?);
+        }
+        Ok(y)
+    }
+}
+
 impl Module for Block {
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Param)) {
         self.conv1.visit(&format!("{prefix}conv1."), f);
@@ -171,6 +188,23 @@ impl ResNet {
         for layer in &self.layers {
             for block in layer {
                 y = block.forward(&y, ctx)?;
+            }
+        }
+        Ok(y)
+    }
+}
+
+impl ResNet {
+    /// Calls `f` with every convolution's torchvision name and binding needs for an input of
+    /// shape `x` [N, 3, H, W] (`nn::ReidNet::check_binding_limit`); returns layer4's output shape.
+    pub fn walk_convs(&self, x: &[usize], f: &mut ConvVisitor) -> Result<Vec<usize>> {
+        let mut y = f("conv1".into(), &self.conv1.binding_needs(x)?);
+        // max_pool2d(3, 2, 1)
+        y[2] = (y[2] + 2 - 3) / 2 + 1;
+        y[3] = (y[3] + 2 - 3) / 2 + 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, block) in layer.iter().enumerate() {
+                y = block.walk_convs(&format!("layer{}.{j}.", i + 1), &y, f)?;
             }
         }
         Ok(y)

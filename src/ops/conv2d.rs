@@ -1,7 +1,12 @@
 //! 2-D convolution (NCHW) with stride, padding, dilation and groups, and its backward rules.
 //!
-//! groups == 1: im2col + the tiled matmul, chunked over the batch so the column buffer fits one
-//! binding; dW = dY cols^T and dX = col2im(W^T dY) (a gather, deterministic).
+//! groups == 1: im2col + the tiled matmul, chunked over the batch so that every per-chunk buffer
+//! (columns, products, matmul's zero-padded operands) fits the adapter's binding limit
+//! (`Gpu::max_binding_bytes`); dW = dY cols^T and dX = col2im(W^T dY) (a gather, deterministic).
+//! 1x1 stride-1 convolutions skip im2col (a batched matmul), chunked over the batch only when a
+//! padded operand would not fit one binding. Activations themselves are single buffers: a layer
+//! whose output exceeds the limit cannot run, which `binding_needs` lets a model say before
+//! training starts.
 //! groups > 1 (depthwise included): direct kernels. See shaders/conv2d.wgsl.
 //! `Device::Cpu` runs the fast path `cpu::fast::conv2d`; `Device::CpuF64` the plain reference
 //! `cpu::conv2d` (the ground truth both are tested against).
@@ -53,15 +58,6 @@ impl Conv2dSpec {
         self.groups = g;
         self
     }
-}
-
-/// Soft cap on one im2col chunk, below the binding limit, so memory stays bounded.
-static COLS_CAP_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
-
-/// Changes the im2col chunk cap (bytes); tests use a tiny cap to exercise batch chunking.
-#[doc(hidden)]
-pub fn set_im2col_chunk_bytes(bytes: u64) {
-    COLS_CAP_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub(crate) fn geometry(x: &[usize], w: &[usize], spec: &Conv2dSpec) -> Result<ConvGeom> {
@@ -143,23 +139,85 @@ fn params(g: &ConvGeom, n0: usize, chunk: usize) -> Params {
         .u32(0)
 }
 
-/// Images per im2col chunk: as many as keep the columns under the soft cap and every per-chunk
-/// buffer (columns, the GEMM's [Cout, chunk*P] output) under the binding limit.
-fn chunk_images(gpu: &Gpu, g: &ConvGeom) -> Result<usize> {
-    let cols_per_image = (g.kg() * g.p() * 4) as u64;
-    let out_per_image = (g.cout * g.p() * 4) as u64;
+/// Bytes of the largest per-chunk buffer of the im2col path for `c` images: the columns
+/// [K, c*P] (dX: their gradient; dW: read transposed), dY / Y [Cout, c*P] and its permuted copy,
+/// each as `matmul_sg` may zero-pad it (rows and the contiguous axis to multiples of 4).
+fn im2col_chunk_bytes(g: &ConvGeom, c: usize) -> u64 {
+    let rows = g.kg().next_multiple_of(4).max(g.cout.next_multiple_of(4));
+    4 * (rows * (c * g.p()).next_multiple_of(4)) as u64
+}
+
+/// Bytes of the largest buffer of the pointwise path for `c` images: X [c, Cin, P], Y / dY
+/// [c, Cout, P], and either as `matmul_sg` zero-pads it (channels and P to multiples of 4).
+fn pointwise_chunk_bytes(g: &ConvGeom, c: usize) -> u64 {
+    let rows = g.c.next_multiple_of(4).max(g.cout.next_multiple_of(4));
+    4 * (c * rows * g.p().next_multiple_of(4)) as u64
+}
+
+/// The most images (at least 1, at most N) whose chunk (`bytes(c)`) fits the adapter's binding
+/// limit, `Gpu::max_binding_bytes` (lowered by `GpuOptions::max_binding_bytes` in tests); an
+/// error when even one image does not fit.
+fn chunk_images(gpu: &Gpu, g: &ConvGeom, bytes: fn(&ConvGeom, usize) -> u64) -> Result<usize> {
     let max = gpu.max_binding_bytes();
-    let worst = cols_per_image.max(out_per_image);
-    if worst > max {
+    if bytes(g, 1) > max {
         return shape_err(
             "conv2d",
-            format!("one image needs a {worst}-byte buffer (im2col columns or output); the adapter binds at most {max}"),
+            format!(
+                "one image of input {:?} (kernel {}x{}, {} -> {} channels) needs a {}-byte buffer; \
+                 the adapter binds at most {max} bytes",
+                [g.n, g.c, g.h, g.w],
+                g.kh,
+                g.kw,
+                g.c,
+                g.cout,
+                bytes(g, 1)
+            ),
         );
     }
-    let cap = max.min(COLS_CAP_BYTES.load(std::sync::atomic::Ordering::Relaxed));
-    let by_cols = cap / cols_per_image.max(1);
-    let by_out = max / out_per_image.max(1);
-    Ok((by_cols.min(by_out) as usize).clamp(1, g.n.max(1)))
+    // bytes(c) grows with c: the largest c with bytes(c) <= max, by bisection.
+    let (mut lo, mut hi) = (1, g.n.max(1));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if bytes(g, mid) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// What a GPU convolution needs of one storage binding, for the model's check before training
+/// (`nn::ReidNet::check_binding_limit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingNeeds {
+    /// Output shape [N, Cout, Ho, Wo].
+    pub out_shape: Vec<usize>,
+    /// Bytes per image of the buffers held whole for the batch (the input and output
+    /// activations and their gradients): the batch fits while `batch * per_image <= limit`.
+    pub per_image: u64,
+    /// Bytes of the smallest chunk the op can split into (one image's im2col columns or padded
+    /// pointwise operands; 0 for grouped convolutions), which must fit whatever the batch.
+    pub min_chunk: u64,
+}
+
+/// The binding needs of `x` [N, C, H, W] convolved with weight `w` [Cout, C/groups, KH, KW].
+/// Errors: the shapes do not make a convolution (as `Tensor::conv2d`).
+pub fn binding_needs(x: &[usize], w: &[usize], spec: &Conv2dSpec) -> Result<BindingNeeds> {
+    let g = geometry(x, w, spec)?;
+    let per_image = 4 * (g.c * g.h * g.w).max(g.cout * g.p()) as u64;
+    let min_chunk = if g.groups != 1 {
+        0
+    } else if is_pointwise(&g) {
+        pointwise_chunk_bytes(&g, 1)
+    } else {
+        im2col_chunk_bytes(&g, 1)
+    };
+    Ok(BindingNeeds {
+        out_shape: out_shape(&g),
+        per_image,
+        min_chunk,
+    })
 }
 
 fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Tensor {
@@ -224,13 +282,15 @@ fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = x.device();
     match dev {
         // W [Cout, Cin] x x[n] [Cin, P] for every n at once -> [N, Cout, P], already NCHW.
-        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+        Device::Gpu(gpu) if is_pointwise(g) => no_grad(|| {
             let w2 = w.detach().reshape(&[g.cout, g.c])?;
-            w2.matmul(&x.detach().reshape(&[g.n, g.c, g.p()])?)?
-                .reshape(&out_shape(g))
+            by_chunks(gpu, g, x, |xc, c| {
+                w2.matmul(&xc.reshape(&[c, g.c, g.p()])?)?
+                    .reshape(&[c, g.cout, g.ho, g.wo])
+            })
         }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g)?;
+            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
             let mut parts = Vec::new();
             for n0 in (0..g.n).step_by(chunk) {
@@ -268,19 +328,42 @@ fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     }
 }
 
+/// A pointwise convolution (or its input gradient) of `t` [N, ..] run on chunks of images that
+/// fit the binding limit (`pointwise_chunk_bytes`), concatenated over the batch; one call on the
+/// whole batch when it fits. `f(chunk, images)` returns the chunk's result [images, ..].
+fn by_chunks(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    t: &Tensor,
+    f: impl Fn(&Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let chunk = chunk_images(gpu, g, pointwise_chunk_bytes)?;
+    if chunk >= g.n {
+        return f(&t.detach(), g.n);
+    }
+    let mut parts = Vec::new();
+    for n0 in (0..g.n).step_by(chunk) {
+        let c = chunk.min(g.n - n0);
+        parts.push(f(&t.detach().narrow(0, n0, c)?, c)?);
+    }
+    Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
 /// dL/dx from dL/dy.
 fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = dy.device();
     let x_shape = vec![g.n, g.c, g.h, g.w];
     match dev {
         // W^T [Cin, Cout] x dY[n] [Cout, P] -> [N, Cin, P].
-        Device::Gpu(_) if is_pointwise(g) => no_grad(|| {
+        Device::Gpu(gpu) if is_pointwise(g) => no_grad(|| {
             let w2 = w.detach().reshape(&[g.cout, g.c])?;
-            w2.matmul_t(&dy.reshape(&[g.n, g.cout, g.p()])?, true, false)?
-                .reshape(&x_shape)
+            by_chunks(gpu, g, dy, |dyc, c| {
+                w2.matmul_t(&dyc.reshape(&[c, g.cout, g.p()])?, true, false)?
+                    .reshape(&[c, g.c, g.h, g.w])
+            })
         }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g)?;
+            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
             let mut parts = Vec::new();
             for n0 in (0..g.n).step_by(chunk) {
@@ -336,7 +419,7 @@ fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> 
     let w_shape = vec![g.cout, g.cin_g(), g.kh, g.kw];
     match dev {
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g)?;
+            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
             let mut acc: Option<Tensor> = None;
             for n0 in (0..g.n).step_by(chunk) {
                 let c = chunk.min(g.n - n0);

@@ -179,11 +179,21 @@ fn zero_pad(gpu: &Arc<Gpu>, t: &Tensor, rows: usize, cols: usize) -> Result<Tens
     ))
 }
 
-/// Whether `zero_pad`'s grid (rows in y, batch in z) fits the adapter for every operand.
+/// Whether `zero_pad`'s grid (rows in y, batch in z) fits the adapter for every operand, and
+/// every zero-padded operand fits one binding (`Gpu::max_binding_bytes`); else `matmul_reg`
+/// runs on the operands as they are, so padding never makes a product that fits fail.
 fn pad_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let rows = d.m.max(d.n).max(d.k.next_multiple_of(4));
-    rows <= max && d.batch <= max
+    let (m4, k4, n4) = (
+        d.m.next_multiple_of(4),
+        d.k.next_multiple_of(4),
+        d.n.next_multiple_of(4),
+    );
+    let a_bytes = 4 * (if d.a_batched { d.batch } else { 1 } * m4 * k4) as u64;
+    let b_bytes = 4 * (if d.b_batched { d.batch } else { 1 } * k4 * n4) as u64;
+    let limit = gpu.max_binding_bytes();
+    rows <= max && d.batch <= max && a_bytes <= limit && b_bytes <= limit
 }
 
 /// Launches `matmul_sg`. Its loads are vec4s along the contiguous axis of each operand and its k

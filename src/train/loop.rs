@@ -255,6 +255,33 @@ fn eval_table_header() -> String {
 }
 
 /// Runs (or resumes) a training run into `opts.out`.
+/// On a GPU device, checks before any long work that every model's activations at the training
+/// and evaluation batch sizes fit one storage binding (`nn::ReidNet::check_binding_limit`), so an
+/// adapter with a small limit (lavapipe: 128 MiB) fails now, naming the layer and the largest
+/// batch that fits, instead of in the middle of the first step.
+fn check_binding_limit(
+    method: &dyn Method,
+    t: &super::config::ScheduleConfig,
+    device: &Device,
+) -> Result<(), TrainError> {
+    let Device::Gpu(gpu) = device else {
+        return Ok(());
+    };
+    let limit = gpu.max_binding_bytes();
+    for (name, net) in method.models() {
+        for (key, batch) in [
+            ("train.batch_size", t.batch_size),
+            ("train.eval_batch_size", t.eval_batch_size),
+        ] {
+            net.check_binding_limit(batch, t.height, t.width, limit)
+                .map_err(|e| {
+                    TrainError::Config(format!("{key} = {batch} for model {name}: {e}"))
+                })?;
+        }
+    }
+    Ok(())
+}
+
 pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let cfg = config;
@@ -299,6 +326,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         log: Default::default(),
     };
     let mut method = build_method(&session)?;
+    check_binding_limit(method.as_ref(), &t, &opts.device)?;
     let mut opt = Adam::new(t.lr, t.weight_decay);
 
     let mut start_epoch = 0usize;
