@@ -269,13 +269,22 @@ fn check_binding_limit(
     };
     let limit = gpu.max_binding_bytes();
     for (name, net) in method.models() {
+        let per_forward = method.images_per_forward(t.batch_size);
         for (key, batch) in [
-            ("train.batch_size", t.batch_size),
+            ("train.batch_size", per_forward),
             ("train.eval_batch_size", t.eval_batch_size),
         ] {
             net.check_binding_limit(batch, t.height, t.width, limit)
                 .map_err(|e| {
-                    TrainError::Config(format!("{key} = {batch} for model {name}: {e}"))
+                    let what = if key == "train.batch_size" && batch != t.batch_size {
+                        format!(
+                            "{key} = {} ({batch} images per forward pass, the streams of a step joined)",
+                            t.batch_size
+                        )
+                    } else {
+                        format!("{key} = {batch}")
+                    };
+                    TrainError::Config(format!("{what} for model {name}: {e}"))
                 })?;
         }
     }

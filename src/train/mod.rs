@@ -162,6 +162,14 @@ pub trait Method {
         Ok(())
     }
 
+    /// Images one training forward pass holds when every stream draws `batch_size` images (the
+    /// streams of a step are concatenated into one batch: SpCL UDA's source and target make
+    /// twice the batch). The loop checks the models fit the adapter's binding limit at this size
+    /// before the first step. Default: `batch_size` (one stream).
+    fn images_per_forward(&self, batch_size: usize) -> usize {
+        batch_size
+    }
+
     /// The parameters the optimiser updates, with names unique across the method's models.
     fn trainable(&self) -> Vec<(String, &Param)>;
 

@@ -423,6 +423,15 @@ impl Method for SpclMethod {
         Ok(())
     }
 
+    fn images_per_forward(&self, batch_size: usize) -> usize {
+        // UDA steps join a source and a target batch into one forward pass.
+        if self.source.is_some() {
+            2 * batch_size
+        } else {
+            batch_size
+        }
+    }
+
     fn trainable(&self) -> Vec<(String, &Param)> {
         prefixed("", &self.net)
     }
