@@ -19,7 +19,9 @@ use unreid::{Device, Tensor};
 
 /// Deterministic values in [-1, 1) (a small LCG, independent of the crate's RNG).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -67,13 +69,21 @@ fn prototype_weights_are_the_public_codes_softmax_and_sum_to_one() {
                 );
             }
             let sum: f64 = row.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-12, "T {t} sample {i}: weights sum to {sum}");
+            assert!(
+                (sum - 1.0).abs() < 1e-12,
+                "T {t} sample {i}: weights sum to {sum}"
+            );
         }
     }
     // A larger T sharpens the weights (the multiplication the public code uses, not a division).
     let w1 = prototype_weights(&cpu(&f, &[b, d]), &cpu(&eta, &[k, d]), 1.0).unwrap();
     let w3 = prototype_weights(&cpu(&f, &[b, d]), &cpu(&eta, &[k, d]), 3.0).unwrap();
-    let max = |t: &Tensor| t.to_vec_f64().unwrap()[..k].iter().copied().fold(0.0, f64::max);
+    let max = |t: &Tensor| {
+        t.to_vec_f64().unwrap()[..k]
+            .iter()
+            .copied()
+            .fold(0.0, f64::max)
+    };
     assert!(max(&w3) > max(&w1));
 }
 
@@ -130,7 +140,10 @@ fn a_rectified_label_moves_only_where_the_prototypes_say_so() {
         let r = hard[i] as usize;
         if r != y {
             moved += 1;
-            assert!(wv[i * k + r] > wv[i * k + y], "sample {i}: moved against the evidence");
+            assert!(
+                wv[i * k + r] > wv[i * k + y],
+                "sample {i}: moved against the evidence"
+            );
         }
     }
     assert!(moved > 0, "the random case must move some labels to bite");
@@ -143,8 +156,7 @@ fn prototypes_follow_the_per_sample_ema_over_several_batches() {
     let labels = [0, 1, 2, 1, 0, 2];
     // Exact in f32 (the bank stores m as f32), so the f64 oracle can be held to 1e-12.
     let m = 0.125;
-    let mut bank =
-        PrototypeBank::from_clusters(&cpu(&feats, &[6, d]), &labels, m as f32).unwrap();
+    let mut bank = PrototypeBank::from_clusters(&cpu(&feats, &[6, d]), &labels, m as f32).unwrap();
     // Initial prototypes: plain means of the members (calc_prototype.py), not normalised.
     let mut want = vec![0.0; 3 * d];
     for c in 0..3 {
@@ -159,7 +171,10 @@ fn prototypes_follow_the_per_sample_ema_over_several_batches() {
     let check = |bank: &PrototypeBank, want: &[f64], what: &str| {
         let got = bank.prototypes.to_vec_f64().unwrap();
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() < 1e-12, "{what}: element {i} is {g}, the formula gives {w}");
+            assert!(
+                (g - w).abs() < 1e-12,
+                "{what}: element {i} is {g}, the formula gives {w}"
+            );
         }
     };
     check(&bank, &want, "initial class means");
@@ -230,7 +245,8 @@ fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("unreid-test-train-proda-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("unreid-test-train-proda-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let data = root.join("data");
@@ -400,7 +416,9 @@ fn bad_proda_settings_are_errors_before_training() {
         let section = c.sections.get_mut("proda").unwrap().as_table_mut().unwrap();
         section.insert(key.into(), value);
         let out = fx.root.join(format!("bad-{key}"));
-        let err = train(c, options(&out, RunMode::New, None)).unwrap_err().to_string();
+        let err = train(c, options(&out, RunMode::New, None))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{key}: {err}");
     }
     // One net: a second init is refused rather than ignored.

@@ -210,13 +210,7 @@ pub(crate) fn cluster_target(
 ) -> Result<TargetClusters, TrainError> {
     let t = &session.config.train;
     let n = feats.rows;
-    let pseudo = pseudo_labels(
-        session.cluster_backend(),
-        feats,
-        cluster,
-        *fixed_eps,
-        None,
-    )?;
+    let pseudo = pseudo_labels(session.cluster_backend(), feats, cluster, *fixed_eps, None)?;
     if cluster.algo == ClusterAlgo::Dbscan && fixed_eps.is_none() {
         *fixed_eps = pseudo.eps;
         if let (Some(e), Some(rho)) = (pseudo.eps, cluster.rho) {

@@ -102,7 +102,9 @@ impl Default for ProdaConfig {
 impl ProdaConfig {
     fn validate(&self) -> Result<(), TrainError> {
         let bad = |key: &str, v: f64, what: &str| {
-            Err(TrainError::Config(format!("proda.{key} = {v} must be {what}")))
+            Err(TrainError::Config(format!(
+                "proda.{key} = {v} must be {what}"
+            )))
         };
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad("temperature", self.temperature, "positive");
@@ -191,7 +193,12 @@ impl RectifyStats {
         }
         self.changed += 1;
         self.changed_by_prototypes += (rectified != predicted) as u64;
-        let major = |k: i32| usize::try_from(k).ok().and_then(|k| majority.get(k)).copied();
+        let major = |k: i32| {
+            usize::try_from(k)
+                .ok()
+                .and_then(|k| majority.get(k))
+                .copied()
+        };
         self.now_majority += (major(rectified) == Some(truth)) as u64;
         self.before_majority += (major(cluster) == Some(truth)) as u64;
     }
@@ -214,7 +221,8 @@ impl RectifyStats {
 /// The most frequent ground-truth id per cluster (ties: the smallest id); `labels` are compact
 /// cluster labels (-1 skipped), `truth` the ids of the same items.
 pub fn majority_ids(labels: &[i32], truth: &[i32], clusters: usize) -> Vec<i32> {
-    let mut counts: Vec<std::collections::BTreeMap<i32, usize>> = vec![Default::default(); clusters];
+    let mut counts: Vec<std::collections::BTreeMap<i32, usize>> =
+        vec![Default::default(); clusters];
     for (&l, &t) in labels.iter().zip(truth) {
         if let Some(c) = usize::try_from(l).ok().and_then(|l| counts.get_mut(l)) {
             *c.entry(t).or_default() += 1;
@@ -224,7 +232,10 @@ pub fn majority_ids(labels: &[i32], truth: &[i32], clusters: usize) -> Vec<i32> 
         .iter()
         .map(|c| {
             c.iter()
-                .fold((-1, 0), |(bi, bn), (&i, &n)| if n > bn { (i, n) } else { (bi, bn) })
+                .fold(
+                    (-1, 0),
+                    |(bi, bn), (&i, &n)| if n > bn { (i, n) } else { (bi, bn) },
+                )
                 .0
         })
         .collect()
@@ -329,7 +340,12 @@ impl Method for ProdaMethod {
         // An epoch whose last step was skipped (unreadable batch) has not been closed yet.
         self.close_epoch(session);
         self.epoch = epoch;
-        let feats = features_of(session, &self.mean, &self.target, "extract target (mean net)")?;
+        let feats = features_of(
+            session,
+            &self.mean,
+            &self.target,
+            "extract target (mean net)",
+        )?;
         let n = self.target.len();
         let d = self.mean.feature_dim();
         let c = cluster_target(
@@ -398,8 +414,13 @@ impl Method for ProdaMethod {
                         self.target.len()
                     ))
                 })?;
-                self.stats
-                    .count(batch.labels[i], r, predicted[i], item.raw_pid, &self.majority);
+                self.stats.count(
+                    batch.labels[i],
+                    r,
+                    predicted[i],
+                    item.raw_pid,
+                    &self.majority,
+                );
             }
             hard
         } else {
