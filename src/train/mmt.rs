@@ -184,6 +184,30 @@ pub fn compact_labels(labels: &[i64]) -> (Vec<i32>, usize) {
     (out, map.len())
 }
 
+/// The target train split a clustering method trains on, checked before any work: present,
+/// not empty, and big enough for the `[method].cluster` settings.
+pub(crate) fn target_train(
+    session: &Session,
+    method: &str,
+    cluster: &ClusterConfig,
+) -> Result<Vec<ReidItem>, TrainError> {
+    let target = session.target.as_ref().ok_or_else(|| {
+        TrainError::Config(format!(
+            "method {method} needs a target dataset (data.target, --target DIR)"
+        ))
+    })?;
+    if target.train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the target train split of {} is empty",
+            target.root.display()
+        )));
+    }
+    cluster
+        .validate(target.train.len())
+        .map_err(|e| TrainError::Config(format!("[{method}] cluster settings: {e}")))?;
+    Ok(target.train.clone())
+}
+
 /// One relabelling of the target train split by clustering (MMT, ProDA): the compact labels
 /// (`-1` = outlier), their counts, and the numbers to log.
 pub(crate) struct TargetClusters {
@@ -309,20 +333,7 @@ impl MmtMethod {
     pub fn build(session: &Session) -> Result<MmtMethod, TrainError> {
         let cfg: MmtConfig = session.config.method_config()?;
         cfg.validate()?;
-        let target = session.target.as_ref().ok_or_else(|| {
-            TrainError::Config(
-                "method mmt needs a target dataset (data.target, --target DIR)".into(),
-            )
-        })?;
-        if target.train.is_empty() {
-            return Err(TrainError::Config(format!(
-                "the target train split of {} is empty",
-                target.root.display()
-            )));
-        }
-        cfg.cluster
-            .validate(target.train.len())
-            .map_err(|e| TrainError::Config(format!("[mmt] cluster settings: {e}")))?;
+        let target = target_train(session, "mmt", &cfg.cluster)?;
         let model = &session.config.model;
         let init1 = model.init.as_deref().ok_or_else(|| {
             TrainError::Config(
@@ -349,7 +360,7 @@ impl MmtMethod {
             net2,
             mean1,
             mean2,
-            target: target.train.clone(),
+            target,
             eps: None,
         })
     }

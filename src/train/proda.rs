@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::methods::{initial_model, prefixed};
-use super::mmt::{cluster_target, features_of, target_stream};
+use super::mmt::{cluster_target, features_of, target_stream, target_train};
 use super::{EpochPlan, Method, RunConfig, Session, TrainBatch, TrainError};
 use crate::cluster::{ClusterAlgo, ClusterConfig, ClusterDistance, Features};
 use crate::data::ReidItem;
@@ -267,20 +267,7 @@ impl ProdaMethod {
     pub fn build(session: &Session) -> Result<ProdaMethod, TrainError> {
         let cfg: ProdaConfig = session.config.method_config()?;
         cfg.validate()?;
-        let target = session.target.as_ref().ok_or_else(|| {
-            TrainError::Config(
-                "method proda needs a target dataset (data.target, --target DIR)".into(),
-            )
-        })?;
-        if target.train.is_empty() {
-            return Err(TrainError::Config(format!(
-                "the target train split of {} is empty",
-                target.root.display()
-            )));
-        }
-        cfg.cluster
-            .validate(target.train.len())
-            .map_err(|e| TrainError::Config(format!("[proda] cluster settings: {e}")))?;
+        let target = target_train(session, "proda", &cfg.cluster)?;
         let init = session.config.model.init.as_deref().ok_or_else(|| {
             TrainError::Config(
                 "method proda starts from a source-pretrained net: give model.init (--init, e.g. a `source` run's best.safetensors)".into(),
@@ -300,7 +287,7 @@ impl ProdaMethod {
             cfg,
             net,
             mean,
-            target: target.train.clone(),
+            target,
             eps: None,
             bank: None,
             majority: Vec::new(),
