@@ -184,6 +184,8 @@ fn method_sets(method: &str, ids: usize) -> Vec<String> {
         ],
         // k-means with as many clusters as the target train split has identities.
         "mmt" => vec![format!("mmt.cluster.k={}", (ids / 2).max(2))],
+        // The same clustering as mmt's entry; ProDA's own settings stay at their published values.
+        "proda" => vec![format!("proda.cluster.k={}", (ids / 2).max(2))],
         _ => Vec::new(),
     }
 }

@@ -298,9 +298,9 @@ fn symmetric_cross_entropy_is_alpha_ce_plus_beta_rce() {
         let (p, logp) = (softmax(row), log_softmax(row));
         let y = labels[i] as usize;
         let ce = -logp[y];
-        // RCE = -sum_k p_k log clamp(onehot_k, 1e-4, 1).
+        // RCE = -sum_k clamp(p_k, 1e-7, 1) log clamp(onehot_k, 1e-4, 1) (microsoft/ProDA `rce`).
         let rce = -(0..c)
-            .map(|k| p[k] * ((k == y) as u8 as f64).clamp(1e-4, 1.0).ln())
+            .map(|k| p[k].clamp(1e-7, 1.0) * ((k == y) as u8 as f64).clamp(1e-4, 1.0).ln())
             .sum::<f64>();
         want += (alpha * ce + beta * rce) / b as f64;
     }
@@ -462,7 +462,8 @@ fn proda_weights_and_rectified_labels() {
     for i in 0..b {
         let row = &dist[i * k..(i + 1) * k];
         let min = row.iter().copied().fold(f64::MAX, f64::min);
-        let shifted: Vec<f64> = row.iter().map(|x| -(x - min) / temperature).collect();
+        // microsoft/ProDA multiplies by proto_temperature (ALGORITHMS.md writes a division).
+        let shifted: Vec<f64> = row.iter().map(|x| -(x - min) * temperature).collect();
         want_w.extend(softmax(&shifted));
     }
     let w = prototype_weights(
@@ -472,7 +473,7 @@ fn proda_weights_and_rectified_labels() {
     )
     .unwrap();
     close_all(
-        "ProDA w = softmax(-(d - min d) / T), d Euclidean",
+        "ProDA w = softmax(-(d - min d) * T), d Euclidean",
         &w.to_vec_f64().unwrap(),
         &want_w,
         1e-4,
@@ -849,16 +850,23 @@ fn memory_banks_pass_their_momentum_the_right_way_round() {
             1e-5,
         );
     }
-    // ProDA: eta <- (1 - m) eta + m mean(f).
+    // ProDA (microsoft/ProDA update_objective_SingleVector): eta_y <- (1 - m) eta_y + m f for
+    // every sample in batch order.
     let mut bank = PrototypeBank {
         prototypes: t(&mem, 4),
         momentum: 0.05,
     };
     bank.update(&t(&f, 5), &labels).unwrap();
+    let mut want = mem.clone();
+    for (i, &r) in rows.iter().enumerate() {
+        for j in 0..d {
+            want[r * d + j] = 0.95 * want[r * d + j] + 0.05 * f[i * d + j];
+        }
+    }
     close_all(
-        "ProDA prototypes eta <- (1 - m) eta + m batch mean",
+        "ProDA prototypes eta <- (1 - m) eta + m f, sample by sample",
         &bank.prototypes.to_vec_f64().unwrap(),
-        &host_memory(&mem, &f, d, &rows, 0.05, "mean-ema"),
+        &want,
         1e-5,
     );
 }

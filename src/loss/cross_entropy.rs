@@ -66,8 +66,14 @@ pub fn soft_cross_entropy(student: &Tensor, teacher: &Tensor) -> Result<Tensor> 
         .mul_scalar(-1.0 / batch)
 }
 
-/// ProDA's symmetric cross-entropy `alpha * CE(p, y) + beta * RCE`, with
-/// `RCE = -sum_k p_k log clamp(onehot_k, 1e-4, 1)` = `-log(1e-4) * (1 - p_y)`, batch mean.
+/// ProDA's symmetric cross-entropy `alpha * CE(z, y) + beta * RCE(z, y)`, batch mean, with the
+/// reverse cross-entropy as microsoft/ProDA's `CustomModel.rce` computes it:
+/// `p = clamp(softmax(z), 1e-7, 1)`, `RCE = -sum_k p_k log clamp(onehot(y)_k, 1e-4, 1)`
+/// `= -log(1e-4) * sum_{k != y} p_k` (the clamp of p keeps a tiny floor under every class and
+/// stops the gradient there, as in the reference). CE is plain (no label smoothing). ProDA's
+/// stage-1 command uses alpha 0.1, beta 1 (`--rce`, `rce_alpha`, `rce_beta`); Wang et al.,
+/// "Symmetric Cross Entropy for Robust Learning with Noisy Labels" (ICCV 2019).
+/// `logits` [B, C]; every row needs a label in 0..C.
 pub fn symmetric_cross_entropy(
     logits: &Tensor,
     labels: &[i32],
@@ -79,13 +85,12 @@ pub fn symmetric_cross_entropy(
         return shape_err("symmetric_cross_entropy", "every row needs a label");
     }
     let ce = cross_entropy(logits, labels, 0.0)?;
-    let p_y = logits
-        .softmax()?
-        .gather(1, &labels_tensor(labels, &[batch, 1], logits.device())?)?;
-    let rce = p_y
-        .neg()?
-        .add_scalar(1.0)?
+    let p = logits.softmax()?.clamp(1e-7, 1.0)?;
+    let p_y = p.gather(1, &labels_tensor(labels, &[batch, 1], logits.device())?)?;
+    let rce = p
+        .sum(1, true)?
+        .sub(&p_y)?
         .mean_all()?
-        .mul_scalar(-(1e-4f32).ln());
-    ce.mul_scalar(alpha)?.add(&rce?.mul_scalar(beta)?)
+        .mul_scalar(-(1e-4f32).ln())?;
+    ce.mul_scalar(alpha)?.add(&rce.mul_scalar(beta)?)
 }

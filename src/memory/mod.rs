@@ -7,12 +7,13 @@ use crate::ops::memory::update_memory_rows;
 pub use crate::ops::memory::MemoryUpdate;
 use crate::{Device, Result, Tensor};
 
-/// L2-normalised mean of the rows of `features` ([N, D]) per label (`-1` rows skipped): [C, D]
-/// with C = max label + 1. Runs on the device as a segment mean over the transposed features.
-pub fn class_centroids(features: &Tensor, labels: &[i32]) -> Result<Tensor> {
+/// Mean of the rows of `features` ([N, D]) per label (`-1` rows skipped): [C, D] with
+/// C = max label + 1, not normalised. Runs on the device as a segment mean over the transposed
+/// features. Errors: labels that do not match the rows, or no labelled row.
+pub fn class_means(features: &Tensor, labels: &[i32]) -> Result<Tensor> {
     if features.rank() != 2 || features.shape()[0] != labels.len() {
         return shape_err(
-            "class_centroids",
+            "class_means",
             format!(
                 "{} labels for features {:?}",
                 labels.len(),
@@ -25,16 +26,19 @@ pub fn class_centroids(features: &Tensor, labels: &[i32]) -> Result<Tensor> {
         .collect();
     let classes = labels.iter().copied().max().unwrap_or(-1) + 1;
     if classes <= 0 {
-        return shape_err("class_centroids", "no labelled row");
+        return shape_err("class_means", "no labelled row");
     }
     let device = features.device();
     let rows = features.index_select(0, &Tensor::from_i32(&kept, &[kept.len()], device)?)?;
     let kept_labels: Vec<i32> = kept.iter().map(|&i| labels[i as usize]).collect();
     let groups = ClassRows::new(&kept_labels, classes as usize, device)?;
-    groups
-        .class_mean(&rows.transpose(0, 1)?)?
-        .transpose(0, 1)?
-        .l2_normalize(1)
+    groups.class_mean(&rows.transpose(0, 1)?)?.transpose(0, 1)
+}
+
+/// L2-normalised mean of the rows of `features` ([N, D]) per label (`-1` rows skipped): [C, D]
+/// with C = max label + 1 ([`class_means`], then each row normalised).
+pub fn class_centroids(features: &Tensor, labels: &[i32]) -> Result<Tensor> {
+    class_means(features, labels)?.l2_normalize(1)
 }
 
 /// SpCL's hybrid memory: one row per source class (its normalised centroid) and one per target
@@ -157,34 +161,71 @@ impl ClusterMemory {
     }
 }
 
-/// ProDA's prototypes: per cluster, `eta <- (1 - m) eta + m * (batch mean of its features)`.
+/// ProDA's prototypes eta_k ([K, D], not normalised), one per class (here: per cluster).
+///
+/// Initialised as the plain per-class mean of the features (microsoft/ProDA `calc_prototype.py`
+/// averages the warm-up model's features per predicted class). Updated after every step as
+/// microsoft/ProDA's `update_objective_SingleVector(..., start_mean=False)` does: for every
+/// sample of the batch *in batch order*, `eta_y <- (1 - m) eta_y + m f` (m = `proto_momentum`,
+/// 1e-4). A class met n times in one batch thus moves n times (by about n*m), not once by the
+/// batch mean as shared/ALGORITHMS.md section 7 words it: we follow the public code.
 pub struct PrototypeBank {
+    /// [K, D].
     pub prototypes: Tensor,
-    /// The per-step EMA weight m (1e-4 in ProDA).
+    /// The per-sample EMA weight m (1e-4 in ProDA).
     pub momentum: f32,
 }
 
 impl PrototypeBank {
+    /// The per-label means of `features` ([N, D]); `-1` rows are skipped.
     pub fn from_clusters(
         features: &Tensor,
         labels: &[i32],
         momentum: f32,
     ) -> Result<PrototypeBank> {
         Ok(PrototypeBank {
-            prototypes: class_centroids(features, labels)?,
+            prototypes: class_means(features, labels)?,
             momentum,
         })
     }
 
+    /// `eta_{labels[i]} <- (1 - m) eta_{labels[i]} + m features[i]` for i in batch order
+    /// (`features` [B, D], detached). Runs as rounds of the memory kernel's mean-EMA update with
+    /// at most one sample per row each: round r takes the r-th occurrence of every label, which
+    /// keeps the order within a row. Errors: a negative label or one without a prototype.
     pub fn update(&mut self, features: &Tensor, labels: &[i32]) -> Result<()> {
         let rows = labels_to_rows(labels)?;
-        self.prototypes = update_memory_rows(
-            &self.prototypes,
-            &features.detach(),
-            &rows,
-            self.momentum,
-            MemoryUpdate::MeanEma,
-        )?;
+        if features.rank() != 2 || features.shape()[0] != rows.len() {
+            return shape_err(
+                "PrototypeBank::update",
+                format!("{} labels for features {:?}", rows.len(), features.shape()),
+            );
+        }
+        let mut seen: std::collections::HashMap<usize, usize> = Default::default();
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let k = seen.entry(r).or_insert(0);
+            if rounds.len() <= *k {
+                rounds.push(Vec::new());
+            }
+            rounds[*k].push(i);
+            *k += 1;
+        }
+        let features = features.detach();
+        let device = features.device().clone();
+        for samples in rounds {
+            let idx: Vec<i32> = samples.iter().map(|&i| i as i32).collect();
+            let picked =
+                features.index_select(0, &Tensor::from_i32(&idx, &[idx.len()], &device)?)?;
+            let round_rows: Vec<usize> = samples.iter().map(|&i| rows[i]).collect();
+            self.prototypes = update_memory_rows(
+                &self.prototypes,
+                &picked,
+                &round_rows,
+                self.momentum,
+                MemoryUpdate::MeanEma,
+            )?;
+        }
         Ok(())
     }
 }

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use super::{mmt, source, spcl, Method, RunConfig, Session, TrainError};
+use super::{mmt, proda, source, spcl, Method, RunConfig, Session, TrainError};
 use crate::nn::weights::{load_weights, ClassifierPolicy, LoadOptions, LoadReport};
 use crate::nn::{Module, ReidNet};
 
 /// Every method `--method` accepts.
-pub const METHODS: &[&str] = &["source", "spcl", "mmt"];
+pub const METHODS: &[&str] = &["source", "spcl", "mmt", "proda"];
 
 /// The run configuration of `method` with every default at its published value.
 pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
@@ -17,6 +17,7 @@ pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
         "source" => Ok(source::defaults()),
         "spcl" => Ok(spcl::defaults()),
         "mmt" => Ok(mmt::defaults()),
+        "proda" => Ok(proda::defaults()),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")
@@ -30,6 +31,7 @@ pub fn build_method(session: &Session) -> Result<Box<dyn Method>, TrainError> {
         "source" => Ok(Box::new(source::SourceMethod::build(session)?)),
         "spcl" => Ok(Box::new(spcl::SpclMethod::build(session)?)),
         "mmt" => Ok(Box::new(mmt::MmtMethod::build(session)?)),
+        "proda" => Ok(Box::new(proda::ProdaMethod::build(session)?)),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")

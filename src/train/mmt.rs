@@ -132,7 +132,7 @@ pub fn defaults() -> RunConfig {
 }
 
 /// Features of `net` (eval mode) for every item, [N, D] row-major, L2-normalised.
-fn features_of(
+pub(crate) fn features_of(
     session: &Session,
     net: &ReidNet,
     items: &[ReidItem],
@@ -184,6 +184,138 @@ pub fn compact_labels(labels: &[i64]) -> (Vec<i32>, usize) {
     (out, map.len())
 }
 
+/// The target train split a clustering method trains on, checked before any work: present,
+/// not empty, and big enough for the `[method].cluster` settings.
+pub(crate) fn target_train(
+    session: &Session,
+    method: &str,
+    cluster: &ClusterConfig,
+) -> Result<Vec<ReidItem>, TrainError> {
+    let target = session.target.as_ref().ok_or_else(|| {
+        TrainError::Config(format!(
+            "method {method} needs a target dataset (data.target, --target DIR)"
+        ))
+    })?;
+    if target.train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the target train split of {} is empty",
+            target.root.display()
+        )));
+    }
+    cluster
+        .validate(target.train.len())
+        .map_err(|e| TrainError::Config(format!("[{method}] cluster settings: {e}")))?;
+    Ok(target.train.clone())
+}
+
+/// One relabelling of the target train split by clustering (MMT, ProDA): the compact labels
+/// (`-1` = outlier), their counts, and the numbers to log.
+pub(crate) struct TargetClusters {
+    /// Per target image: its cluster 0..clusters-1, or -1 (outlier, not sampled).
+    pub labels: Vec<i32>,
+    pub clusters: usize,
+    /// The clustering's record: clusters, outliers, kept, eps, and the label quality against
+    /// the ground-truth ids (NMI, ARI, pairwise precision / recall / F).
+    pub record: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Clusters the L2-normalised target features `feats` ([N, D], one row per `target` item) with
+/// `cluster`; DBSCAN's eps is fixed at the first call (`fixed_eps`, from rho) and reused after.
+/// Too few clusters for a batch is an error naming the counts and the `[method]` keys to change.
+/// Says one line (counts and the label quality against the ground-truth ids).
+pub(crate) fn cluster_target(
+    session: &Session,
+    method: &str,
+    cluster: &ClusterConfig,
+    feats: Features<'_>,
+    fixed_eps: &mut Option<f32>,
+    target: &[ReidItem],
+    epoch: usize,
+) -> Result<TargetClusters, TrainError> {
+    let t = &session.config.train;
+    let n = feats.rows;
+    let pseudo = pseudo_labels(session.cluster_backend(), feats, cluster, *fixed_eps, None)?;
+    if cluster.algo == ClusterAlgo::Dbscan && fixed_eps.is_none() {
+        *fixed_eps = pseudo.eps;
+        if let (Some(e), Some(rho)) = (pseudo.eps, cluster.rho) {
+            session.say(format!(
+                "{method}: DBSCAN eps fixed at {e:.4} (mean of the smallest rho = {rho} fraction of the Jaccard distances, epoch {epoch})"
+            ));
+        }
+    }
+    let (labels, clusters) = compact_labels(&pseudo.labels);
+    let outliers = labels.iter().filter(|&&l| l < 0).count();
+    let ids_per_batch = t.batch_size / t.num_instances;
+    if clusters < ids_per_batch.max(2) {
+        return Err(TrainError::Method(format!(
+            "{method} epoch {epoch}: clustering gave {clusters} clusters and {outliers} outliers of {n} images (eps {}); a batch needs {} identities — lower train.batch_size / raise the eps ({method}.cluster.rho or {method}.cluster.eps)",
+            pseudo.eps.map_or("-".into(), |e| format!("{e:.4}")),
+            ids_per_batch.max(2)
+        )));
+    }
+    let mut record = serde_json::Map::new();
+    record.insert("clusters".into(), clusters.into());
+    record.insert("outliers".into(), outliers.into());
+    record.insert("kept".into(), (n - outliers).into());
+    if let Some(e) = pseudo.eps {
+        record.insert("eps".into(), (e as f64).into());
+    }
+    let truth: Vec<i64> = target.iter().map(|i| i.raw_pid as i64).collect();
+    let labels64: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let q = label_quality(&labels64, &truth)?;
+    for (k, v) in [
+        ("nmi", q.nmi),
+        ("ari", q.ari),
+        ("pairwise_precision", q.pairwise_precision),
+        ("pairwise_recall", q.pairwise_recall),
+        ("pairwise_f", q.pairwise_f),
+    ] {
+        record.insert(k.into(), v.into());
+    }
+    session.say(format!(
+        "{method} epoch {}: {} ({}) -> {clusters} clusters, {outliers} outliers, {} images kept; vs ground truth NMI {:.3} ARI {:.3} pairwise P/R {:.3}/{:.3}",
+        epoch + 1,
+        cluster.algo,
+        pseudo.eps.map_or(format!("k = {}", cluster.k), |e| format!("eps {e:.4}")),
+        n - outliers,
+        q.nmi,
+        q.ari,
+        q.pairwise_precision,
+        q.pairwise_recall
+    ));
+    Ok(TargetClusters {
+        labels,
+        clusters,
+        record,
+    })
+}
+
+/// The epoch's target stream: the target items with `pid` = their cluster label.
+pub(crate) fn target_stream(
+    session: &Session,
+    target: &[ReidItem],
+    labels: &[i32],
+    two_views: bool,
+) -> Stream {
+    let t = &session.config.train;
+    let items: Vec<ReidItem> = target
+        .iter()
+        .zip(labels)
+        .map(|(item, &l)| ReidItem {
+            pid: l,
+            ..item.clone()
+        })
+        .collect();
+    Stream {
+        name: "target".into(),
+        items: Arc::new(items),
+        domain: 0,
+        batch_size: t.batch_size,
+        num_instances: t.num_instances,
+        two_views,
+    }
+}
+
 pub struct MmtMethod {
     cfg: MmtConfig,
     net1: ReidNet,
@@ -201,20 +333,7 @@ impl MmtMethod {
     pub fn build(session: &Session) -> Result<MmtMethod, TrainError> {
         let cfg: MmtConfig = session.config.method_config()?;
         cfg.validate()?;
-        let target = session.target.as_ref().ok_or_else(|| {
-            TrainError::Config(
-                "method mmt needs a target dataset (data.target, --target DIR)".into(),
-            )
-        })?;
-        if target.train.is_empty() {
-            return Err(TrainError::Config(format!(
-                "the target train split of {} is empty",
-                target.root.display()
-            )));
-        }
-        cfg.cluster
-            .validate(target.train.len())
-            .map_err(|e| TrainError::Config(format!("[mmt] cluster settings: {e}")))?;
+        let target = target_train(session, "mmt", &cfg.cluster)?;
         let model = &session.config.model;
         let init1 = model.init.as_deref().ok_or_else(|| {
             TrainError::Config(
@@ -241,7 +360,7 @@ impl MmtMethod {
             net2,
             mean1,
             mean2,
-            target: target.train.clone(),
+            target,
             eps: None,
         })
     }
@@ -259,7 +378,6 @@ impl Method for MmtMethod {
     }
 
     fn relabel(&mut self, session: &Session, epoch: usize) -> Result<EpochPlan, TrainError> {
-        let t = &session.config.train;
         let f1 = features_of(
             session,
             &self.mean1,
@@ -275,34 +393,18 @@ impl Method for MmtMethod {
         let n = self.target.len();
         let d = self.mean1.feature_dim();
         let feats = average_normalised(&f1, &f2, d);
-        let pseudo = pseudo_labels(
-            session.cluster_backend(),
-            Features::new(&feats, n, d)?,
+        let c = cluster_target(
+            session,
+            "mmt",
             &self.cfg.cluster,
-            self.eps,
-            None,
+            Features::new(&feats, n, d)?,
+            &mut self.eps,
+            &self.target,
+            epoch,
         )?;
-        if self.cfg.cluster.algo == ClusterAlgo::Dbscan && self.eps.is_none() {
-            self.eps = pseudo.eps;
-            if let (Some(e), Some(rho)) = (pseudo.eps, self.cfg.cluster.rho) {
-                session.say(format!(
-                    "mmt: DBSCAN eps fixed at {e:.4} (mean of the smallest rho = {rho} fraction of the Jaccard distances, epoch {epoch})"
-                ));
-            }
-        }
-        let (labels, clusters) = compact_labels(&pseudo.labels);
-        let outliers = labels.iter().filter(|&&l| l < 0).count();
-        let ids_per_batch = t.batch_size / t.num_instances;
-        if clusters < ids_per_batch.max(2) {
-            return Err(TrainError::Method(format!(
-                "mmt epoch {epoch}: clustering gave {clusters} clusters and {outliers} outliers of {n} images (eps {}); a batch needs {} identities — lower train.batch_size / raise the eps (mmt.cluster.rho or mmt.cluster.eps)",
-                pseudo.eps.map_or("-".into(), |e| format!("{e:.4}")),
-                ids_per_batch.max(2)
-            )));
-        }
         // Classifier rows of all four nets = the normalised centroids of the averaged features.
         let x = Tensor::from_slice(&feats, &[n, d], &session.device)?;
-        let centroids = crate::memory::class_centroids(&x, &labels)?;
+        let centroids = crate::memory::class_centroids(&x, &c.labels)?;
         for net in [
             &mut self.net1,
             &mut self.net2,
@@ -311,57 +413,11 @@ impl Method for MmtMethod {
         ] {
             net.set_classifier(centroids.clone())?;
         }
-        let items: Vec<ReidItem> = self
-            .target
-            .iter()
-            .zip(&labels)
-            .map(|(item, &l)| ReidItem {
-                pid: l,
-                ..item.clone()
-            })
-            .collect();
-        let mut plan = EpochPlan {
+        Ok(EpochPlan {
+            streams: vec![target_stream(session, &self.target, &c.labels, true)],
+            record: c.record,
             reset_optimizer: true,
-            ..Default::default()
-        };
-        plan.record.insert("clusters".into(), clusters.into());
-        plan.record.insert("outliers".into(), outliers.into());
-        plan.record.insert("kept".into(), (n - outliers).into());
-        if let Some(e) = pseudo.eps {
-            plan.record.insert("eps".into(), (e as f64).into());
-        }
-        let truth: Vec<i64> = self.target.iter().map(|i| i.raw_pid as i64).collect();
-        let labels64: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-        let q = label_quality(&labels64, &truth)?;
-        for (k, v) in [
-            ("nmi", q.nmi),
-            ("ari", q.ari),
-            ("pairwise_precision", q.pairwise_precision),
-            ("pairwise_recall", q.pairwise_recall),
-            ("pairwise_f", q.pairwise_f),
-        ] {
-            plan.record.insert(k.into(), v.into());
-        }
-        session.say(format!(
-            "mmt epoch {}: {} ({}) -> {clusters} clusters, {outliers} outliers, {} images kept; vs ground truth NMI {:.3} ARI {:.3} pairwise P/R {:.3}/{:.3}",
-            epoch + 1,
-            self.cfg.cluster.algo,
-            pseudo.eps.map_or(format!("k = {}", self.cfg.cluster.k), |e| format!("eps {e:.4}")),
-            n - outliers,
-            q.nmi,
-            q.ari,
-            q.pairwise_precision,
-            q.pairwise_recall
-        ));
-        plan.streams.push(Stream {
-            name: "target".into(),
-            items: Arc::new(items),
-            domain: 0,
-            batch_size: t.batch_size,
-            num_instances: t.num_instances,
-            two_views: true,
-        });
-        Ok(plan)
+        })
     }
 
     fn losses(

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod methods;
 pub mod mmt;
 pub mod plots;
+pub mod proda;
 pub mod run_dir;
 #[path = "loop.rs"]
 pub mod run_loop;

@@ -1,0 +1,462 @@
+//! ProDA-style denoising (shared/ALGORITHMS.md section 7, microsoft/ProDA): the prototype weights
+//! against a host f64 oracle (rows sum to one), rectified labels on hand-computed cases (a label
+//! moves only where the prototypes say so), the prototypes' per-sample EMA over several batches,
+//! the rectification log's counts, and end to end on a tiny synthetic two-domain set on
+//! `Device::Cpu`: two short epochs from a `source` run made here give finite loss terms and a
+//! measured mAP, and a run stopped after one epoch and resumed logs exactly what an unbroken run
+//! logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use unreid::data::synth::{write_benchmark, SynthConfig};
+use unreid::loss::{prototype_weights, rectified_labels};
+use unreid::memory::PrototypeBank;
+use unreid::train::proda::{majority_ids, ProdaConfig, RectifyStats};
+use unreid::train::run_dir::RunMode;
+use unreid::train::{method_defaults, train, RunConfig, TrainOptions};
+use unreid::{Device, Tensor};
+
+/// Deterministic values in [-1, 1) (a small LCG, independent of the crate's RNG).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn cpu(v: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_f64(v, shape, &Device::CpuF64).unwrap()
+}
+
+#[test]
+fn prototype_weights_are_the_public_codes_softmax_and_sum_to_one() {
+    let (b, k, d) = (6, 5, 7);
+    let f = values(b * d, 1);
+    let eta = values(k * d, 2);
+    for t in [1.0, 0.5, 3.0] {
+        let w = prototype_weights(&cpu(&f, &[b, d]), &cpu(&eta, &[k, d]), t as f32)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        for i in 0..b {
+            let dist: Vec<f64> = (0..k)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| (f[i * d + c] - eta[j * d + c]).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .collect();
+            let min = dist.iter().copied().fold(f64::MAX, f64::min);
+            // microsoft/ProDA: softmax(-(d - min d) * proto_temperature).
+            let e: Vec<f64> = dist.iter().map(|x| (-(x - min) * t).exp()).collect();
+            let z: f64 = e.iter().sum();
+            let row = &w[i * k..(i + 1) * k];
+            for j in 0..k {
+                assert!(
+                    (row[j] - e[j] / z).abs() < 1e-9,
+                    "T {t} sample {i} class {j}: {} vs {}",
+                    row[j],
+                    e[j] / z
+                );
+            }
+            let sum: f64 = row.iter().sum();
+            assert!(
+                (sum - 1.0).abs() < 1e-12,
+                "T {t} sample {i}: weights sum to {sum}"
+            );
+        }
+    }
+    // A larger T sharpens the weights (the multiplication the public code uses, not a division).
+    let w1 = prototype_weights(&cpu(&f, &[b, d]), &cpu(&eta, &[k, d]), 1.0).unwrap();
+    let w3 = prototype_weights(&cpu(&f, &[b, d]), &cpu(&eta, &[k, d]), 3.0).unwrap();
+    let max = |t: &Tensor| {
+        t.to_vec_f64().unwrap()[..k]
+            .iter()
+            .copied()
+            .fold(0.0, f64::max)
+    };
+    assert!(max(&w3) > max(&w1));
+}
+
+#[test]
+fn a_rectified_label_moves_only_where_the_prototypes_say_so() {
+    // Three prototypes on the unit axes. Sample 0 sits at the origin, equally far from all three
+    // (uniform weights); samples 1 and 2 sit at (0, 0.5, 0), nearer prototype 1:
+    // d = (sqrt(1.25), 0.5, sqrt(1.25)), w ∝ (e^{-(sqrt(1.25)-0.5)}, 1, e^{-(sqrt(1.25)-0.5)}).
+    let eta = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+    let f = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.5, 0.0];
+    let w = prototype_weights(&cpu(&f, &[3, 3]), &cpu(&eta, &[3, 3]), 1.0).unwrap();
+    let a = (-(1.25f64.sqrt() - 0.5)).exp(); // 0.5390
+    let z = 2.0 * a + 1.0;
+    let want_w = [
+        [1.0 / 3.0; 3],
+        [a / z, 1.0 / z, a / z],
+        [a / z, 1.0 / z, a / z],
+    ];
+    let got_w = w.to_vec_f64().unwrap();
+    for i in 0..3 {
+        for j in 0..3 {
+            assert!((got_w[i * 3 + j] - want_w[i][j]).abs() < 1e-9);
+        }
+    }
+    // Classifier probabilities: class 0 ahead of class 1 in all three rows.
+    let p = [0.5, 0.4, 0.1, 0.5, 0.4, 0.1, 0.7, 0.2, 0.1];
+    let (soft, hard) = rectified_labels(&cpu(&p, &[3, 3]), &w).unwrap();
+    // Row 0: uniform evidence, the label stays 0. Row 1: 0.5 a < 0.4 (a = 0.539), the prototype
+    // moves it to 1. Row 2: 0.7 a = 0.377 > 0.2, class 0 is too far ahead to move.
+    assert_eq!(hard, vec![0, 1, 0]);
+    let soft = soft.to_vec_f64().unwrap();
+    let row1 = [0.5 * a, 0.4, 0.1 * a];
+    let s1: f64 = row1.iter().sum();
+    for j in 0..3 {
+        assert!((soft[3 + j] - row1[j] / s1).abs() < 1e-9, "row 1 class {j}");
+        assert!((soft[j] - p[j]).abs() < 1e-9, "uniform weights keep p");
+    }
+    // On random cases: a label that moves always moves to a class with more prototype weight.
+    let (b, k) = (40, 6);
+    let w = prototype_weights(
+        &cpu(&values(b * 4, 7), &[b, 4]),
+        &cpu(&values(k * 4, 8), &[k, 4]),
+        2.0,
+    )
+    .unwrap();
+    let logits: Vec<f64> = values(b * k, 9).iter().map(|v| 2.0 * v).collect();
+    let probs = cpu(&logits, &[b, k]).softmax().unwrap();
+    let (_, hard) = rectified_labels(&probs, &w).unwrap();
+    let (pv, wv) = (probs.to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
+    let mut moved = 0;
+    for i in 0..b {
+        let row = &pv[i * k..(i + 1) * k];
+        let y = (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        let r = hard[i] as usize;
+        if r != y {
+            moved += 1;
+            assert!(
+                wv[i * k + r] > wv[i * k + y],
+                "sample {i}: moved against the evidence"
+            );
+        }
+    }
+    assert!(moved > 0, "the random case must move some labels to bite");
+}
+
+#[test]
+fn prototypes_follow_the_per_sample_ema_over_several_batches() {
+    let d = 3;
+    let feats = values(6 * d, 20);
+    let labels = [0, 1, 2, 1, 0, 2];
+    // Exact in f32 (the bank stores m as f32), so the f64 oracle can be held to 1e-12.
+    let m = 0.125;
+    let mut bank = PrototypeBank::from_clusters(&cpu(&feats, &[6, d]), &labels, m as f32).unwrap();
+    // Initial prototypes: plain means of the members (calc_prototype.py), not normalised.
+    let mut want = vec![0.0; 3 * d];
+    for c in 0..3 {
+        for j in 0..d {
+            let members: Vec<f64> = (0..6)
+                .filter(|&i| labels[i] == c as i32)
+                .map(|i| feats[i * d + j])
+                .collect();
+            want[c * d + j] = members.iter().sum::<f64>() / members.len() as f64;
+        }
+    }
+    let check = |bank: &PrototypeBank, want: &[f64], what: &str| {
+        let got = bank.prototypes.to_vec_f64().unwrap();
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() < 1e-12,
+                "{what}: element {i} is {g}, the formula gives {w}"
+            );
+        }
+    };
+    check(&bank, &want, "initial class means");
+    // Three batches, with repeats of a class inside a batch: each sample moves its prototype
+    // once, in batch order (microsoft/ProDA update_objective_SingleVector).
+    let batches: [&[i32]; 3] = [&[2, 2, 0, 2], &[1], &[0, 1, 0, 0, 1]];
+    for (s, rows) in batches.iter().enumerate() {
+        let f = values(rows.len() * d, 30 + s as u64);
+        bank.update(&cpu(&f, &[rows.len(), d]), rows).unwrap();
+        for (i, &r) in rows.iter().enumerate() {
+            for j in 0..d {
+                let e = &mut want[r as usize * d + j];
+                *e = (1.0 - m) * *e + m * f[i * d + j];
+            }
+        }
+        check(&bank, &want, &format!("after batch {s}"));
+    }
+    // Outliers have no prototype.
+    assert!(bank.update(&cpu(&[0.0; 3], &[1, 3]), &[-1]).is_err());
+}
+
+#[test]
+fn the_rectification_log_counts_against_the_majority_ids() {
+    // Clusters 0: ids (7, 7, 9); 1: ids (9, 9, 7); 2: (5); an outlier.
+    let labels = [0, 0, 0, 1, 1, 1, 2, -1];
+    let truth = [7, 7, 9, 9, 9, 7, 5, 3];
+    let majority = majority_ids(&labels, &truth, 3);
+    assert_eq!(majority, vec![7, 9, 5]);
+    // Ties go to the smallest id.
+    assert_eq!(majority_ids(&[0, 0], &[4, 2], 1), vec![2]);
+    let mut s = RectifyStats::default();
+    // (cluster, rectified, mean-net argmax, truth)
+    s.count(0, 0, 0, 7, &majority); // unchanged
+    s.count(0, 1, 0, 9, &majority); // changed by the prototypes, now agrees with 1's majority
+    s.count(1, 0, 0, 9, &majority); // changed with the mean net, agreed before, not now
+    s.count(1, 2, 1, 3, &majority); // changed, agrees with neither
+    assert_eq!(
+        s,
+        RectifyStats {
+            seen: 4,
+            changed: 3,
+            changed_by_prototypes: 2,
+            now_majority: 1,
+            before_majority: 1,
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end.
+
+struct Fixture {
+    root: PathBuf,
+    source_ckpt: PathBuf,
+    direct_map: f64,
+}
+
+fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
+    TrainOptions {
+        out: out.to_path_buf(),
+        mode,
+        device: Device::Cpu,
+        max_epochs_this_run: max,
+    }
+}
+
+/// The synthetic benchmark and a one-epoch `source` run on it, made once per test binary.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let root =
+            std::env::temp_dir().join(format!("unreid-test-train-proda-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let data = root.join("data");
+        let cfg = SynthConfig {
+            seed: 11,
+            ids: 16,
+            cameras: 2,
+            height: 64,
+            width: 32,
+            images_per_id: (6, 8),
+            ..SynthConfig::default()
+        };
+        write_benchmark(&cfg, &data, false, &|| {}).unwrap();
+        let mut c = method_defaults("source").unwrap();
+        c.data.source = Some(data.join("source"));
+        c.data.target = Some(data.join("target"));
+        c.model.arch = "resnet18".into();
+        c.train.epochs = 1;
+        c.train.iters = 16;
+        c.train.batch_size = 16;
+        c.train.num_instances = 4;
+        c.train.bn_group = 16;
+        c.train.warmup_epochs = 0;
+        c.train.milestones = vec![];
+        c.train.height = 32;
+        c.train.width = 16;
+        c.train.eval_every = 1;
+        c.train.seed = 3;
+        let run = root.join("source-run");
+        let s = train(c, options(&run, RunMode::New, None)).unwrap();
+        let _ = std::fs::remove_file(run.join("checkpoints/state.safetensors"));
+        Fixture {
+            root,
+            source_ckpt: run.join("checkpoints/best.safetensors"),
+            direct_map: s.best_map.unwrap(),
+        }
+    })
+}
+
+fn proda_config(fx: &Fixture) -> RunConfig {
+    let mut c = method_defaults("proda").unwrap();
+    c.data.target = Some(fx.root.join("data/target"));
+    c.model.arch = "resnet18".into();
+    c.model.init = Some(fx.source_ckpt.clone());
+    c.train.epochs = 2;
+    c.train.iters = 6;
+    c.train.batch_size = 16;
+    c.train.num_instances = 4;
+    c.train.bn_group = 8;
+    c.train.height = 32;
+    c.train.width = 16;
+    c.train.eval_every = 1;
+    c.train.log_every = 1;
+    c.train.seed = 5;
+    let mut p = ProdaConfig::default();
+    p.cluster.k = 8;
+    c.sections
+        .insert("proda".into(), toml::Value::try_from(p).unwrap());
+    c
+}
+
+fn records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Records without wall-clock fields.
+fn comparable(recs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    recs.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("seconds");
+                o.remove("images_per_s");
+            }
+            r
+        })
+        .collect()
+}
+
+/// Equal JSON, numbers to 1e-12 relative (the NMI sums its terms in hash order).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * (1.0 + x.abs())
+        }
+        (Object(x), Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w)),
+        _ => a == b,
+    }
+}
+
+#[test]
+fn two_epochs_train_with_finite_terms_and_resume_is_exact() {
+    let fx = fixture();
+    let full = fx.root.join("proda-full");
+    let s = train(proda_config(fx), options(&full, RunMode::New, None)).unwrap();
+    assert!(s.finished);
+    let recs = records(&full);
+    let steps: Vec<_> = recs.iter().filter(|r| r["kind"] == "step").collect();
+    assert_eq!(steps.len(), 12);
+    for r in &steps {
+        for term in ["sce", "consistency"] {
+            let v = r["terms"][term].as_f64().unwrap();
+            assert!(v.is_finite() && v >= 0.0, "{term} = {v}");
+        }
+    }
+    let relabels: Vec<_> = recs.iter().filter(|r| r["kind"] == "relabel").collect();
+    assert_eq!(relabels.len(), 2);
+    assert!(relabels.iter().all(|r| r["nmi"].as_f64().is_some()));
+    // Epoch 0's rectification counts arrive with epoch 1's relabelling: 6 steps x 16 samples.
+    let rect = &relabels[1]["rectified_previous_epoch"];
+    assert_eq!(rect["epoch"], 0);
+    assert_eq!(rect["seen"].as_u64(), Some(96));
+    let changed = rect["changed"].as_u64().unwrap();
+    assert!(changed <= 96 && rect["now_majority"].as_u64().unwrap() <= changed);
+    let evals: Vec<_> = recs.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.len(), 4, "mean net and net every epoch");
+    eprintln!(
+        "proda: direct transfer mAP {:.4} -> best {:?}; epoch 0 rectification {rect}",
+        fx.direct_map, s.best_map
+    );
+    assert!(
+        s.best_map.is_some_and(|m| m.is_finite() && m > 0.0) && fx.direct_map > 0.0,
+        "ProDA {:?} vs direct transfer {}",
+        s.best_map,
+        fx.direct_map
+    );
+    let state = full.join("checkpoints/state.safetensors");
+    assert!(state.is_file());
+
+    // Stopped after one epoch, then resumed: the same records.
+    let parts = fx.root.join("proda-resumed");
+    let first = train(proda_config(fx), options(&parts, RunMode::New, Some(1))).unwrap();
+    assert!(!first.finished);
+    let second = train(proda_config(fx), options(&parts, RunMode::Resume, None)).unwrap();
+    assert!(second.finished);
+    let resumed = comparable(&records(&parts));
+    let unbroken = comparable(&recs);
+    assert_eq!(resumed.len(), unbroken.len());
+    for (a, b) in resumed.iter().zip(&unbroken) {
+        assert!(same(a, b), "resumed {a}\nunbroken {b}");
+    }
+    assert_eq!(second.best_map, s.best_map);
+    for dir in [full, parts] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn bad_proda_settings_are_errors_before_training() {
+    let fx = fixture();
+    for (key, value) in [
+        ("temperature", toml::Value::Float(0.0)),
+        ("prototype_momentum", toml::Value::Float(1.5)),
+        ("sce_beta", toml::Value::Float(-1.0)),
+        ("no_such_key", toml::Value::Float(1.0)),
+    ] {
+        let mut c = proda_config(fx);
+        let section = c.sections.get_mut("proda").unwrap().as_table_mut().unwrap();
+        section.insert(key.into(), value);
+        let out = fx.root.join(format!("bad-{key}"));
+        let err = train(c, options(&out, RunMode::New, None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // One net: a second init is refused rather than ignored.
+    let mut c = proda_config(fx);
+    c.model.init2 = Some(fx.source_ckpt.clone());
+    let err = train(c, options(&fx.root.join("bad-init2"), RunMode::New, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("init2"), "{err}");
+}
+
+#[test]
+fn every_proda_preset_parses_with_the_published_values() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.starts_with("proda_") && name.ends_with(".toml")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = RunConfig::from_toml(&text, &name).unwrap();
+        assert_eq!(c.method, "proda", "{name}");
+        c.train.validate().unwrap();
+        let p: ProdaConfig = c.method_config().unwrap();
+        let d = ProdaConfig::default();
+        assert_eq!(
+            (p.temperature, p.prototype_momentum, p.sce_alpha, p.sce_beta),
+            (1.0, 1e-4, 0.1, 1.0),
+            "{name}"
+        );
+        assert_eq!(
+            (p.rectify, p.consistency_weight, p.ema_alpha),
+            (d.rectify, d.consistency_weight, d.ema_alpha),
+            "{name}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 3, "ProDA on the MMT pairs");
+}
