@@ -177,10 +177,8 @@ fn pk_labels(batch: usize, step: usize, classes: usize) -> Vec<i32> {
 
 const CLASSES: usize = 751;
 
-/// Times one model case on `device`; a failure (unknown architecture, a buffer over the
-/// adapter's binding limit, out of memory) comes back as an error.
-pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) -> Result<BenchRow> {
-    reset_peak_memory();
+/// The case's network (751 classes) and its input batch (seeded N(0, 1)).
+fn case_model(device: &Device, case: &ModelCase) -> Result<(ReidNet, Tensor)> {
     let cfg = ReidConfig {
         arch: case.arch.clone(),
         last_stride: case.last_stride,
@@ -195,6 +193,28 @@ pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) ->
         7,
         device,
     )?;
+    Ok((net, x))
+}
+
+/// The yardstick's loss of one step (train-mode forward): label-smoothed cross-entropy + batch-hard
+/// softmax-triplet on the pooled features, with step `step`'s PK labels.
+fn train_loss(net: &ReidNet, x: &Tensor, batch: usize, step: usize) -> Result<Tensor> {
+    let labels = pk_labels(batch, step, CLASSES);
+    let out = net.forward(x, &Ctx::train().seed(step as u64))?;
+    let logits = out
+        .logits
+        .as_ref()
+        .expect("the bench model has a classifier");
+    let ce = cross_entropy(logits, &labels, 0.1)?;
+    let dist = euclidean_distance(&out.pooled, &out.pooled)?;
+    ce.add(&softmax_triplet(&batch_hard(&dist, &labels)?)?)
+}
+
+/// Times one model case on `device`; a failure (unknown architecture, a buffer over the
+/// adapter's binding limit, out of memory) comes back as an error.
+pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) -> Result<BenchRow> {
+    reset_peak_memory();
+    let (net, x) = case_model(device, case)?;
     let mut adam = Adam::new(3.5e-4, 5e-4);
     let (mut total, mut fw, mut bw, mut op) = (vec![], vec![], vec![], vec![]);
     for step in 0..opts.warmup + opts.steps {
@@ -208,20 +228,11 @@ pub fn run_model_case(device: &Device, case: &ModelCase, opts: &BenchOptions) ->
                 (t, t)
             }
             Mode::Train => {
-                let labels = pk_labels(case.batch, step, CLASSES);
-                let out = net.forward(&x, &Ctx::train().seed(step as u64))?;
-                let logits = out
-                    .logits
-                    .as_ref()
-                    .expect("the bench model has a classifier");
-                let ce = cross_entropy(logits, &labels, 0.1)?;
-                let dist = euclidean_distance(&out.pooled, &out.pooled)?;
-                let tri = softmax_triplet(&batch_hard(&dist, &labels)?)?;
-                let loss = ce.add(&tri)?;
+                let loss = train_loss(&net, &x, case.batch, step)?;
                 device.sync()?;
                 let t1 = Instant::now();
                 loss.backward()?;
-                drop((loss, ce, tri, dist, out));
+                drop(loss);
                 device.sync()?;
                 let t2 = Instant::now();
                 adam.step(&net.trainable())?;
@@ -460,7 +471,21 @@ pub struct DispatchCost {
     pub record_us_per_dispatch: f64,
     /// Host time including the final sync (so the device's work on the tail too), µs per dispatch.
     pub total_us_per_dispatch: f64,
+    /// CPU time of the recording thread in the loop (Linux schedstat), µs per dispatch: unlike
+    /// the wall time it leaves out other processes and the driver's threads (on lavapipe the
+    /// device itself runs on the host's cores).
+    pub thread_cpu_us_per_dispatch: Option<f64>,
+    /// The runtime's own split: recording (`GpuStats::record_ns`) and submitting
+    /// (`GpuStats::submit_ns`), µs per dispatch.
+    pub runtime_record_us_per_dispatch: f64,
+    pub runtime_submit_us_per_dispatch: f64,
     pub submissions: u64,
+}
+
+/// CPU time this thread has run, in ns (Linux `/proc/thread-self/schedstat`), None elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Counters and kernel times of one training step (forward, losses, backward, Adam, then the
@@ -494,26 +519,33 @@ pub struct ProfileReport {
 /// chained `Tensor::add_scalar` ops (each also allocates from the pool and records autograd-free
 /// tensor bookkeeping). A warm-up of each path runs first (pipelines, bind groups, pool).
 pub fn dispatch_cost(device: &Device, n: u64) -> Result<Vec<DispatchCost>> {
-    let gpu = device
-        .as_gpu()
-        .ok_or_else(|| crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into()))?;
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
     let mut out = Vec::new();
     let mut measure = |path: &str, f: &mut dyn FnMut(u64) -> Result<()>| -> Result<()> {
         f(n.min(200))?;
         gpu.sync()?;
         let before = gpu.stats();
+        let cpu0 = thread_cpu_ns();
         let t0 = Instant::now();
         f(n)?;
         let t1 = Instant::now();
+        let cpu1 = thread_cpu_ns();
         gpu.sync()?;
         let t2 = Instant::now();
         let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let per_ns = |ns: u64| ns as f64 / 1e3 / n.max(1) as f64;
+        let delta = gpu.stats().since(&before);
         out.push(DispatchCost {
             path: path.into(),
-            dispatches: gpu.stats().since(&before).dispatches,
+            dispatches: delta.dispatches,
             record_us_per_dispatch: per(t1 - t0),
             total_us_per_dispatch: per(t2 - t0),
-            submissions: gpu.stats().since(&before).submissions,
+            thread_cpu_us_per_dispatch: cpu0.zip(cpu1).map(|(a, b)| per_ns(b - a)),
+            runtime_record_us_per_dispatch: per_ns(delta.record_ns),
+            runtime_submit_us_per_dispatch: per_ns(delta.submit_ns),
+            submissions: delta.submissions,
         });
         Ok(())
     };
@@ -543,15 +575,7 @@ fn profiled_train_step(
     batch: usize,
     step: usize,
 ) -> Result<()> {
-    let labels = pk_labels(batch, step, CLASSES);
-    let out = net.forward(x, &Ctx::train().seed(step as u64))?;
-    let logits = out
-        .logits
-        .as_ref()
-        .expect("the bench model has a classifier");
-    let ce = cross_entropy(logits, &labels, 0.1)?;
-    let dist = euclidean_distance(&out.pooled, &out.pooled)?;
-    let loss = ce.add(&softmax_triplet(&batch_hard(&dist, &labels)?)?)?;
+    let loss = train_loss(net, x, batch, step)?;
     loss.backward()?;
     adam.step(&net.trainable())?;
     loss.item()?;
@@ -561,23 +585,10 @@ fn profiled_train_step(
 /// Profiles one training step of `case` (after `warmup` steps): its counters and host time, then
 /// a second step under timestamp queries for the per-kernel GPU times where the adapter has them.
 pub fn profile_step(device: &Device, case: &ModelCase, warmup: usize) -> Result<StepProfile> {
-    let gpu = device
-        .as_gpu()
-        .ok_or_else(|| crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into()))?;
-    let cfg = ReidConfig {
-        arch: case.arch.clone(),
-        last_stride: case.last_stride,
-        classes: Some(CLASSES),
-        ..Default::default()
-    };
-    let net = ReidNet::new(device, &cfg)?;
-    let x = Tensor::randn(
-        &[case.batch, 3, case.height, case.width],
-        0.0,
-        1.0,
-        7,
-        device,
-    )?;
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
+    let (net, x) = case_model(device, case)?;
     let mut adam = Adam::new(3.5e-4, 5e-4);
     for step in 0..warmup {
         profiled_train_step(&net, &x, &mut adam, case.batch, step)?;
@@ -602,9 +613,7 @@ pub fn profile_step(device: &Device, case: &ModelCase, warmup: usize) -> Result<
         step_ms,
         record_us_per_dispatch: counters.record_us_per_dispatch(),
         counters,
-        gpu_ms: kernels
-            .as_ref()
-            .map(|k| k.iter().map(|t| t.gpu_ms).sum()),
+        gpu_ms: kernels.as_ref().map(|k| k.iter().map(|t| t.gpu_ms).sum()),
         kernels,
     })
 }
@@ -617,9 +626,9 @@ pub fn profile(
     warmup: usize,
     dispatches: u64,
 ) -> Result<ProfileReport> {
-    let gpu = device
-        .as_gpu()
-        .ok_or_else(|| crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into()))?;
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
     let dispatch_cost = dispatch_cost(device, dispatches)?;
     let mut steps = Vec::new();
     for case in cases {

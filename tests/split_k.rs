@@ -169,6 +169,9 @@ fn the_automatic_split_fills_the_compute_units() {
     assert_eq!(split_k(&dims(1, 64, 500, 64), 1, 132, big, 65_535), 1);
     // K bounds the split (chunks of at least 256), so does the partials' size and the grid's z.
     assert_eq!(split_k(&dims(1, 8, 1024, 8), 1, 132, big, 65_535), 4);
-    assert_eq!(split_k(&dims(1, 64, 131_072, 64), 1, 132, 64 * 64 * 10, 65_535), 10);
+    assert_eq!(
+        split_k(&dims(1, 64, 131_072, 64), 1, 132, 64 * 64 * 10, 65_535),
+        10
+    );
     assert_eq!(split_k(&dims(4, 64, 131_072, 64), 1, 132, big, 40), 10);
 }

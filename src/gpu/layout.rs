@@ -67,7 +67,10 @@ impl Reflection {
             };
             let name = var.name.as_deref().unwrap_or("?");
             if binding.group != 0 {
-                return Err(format!("{name} is in group {}; only group 0 is bound", binding.group));
+                return Err(format!(
+                    "{name} is in group {}; only group 0 is bound",
+                    binding.group
+                ));
             }
             let bytes = self.module.types[var.ty]
                 .inner
@@ -89,15 +92,17 @@ impl Reflection {
         for (binding, kind, bytes, name) in found {
             match (binding, kind) {
                 (0, None) => params_bytes = Some(bytes),
-                (b, Some(writable)) if b as usize == storage.len() + 1 => storage.push(StorageBinding {
-                    writable,
-                    min_bytes: bytes,
-                }),
+                (b, Some(writable)) if b as usize == storage.len() + 1 => {
+                    storage.push(StorageBinding {
+                        writable,
+                        min_bytes: bytes,
+                    })
+                }
                 _ => {
                     return Err(format!(
-                        "binding {binding} ({name}) does not fit the runtime's layout: 0 the uniform \
+                    "binding {binding} ({name}) does not fit the runtime's layout: 0 the uniform \
                          params, 1..=n storage buffers without gaps"
-                    ))
+                ))
                 }
             }
         }

@@ -80,8 +80,12 @@ pub struct GpuStats {
     pub bind_groups_created: u64,
     /// Dispatches whose bind group came from the cache.
     pub bind_group_hits: u64,
-    /// Host time spent inside `dispatch` (nanoseconds): the CPU cost of recording.
+    /// Host time spent inside `dispatch` recording (nanoseconds), not counting the slice
+    /// submissions it triggers: the CPU cost of recording.
     pub record_ns: u64,
+    /// Host time spent in `queue.submit` and encoding the stream (nanoseconds). On some drivers
+    /// (lavapipe) a submission also waits for earlier work, so this can include device time.
+    pub submit_ns: u64,
 }
 
 impl GpuStats {
@@ -98,6 +102,7 @@ impl GpuStats {
             bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
             bind_group_hits: self.bind_group_hits - earlier.bind_group_hits,
             record_ns: self.record_ns - earlier.record_ns,
+            submit_ns: self.submit_ns - earlier.submit_ns,
         }
     }
 
@@ -123,6 +128,7 @@ struct Counters {
     bind_groups_created: AtomicU64,
     bind_group_hits: AtomicU64,
     record_ns: AtomicU64,
+    submit_ns: AtomicU64,
 }
 
 /// Which timestamp queries the device has (`unreid bench --profile` says which it used).
@@ -429,6 +435,7 @@ impl Gpu {
             bind_groups_created: c.bind_groups_created.load(Ordering::Relaxed),
             bind_group_hits: c.bind_group_hits.load(Ordering::Relaxed),
             record_ns: c.record_ns.load(Ordering::Relaxed),
+            submit_ns: c.submit_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -657,13 +664,12 @@ impl Gpu {
         }
         stream.dispatches += 1;
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
-        if stream.dispatches >= SUBMIT_SLICE {
-            self.submit(stream)?;
-        }
-        drop(guard);
         self.counters
             .record_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if stream.dispatches >= SUBMIT_SLICE {
+            self.submit(stream)?;
+        }
         Ok(())
     }
 
@@ -754,6 +760,7 @@ impl Gpu {
     }
 
     fn submit(&self, stream: &mut Stream) -> Result<(), GpuError> {
+        let started = Instant::now();
         stream.pass = None;
         let Some(mut encoder) = stream.encoder.take() else {
             return Ok(());
@@ -776,6 +783,9 @@ impl Gpu {
         stream.params.clear();
         stream.dispatches = 0;
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .submit_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let (Some(bytes), Some(prof)) = (timed, stream.profiler.as_mut()) {
             self.collect_timestamps(prof, bytes)?;
         }
@@ -975,7 +985,10 @@ impl Gpu {
             message,
         };
         let shader = self.shader(kernel.shader).map_err(shader_err)?;
-        let layout = shader.reflection.entry_layout(kernel.entry).map_err(shader_err)?;
+        let layout = shader
+            .reflection
+            .entry_layout(kernel.entry)
+            .map_err(shader_err)?;
         if layout.params_bytes > PARAM_SLOT as u64 {
             return Err(shader_err(format!(
                 "its params struct ({} bytes) exceeds one {PARAM_SLOT}-byte arena slot",

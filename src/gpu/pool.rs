@@ -5,7 +5,7 @@
 //! buffer (kernels, uploads, fills) is recorded into the same ordered command stream; nothing writes
 //! through `queue.write_buffer`, which would jump ahead of the pending commands.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -27,8 +27,11 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    /// Free buffers by size class, with their ids.
-    free: Mutex<HashMap<u64, Vec<(u64, wgpu::Buffer)>>>,
+    /// Free buffers by size class, by id. `take` hands out the lowest id, so which buffer an
+    /// allocation gets depends only on which are free, not on the order they were freed: a
+    /// training step that allocates and frees in the same order as the last one gets the same
+    /// buffers back, and the runtime's bind groups (cached by buffer id) are found again.
+    free: Mutex<HashMap<u64, BTreeMap<u64, wgpu::Buffer>>>,
 }
 
 impl BufferPool {
@@ -37,7 +40,7 @@ impl BufferPool {
             .lock()
             .unwrap()
             .get_mut(&class)
-            .and_then(|v| v.pop())
+            .and_then(|v| v.pop_first())
     }
 
     pub(crate) fn give(&self, class: u64, id: u64, buffer: wgpu::Buffer) {
@@ -46,7 +49,7 @@ impl BufferPool {
             .unwrap()
             .entry(class)
             .or_default()
-            .push((id, buffer));
+            .insert(id, buffer);
     }
 
     /// Drops every cached buffer (used to recover from an out-of-memory error).

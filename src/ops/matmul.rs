@@ -236,6 +236,20 @@ fn split_plan(gpu: &Gpu, d: &MatmulDims, groups: [u32; 3]) -> (usize, usize) {
     (d.k.div_ceil(chunk), chunk)
 }
 
+/// The parameter block of `matmul_tiled` / `matmul_reg` (shaders/matmul.wgsl's `Params`): sizes,
+/// batch strides (0 broadcasts a 2-D operand), C's stride, and the split-K chunk (0: no split).
+fn reg_params(d: &MatmulDims, chunk: usize) -> Params {
+    Params::new()
+        .usize(d.m)
+        .usize(d.n)
+        .usize(d.k)
+        .usize(d.batch)
+        .usize(if d.a_batched { d.m * d.k } else { 0 })
+        .usize(if d.b_batched { d.k * d.n } else { 0 })
+        .usize(d.m * d.n)
+        .usize(chunk)
+}
+
 /// Runs a `matmul_tiled` / `matmul_reg` product with its reduction cut into `splits` chunks of
 /// `chunk` (workgroup z = product * splits + chunk index), each writing a partial [M, N] product,
 /// then `splitk_sum` adds the partials into `out` in chunk order.
@@ -252,18 +266,9 @@ fn launch_split_k(
 ) -> Result<()> {
     let mn = d.m * d.n;
     let partials = alloc_f32(gpu, d.batch * splits * mn, "matmul split-K partials")?;
-    let params = Params::new()
-        .usize(d.m)
-        .usize(d.n)
-        .usize(d.k)
-        .usize(d.batch)
-        .usize(if d.a_batched { d.m * d.k } else { 0 })
-        .usize(if d.b_batched { d.k * d.n } else { 0 })
-        .usize(mn)
-        .usize(chunk);
     gpu.dispatch(
         kernel,
-        params.bytes(),
+        reg_params(d, chunk).bytes(),
         &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &partials],
         [groups[0], groups[1], (d.batch * splits) as u32],
     )?;
@@ -471,18 +476,9 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
                     Data::Gpu(out.into()),
                 ));
             }
-            let params = Params::new()
-                .usize(d.m)
-                .usize(d.n)
-                .usize(d.k)
-                .usize(d.batch)
-                .usize(if d.a_batched { d.m * d.k } else { 0 })
-                .usize(if d.b_batched { d.k * d.n } else { 0 })
-                .usize(d.m * d.n)
-                .u32(0);
             g.dispatch(
                 &kernel,
-                params.bytes(),
+                reg_params(&d, 0).bytes(),
                 &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &out],
                 groups,
             )?;
