@@ -7,13 +7,18 @@
 // - matmul_reg: a 4x4 block per invocation, no workgroup memory, any shape and layout; on CPU
 //   adapters the fallback for shapes matmul_subgroup.wgsl (the fast lavapipe kernel) cannot take.
 //
+// Split-K (matmul_reg and matmul_tiled): with p.kc > 0 the reduction is cut into
+// splits = ceil(K / kc) chunks of kc; grid z runs over batch * splits, workgroup z = b * splits + s
+// sums k in [s * kc, min(K, (s + 1) * kc)) and writes its partial product to C[b * splits + s]
+// (c_stride = M * N), and `splitk_sum` adds the partials. p.kc = 0: one chunk, z = batch.
+//
 // matmul_reg: workgroup 8x8 invocations = a 32x32 tile of C.
-// Dispatch: (ceil(N/32), ceil(M/32), batch). Bindings: 0 params, 1 a, 2 b, 3 c.
+// Dispatch: (ceil(N/32), ceil(M/32), batch * splits). Bindings: 0 params, 1 a, 2 b, 3 c.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
-struct Params { m: u32, n: u32, k: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, _pad: u32 }
+struct Params { m: u32, n: u32, k: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, kc: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -31,16 +36,24 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     return b[base + kk * p.n + col];
 }
 
+// The product index and k range of grid slice z (see Split-K above): (batch, k_begin, k_end).
+fn k_range(z: u32) -> vec3<u32> {
+    if (p.kc == 0u) { return vec3(z, 0u, p.k); }
+    let splits = (p.k + p.kc - 1u) / p.kc;
+    let s = z % splits;
+    return vec3(z / splits, s * p.kc, min(p.k, (s + 1u) * p.kc));
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 4u;
     let col0 = gid.x * 4u;
-    let batch = gid.z;
+    let range = k_range(gid.z);
     if (row0 >= p.m || col0 >= p.n) { return; }
-    let a_base = batch * p.a_stride;
-    let b_base = batch * p.b_stride;
+    let a_base = range.x * p.a_stride;
+    let b_base = range.x * p.b_stride;
     var acc: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
+    for (var kk = range.y; kk < range.z; kk = kk + 1u) {
         let bv = vec4<f32>(load_b(b_base, kk, col0), load_b(b_base, kk, col0 + 1u),
                            load_b(b_base, kk, col0 + 2u), load_b(b_base, kk, col0 + 3u));
         acc[0] = acc[0] + load_a(a_base, row0, kk) * bv;
@@ -48,7 +61,7 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc[2] = acc[2] + load_a(a_base, row0 + 2u, kk) * bv;
         acc[3] = acc[3] + load_a(a_base, row0 + 3u, kk) * bv;
     }
-    let c_base = batch * p.c_stride;
+    let c_base = gid.z * p.c_stride;
     for (var r = 0u; r < 4u; r = r + 1u) {
         let row = row0 + r;
         if (row < p.m) {
@@ -66,7 +79,7 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
 // rows x 4 columns of C in registers. Tile sizes are overrides (defaults 64x64x16, 4x4 per
 // invocation); TILE_M * TILE_K and TILE_K * TILE_N must fit the staging arrays (TILE_MAX floats),
 // ROWS <= 8, and the workgroup needs (TILE_N/4) * (TILE_M/ROWS) <= 256 invocations.
-// Dispatch: (ceil(N/TILE_N), ceil(M/TILE_M), batch). Bindings: 0 params, 1 a, 2 b, 3 c.
+// Dispatch: (ceil(N/TILE_N), ceil(M/TILE_M), batch * splits). Bindings: 0 params, 1 a, 2 b, 3 c.
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
 override TILE_K: u32 = 16u;
@@ -81,23 +94,24 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let me = lid.y * (TILE_N / 4u) + lid.x;
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
-    let a_base = wid.z * p.a_stride;
-    let b_base = wid.z * p.b_stride;
+    let range = k_range(wid.z);
+    let a_base = range.x * p.a_stride;
+    let b_base = range.x * p.b_stride;
     var acc: array<vec4<f32>, 8>;
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
+    for (var k0 = range.y; k0 < range.z; k0 = k0 + TILE_K) {
         for (var e = me; e < TILE_M * TILE_K; e = e + threads) {
             // Consecutive invocations take consecutive addresses of A's storage.
             var r: u32; var kk: u32;
             if (TRANS_A) { r = e % TILE_M; kk = e / TILE_M; } else { kk = e % TILE_K; r = e / TILE_K; }
             var v = 0.0;
-            if (k0 + kk < p.k) { v = load_a(a_base, row0 + r, k0 + kk); }
+            if (k0 + kk < range.z) { v = load_a(a_base, row0 + r, k0 + kk); }
             a_tile[kk * TILE_M + r] = v;
         }
         for (var e = me; e < TILE_K * TILE_N; e = e + threads) {
             var kk: u32; var j: u32;
             if (TRANS_B) { kk = e % TILE_K; j = e / TILE_K; } else { j = e % TILE_N; kk = e / TILE_N; }
             var v = 0.0;
-            if (k0 + kk < p.k) { v = load_b(b_base, k0 + kk, col0 + j); }
+            if (k0 + kk < range.z) { v = load_b(b_base, k0 + kk, col0 + j); }
             b_tile[kk * TILE_N + j] = v;
         }
         workgroupBarrier();
@@ -142,4 +156,20 @@ fn pad(@builtin(global_invocation_id) gid: vec3<u32>) {
             c[o + j] = v;
         }
     }
+}
+
+// splitk_sum: C[b, i] = sum over s < splits of P[(b * splits + s) * MN + i], the partial products of
+// a split-K matmul_reg / matmul_tiled, added in split order. Params fields reused: m = MN (elements
+// of one product), n = splits, batch. Bindings: 0 params, 1 partials (as a), 2 partials again
+// (unused; keeps the layout of the matmul kernels), 3 out (as c). Dispatch: grid_1d(batch * MN, 256).
+@compute @workgroup_size(256, 1, 1)
+fn splitk_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    _ = b[0];
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.m * p.batch) { return; }
+    let base = (i / p.m) * p.n * p.m + i % p.m;
+    var acc = 0.0;
+    for (var s = 0u; s < p.n; s = s + 1u) { acc = acc + a[base + s * p.m]; }
+    c[i] = acc;
 }

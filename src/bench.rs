@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::gpu::{GpuStats, KernelTime, TimestampSupport};
 use crate::loss::{batch_hard, cross_entropy, euclidean_distance, softmax_triplet};
 use crate::nn::{Ctx, Module, ReidConfig, ReidNet};
 use crate::ops::conv2d::Conv2dSpec;
@@ -233,6 +234,30 @@ impl TrainStep {
         })
     }
 
+    /// The yardstick's loss of step `step` (train-mode forward): label-smoothed cross-entropy +
+    /// batch-hard softmax-triplet on the pooled features, with the step's PK labels.
+    fn loss(&self, step: usize) -> Result<Tensor> {
+        let labels = pk_labels(self.case.batch, step, CLASSES);
+        let out = self.net.forward(&self.x, &Ctx::train().seed(step as u64))?;
+        let logits = out
+            .logits
+            .as_ref()
+            .expect("the bench model has a classifier");
+        let ce = cross_entropy(logits, &labels, 0.1)?;
+        let dist = euclidean_distance(&out.pooled, &out.pooled)?;
+        ce.add(&softmax_triplet(&batch_hard(&dist, &labels)?)?)
+    }
+
+    /// One training step as training runs it: no syncs between the phases, the loss read back at
+    /// the end (`bench --profile` counts and times this).
+    pub fn run_unsynced(&mut self, step: usize) -> Result<()> {
+        let loss = self.loss(step)?;
+        loss.backward()?;
+        self.adam.step(&self.net.trainable())?;
+        loss.item()?;
+        Ok(())
+    }
+
     /// Runs step number `step` (its PK labels depend on it) and returns its phase times; each
     /// phase ends with a device sync.
     pub fn run(&mut self, step: usize) -> Result<PhaseMs> {
@@ -247,20 +272,11 @@ impl TrainStep {
                 (t, t)
             }
             Mode::Train => {
-                let labels = pk_labels(self.case.batch, step, CLASSES);
-                let out = self.net.forward(&self.x, &Ctx::train().seed(step as u64))?;
-                let logits = out
-                    .logits
-                    .as_ref()
-                    .expect("the bench model has a classifier");
-                let ce = cross_entropy(logits, &labels, 0.1)?;
-                let dist = euclidean_distance(&out.pooled, &out.pooled)?;
-                let tri = softmax_triplet(&batch_hard(&dist, &labels)?)?;
-                let loss = ce.add(&tri)?;
+                let loss = self.loss(step)?;
                 device.sync()?;
                 let t1 = Instant::now();
                 loss.backward()?;
-                drop((loss, ce, tri, dist, out));
+                drop(loss);
                 device.sync()?;
                 let t2 = Instant::now();
                 self.adam.step(&self.net.trainable())?;
@@ -500,6 +516,176 @@ pub fn run(device: &Device, cases: &[ModelCase], opts: &BenchOptions) -> BenchTa
         steps: opts.steps,
         rows,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `unreid bench --profile` (issue 16): what a step costs the host and the device.
+
+/// The host cost of recording: `dispatches` back-to-back dispatches of one tiny kernel, then one
+/// sync.
+#[derive(Clone, Debug, Serialize)]
+pub struct DispatchCost {
+    /// What was dispatched.
+    pub path: String,
+    pub dispatches: u64,
+    /// Host time of the recording loop (before the sync), µs per dispatch.
+    pub record_us_per_dispatch: f64,
+    /// Host time including the final sync (so the device's work on the tail too), µs per dispatch.
+    pub total_us_per_dispatch: f64,
+    /// CPU time of the recording thread in the loop (Linux schedstat), µs per dispatch: unlike
+    /// the wall time it leaves out other processes and the driver's threads (on lavapipe the
+    /// device itself runs on the host's cores).
+    pub thread_cpu_us_per_dispatch: Option<f64>,
+    /// The runtime's own split: recording (`GpuStats::record_ns`) and submitting
+    /// (`GpuStats::submit_ns`), µs per dispatch.
+    pub runtime_record_us_per_dispatch: f64,
+    pub runtime_submit_us_per_dispatch: f64,
+    pub submissions: u64,
+}
+
+/// CPU time this thread has run, in ns (Linux `/proc/thread-self/schedstat`), None elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Counters and kernel times of one training step (forward, losses, backward, Adam, then the
+/// loss read back, as the training loop runs it: no syncs between the phases).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepProfile {
+    pub case: String,
+    /// Host time of the unprofiled step (ms).
+    pub step_ms: f64,
+    /// Its runtime counters (dispatches, submissions, host waits, bind groups, ...).
+    pub counters: GpuStats,
+    /// Host µs spent recording per dispatch (`counters.record_ns / counters.dispatches`).
+    pub record_us_per_dispatch: f64,
+    /// Sum of the per-kernel GPU times of a second, profiled step (ms); None without timestamps.
+    pub gpu_ms: Option<f64>,
+    /// GPU time per kernel (shader:entry) of the profiled step, longest first.
+    pub kernels: Option<Vec<KernelTime>>,
+}
+
+/// The whole `--profile` report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileReport {
+    pub device: String,
+    /// Which timestamp queries the adapter has; kernel times need `inside_passes`.
+    pub timestamps: TimestampSupport,
+    pub dispatch_cost: Vec<DispatchCost>,
+    pub steps: Vec<StepProfile>,
+}
+
+/// Times `n` dispatches of `elementwise:fill` on one buffer through [`Gpu::dispatch`], then `n`
+/// chained `Tensor::add_scalar` ops (each also allocates from the pool and records autograd-free
+/// tensor bookkeeping). A warm-up of each path runs first (pipelines, bind groups, pool).
+pub fn dispatch_cost(device: &Device, n: u64) -> Result<Vec<DispatchCost>> {
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
+    let mut out = Vec::new();
+    let mut measure = |path: &str, f: &mut dyn FnMut(u64) -> Result<()>| -> Result<()> {
+        f(n.min(200))?;
+        gpu.sync()?;
+        let before = gpu.stats();
+        let cpu0 = thread_cpu_ns();
+        let t0 = Instant::now();
+        f(n)?;
+        let t1 = Instant::now();
+        let cpu1 = thread_cpu_ns();
+        gpu.sync()?;
+        let t2 = Instant::now();
+        let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let per_ns = |ns: u64| ns as f64 / 1e3 / n.max(1) as f64;
+        let delta = gpu.stats().since(&before);
+        out.push(DispatchCost {
+            path: path.into(),
+            dispatches: delta.dispatches,
+            record_us_per_dispatch: per(t1 - t0),
+            total_us_per_dispatch: per(t2 - t0),
+            thread_cpu_us_per_dispatch: cpu0.zip(cpu1).map(|(a, b)| per_ns(b - a)),
+            runtime_record_us_per_dispatch: per_ns(delta.record_ns),
+            runtime_submit_us_per_dispatch: per_ns(delta.submit_ns),
+            submissions: delta.submissions,
+        });
+        Ok(())
+    };
+    let buf = gpu.alloc(1024, "dispatch-cost buffer")?;
+    measure("Gpu::dispatch elementwise:fill, 256 floats", &mut |reps| {
+        for k in 0..reps {
+            gpu.fill_u32(&buf, k as u32 | 1)?;
+        }
+        Ok(())
+    })?;
+    let x0 = Tensor::ones(&[256], device)?;
+    measure("Tensor::add_scalar chain, 256 floats", &mut |reps| {
+        let mut x = x0.clone();
+        for _ in 0..reps {
+            x = x.add_scalar(1.0)?;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Profiles one training step of `case` (after `warmup` steps): its counters and host time, then
+/// a second step under timestamp queries for the per-kernel GPU times where the adapter has them.
+pub fn profile_step(device: &Device, case: &ModelCase, warmup: usize) -> Result<StepProfile> {
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
+    let mut train = TrainStep::new(device, case)?;
+    for step in 0..warmup {
+        train.run_unsynced(step)?;
+    }
+    device.sync()?;
+    let before = gpu.stats();
+    let t0 = Instant::now();
+    train.run_unsynced(warmup)?;
+    let step_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let counters = gpu.stats().since(&before);
+    let kernels = if gpu.timestamp_support() == TimestampSupport::InsidePasses {
+        gpu.start_profiling()?;
+        let run = train.run_unsynced(warmup + 1);
+        let times = gpu.stop_profiling()?;
+        run?;
+        Some(times)
+    } else {
+        None
+    };
+    Ok(StepProfile {
+        case: case.name(),
+        step_ms,
+        record_us_per_dispatch: counters.record_us_per_dispatch(),
+        counters,
+        gpu_ms: kernels.as_ref().map(|k| k.iter().map(|t| t.gpu_ms).sum()),
+        kernels,
+    })
+}
+
+/// `unreid bench --profile`: the dispatch cost (`dispatches` per path), then each case's step
+/// profile. Errors on a device without a GPU runtime.
+pub fn profile(
+    device: &Device,
+    cases: &[ModelCase],
+    warmup: usize,
+    dispatches: u64,
+) -> Result<ProfileReport> {
+    let gpu = device.as_gpu().ok_or_else(|| {
+        crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
+    })?;
+    let dispatch_cost = dispatch_cost(device, dispatches)?;
+    let mut steps = Vec::new();
+    for case in cases {
+        eprintln!("bench: profiling {} on {device}", case.name());
+        steps.push(profile_step(device, case, warmup)?);
+    }
+    Ok(ProfileReport {
+        device: device.to_string(),
+        timestamps: gpu.timestamp_support(),
+        dispatch_cost,
+        steps,
+    })
 }
 
 #[cfg(test)]

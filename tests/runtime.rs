@@ -1,7 +1,7 @@
 //! The GPU runtime: batching, pooling, big dispatch grids, and errors instead of panics.
 
 mod common;
-use unreid::gpu::{GpuOptions, SHADERS};
+use unreid::gpu::{GpuOptions, Kernel, TimestampSupport, SHADERS, SUBMIT_SLICE};
 use unreid::{Device, Tensor};
 
 #[test]
@@ -18,8 +18,43 @@ fn a_thousand_small_ops_go_out_in_a_handful_of_submissions() {
     let after = gpu.stats();
     assert_eq!(out, vec![1001.0; 16]);
     assert_eq!(after.dispatches - before.dispatches, 1000);
+    // Submitted in slices (so the device starts early), never one submission per op.
     let submissions = after.submissions - before.submissions;
-    assert!(submissions <= 3, "1000 ops took {submissions} submissions");
+    let most = (1000 / SUBMIT_SLICE + 2) as u64;
+    assert!(
+        submissions <= most,
+        "1000 ops took {submissions} submissions (at most {most})"
+    );
+    assert!(submissions >= 1000 / SUBMIT_SLICE as u64, "{submissions}");
+    assert_eq!(after.host_waits - before.host_waits, 1, "one read-back");
+}
+
+#[test]
+fn steady_state_dispatches_build_no_bind_groups() {
+    let d = Device::gpu_with(&GpuOptions::default()).unwrap();
+    let gpu = d.as_gpu().unwrap().clone();
+    let run = |n: usize| {
+        let mut x = Tensor::from_slice(&[0.5; 300], &[300], &d).unwrap();
+        for _ in 0..n {
+            x = x.mul_scalar(2.0).unwrap().add_scalar(-0.5).unwrap();
+        }
+        x.to_vec().unwrap()
+    };
+    run(10);
+    let before = gpu.stats();
+    let out = run(300);
+    let delta = gpu.stats().since(&before);
+    assert_eq!(out, vec![0.5; 300]);
+    // The pool hands the same few buffers back, so after the first iterations every (kernel,
+    // buffers) pair has its bind group cached.
+    assert_eq!(delta.dispatches, 600);
+    assert!(delta.bind_groups_created <= 8, "{delta:?}");
+    assert_eq!(
+        delta.bind_group_hits + delta.bind_groups_created,
+        600,
+        "{delta:?}"
+    );
+    assert!(delta.record_ns > 0);
 }
 
 #[test]
@@ -107,27 +142,36 @@ fn every_shader_file_is_registered() {
 
 #[test]
 fn a_rejected_dispatch_fails_its_own_caller_and_spoils_no_other_work() {
-    use unreid::gpu::Kernel;
-    // The shared device, as every test of a binary uses it.
+    let errors = rejected_while_others_work(|gpu| {
+        let a = gpu.alloc(64, "bad dispatch")?;
+        let b = gpu.alloc(64, "bad dispatch")?;
+        // `fill` binds one buffer: a second one does not match its layout.
+        gpu.dispatch(
+            &Kernel::new("elementwise", "fill"),
+            bytemuck::cast_slice(&[16u32, 0]),
+            &[&a, &b],
+            [1, 1, 1],
+        )
+    });
+    for e in errors {
+        assert!(e.contains("elementwise:fill"), "{e}");
+    }
+}
+
+/// Runs `bad` (50 invalid dispatches) on another thread while this one records and reads its
+/// own work on the same device; returns the other thread's errors.
+fn rejected_while_others_work(
+    bad: impl Fn(&std::sync::Arc<unreid::gpu::Gpu>) -> Result<(), unreid::gpu::GpuError>
+        + Send
+        + 'static,
+) -> Vec<String> {
     let d = common::gpu();
     let gpu = d.as_gpu().unwrap().clone();
-    let bad = std::thread::spawn(move || {
-        let a = gpu.alloc(64, "bad dispatch").unwrap();
-        let b = gpu.alloc(64, "bad dispatch").unwrap();
-        // `fill` binds one buffer: a second one does not match its layout.
+    let worker = std::thread::spawn(move || {
         (0..50)
-            .map(|_| {
-                gpu.dispatch(
-                    &Kernel::new("elementwise", "fill"),
-                    bytemuck::cast_slice(&[16u32, 0]),
-                    &[&a, &b],
-                    [1, 1, 1],
-                )
-                .map_err(|e| e.to_string())
-            })
+            .map(|_| bad(&gpu).map_err(|e| e.to_string()))
             .collect::<Vec<_>>()
     });
-    // Meanwhile this thread records and reads its own work on the same device.
     for k in 0..50 {
         let x = Tensor::full(&[300], k as f32, &d).unwrap();
         let y = x.add_scalar(1.0).unwrap().to_vec().unwrap();
@@ -135,8 +179,123 @@ fn a_rejected_dispatch_fails_its_own_caller_and_spoils_no_other_work() {
     }
     d.sync()
         .expect("another thread's rejected dispatch leaked here");
-    for r in bad.join().unwrap() {
-        let e = r.expect_err("the invalid dispatch was accepted");
-        assert!(e.contains("elementwise:fill"), "{e}");
+    worker
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect_err("the invalid dispatch was accepted"))
+        .collect()
+}
+
+#[test]
+fn a_buffer_bound_writable_and_again_is_refused_before_recording() {
+    // `unary` reads binding 1 and writes binding 2: the same buffer in both is a usage conflict a
+    // shared compute pass would only report for the whole submission.
+    let errors = rejected_while_others_work(|gpu| {
+        let a = gpu.alloc(1024, "aliased")?;
+        gpu.dispatch(
+            &Kernel::new("elementwise", "unary"),
+            bytemuck::cast_slice(&[256u32, 0, 0, 0]),
+            &[&a, &a],
+            [1, 1, 1],
+        )
+    });
+    for e in errors {
+        assert!(
+            e.contains("elementwise:unary") && e.contains("writable"),
+            "{e}"
+        );
     }
 }
+
+#[test]
+fn a_buffer_of_another_device_is_refused() {
+    let other = Device::gpu_with(&GpuOptions::default()).unwrap();
+    let foreign = other.as_gpu().unwrap().alloc(1024, "foreign").unwrap();
+    let foreign = std::sync::Arc::new(foreign);
+    let errors = rejected_while_others_work(move |gpu| {
+        gpu.dispatch(
+            &Kernel::new("elementwise", "fill"),
+            bytemuck::cast_slice(&[16u32, 7]),
+            &[&foreign],
+            [1, 1, 1],
+        )
+    });
+    for e in errors {
+        assert!(e.contains("another device"), "{e}");
+    }
+}
+
+#[test]
+fn profiling_times_every_dispatch_or_says_it_cannot() {
+    let d = Device::gpu_with(&GpuOptions::default()).unwrap();
+    let gpu = d.as_gpu().unwrap().clone();
+    let x = Tensor::full(&[4096], 1.0, &d).unwrap();
+    match gpu.timestamp_support() {
+        TimestampSupport::InsidePasses => {
+            gpu.start_profiling().unwrap();
+            // More dispatches than one slice, so several slices are resolved.
+            let mut y = x.clone();
+            for _ in 0..SUBMIT_SLICE + 7 {
+                y = y.exp().unwrap().log().unwrap();
+            }
+            let times = gpu.stop_profiling().unwrap();
+            let unary = times
+                .iter()
+                .find(|t| t.kernel == "elementwise:unary")
+                .unwrap_or_else(|| panic!("no unary kernel in {times:?}"));
+            assert_eq!(unary.dispatches, 2 * (SUBMIT_SLICE as u64 + 7));
+            assert!(unary.gpu_ms.is_finite() && unary.gpu_ms >= 0.0);
+            // Profiling ended: nothing more is counted.
+            assert!(gpu.stop_profiling().unwrap().is_empty());
+            let v = y.to_vec().unwrap();
+            assert!(v.iter().all(|&e| (e - 1.0).abs() < 1e-4));
+        }
+        _ => {
+            let e = gpu.start_profiling().unwrap_err().to_string();
+            assert!(e.contains("TIMESTAMP_QUERY_INSIDE_PASSES"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_small_training_step_keeps_its_dispatch_and_submission_counts() {
+    use unreid::bench::{profile_step, Mode, ModelCase};
+    // Its own device, so no other test's work is counted.
+    let d = Device::gpu_with(&GpuOptions::default()).unwrap();
+    let case = ModelCase::new("resnet18", 4, 32, 16, Mode::Train);
+    // Three warm-up steps: the pool and the bind-group cache reach their steady state.
+    let p = profile_step(&d, &case, 3).unwrap();
+    let c = p.counters;
+    eprintln!("{c:?}");
+    // ResNet-18 forward + losses + backward + Adam: 624 dispatches measured when the bound was set.
+    assert!(
+        c.dispatches <= STEP_DISPATCH_BOUND,
+        "a step took {} dispatches (bound {STEP_DISPATCH_BOUND})",
+        c.dispatches
+    );
+    assert!(c.dispatches >= STEP_DISPATCH_BOUND / 2, "{c:?}");
+    assert!(
+        c.submissions <= c.dispatches / SUBMIT_SLICE as u64 + 4,
+        "{} submissions for {} dispatches",
+        c.submissions,
+        c.dispatches
+    );
+    // The loss read back; nothing else waits for the device.
+    assert!(c.host_waits <= 2, "{c:?}");
+    // Bind groups of earlier steps are found again (half of them when the bound was set: the
+    // optimiser's and the gradients' new buffers shift which pooled buffer each tensor gets).
+    assert!(c.bind_group_hits >= c.dispatches / 3, "{c:?}");
+    if let Some(kernels) = &p.kernels {
+        let timed: u64 = kernels.iter().map(|k| k.dispatches).sum();
+        assert!(
+            timed >= c.dispatches * 9 / 10,
+            "{timed} of {}",
+            c.dispatches
+        );
+    }
+}
+
+/// Dispatches of one ResNet-18 b4 3x32x16 training step, with some room above the count
+/// measured when the bound was set (so batching or fusion regressions show up).
+const STEP_DISPATCH_BOUND: u64 = 700;

@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// Also write the table to this JSON file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead of the table, profile the runtime: host µs per dispatch (10,000 tiny dispatches),
+    /// then one training step of the --arch case (default resnet18 b8 3x128x64): dispatches,
+    /// submissions, host waits, bind groups, µs per dispatch, and per-kernel GPU time from
+    /// timestamp queries where the adapter has them (the report says which it has).
+    #[arg(long, conflicts_with = "kernels_only")]
+    pub profile: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -51,7 +57,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         super::args::check_output("--json", json)?;
     }
     let device = Device::choose(args.device, args.adapter.as_deref())?;
-    let cases = match &args.arch {
+    let mut cases = match &args.arch {
         Some(arch) => {
             let mut case =
                 ModelCase::new(arch, args.batch_size, args.height, args.width, args.mode);
@@ -63,6 +69,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None if args.kernels_only => Vec::new(),
         None => bench::default_cases(),
     };
+    if args.profile {
+        if args.arch.is_none() {
+            cases = vec![ModelCase::new("resnet18", 8, 128, 64, Mode::Train)];
+        }
+        let report = bench::profile(&device, &cases, args.warmup.max(1), 10_000)?;
+        let text = serde_json::to_string_pretty(&report)?;
+        println!("{text}");
+        if let Some(path) = &args.json {
+            crate::io::write_atomic(path, text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let opts = BenchOptions {
         warmup: args.warmup,
         steps: args.steps as usize,

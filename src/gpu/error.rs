@@ -48,6 +48,9 @@ pub enum GpuError {
         message: String,
     },
 
+    #[error("not supported on this device: {0}")]
+    Unsupported(String),
+
     #[error("reading a buffer back from the GPU failed: {0}")]
     Readback(String),
 }

@@ -54,14 +54,29 @@ impl Kernel {
         self
     }
 
-    pub(crate) fn cache_key(&self) -> (String, Vec<u64>) {
-        let mut key = format!("{}:{}", self.shader, self.entry);
-        let mut values = Vec::with_capacity(self.constants.len());
+    /// A hash of everything that tells two pipelines apart (shader, entry, constants by bit
+    /// pattern), computed without allocating: the pipeline cache is probed on every dispatch.
+    pub(crate) fn key_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.shader.hash(&mut h);
+        self.entry.hash(&mut h);
         for (name, value) in &self.constants {
-            key.push(':');
-            key.push_str(name);
-            values.push(value.to_bits());
+            name.hash(&mut h);
+            value.to_bits().hash(&mut h);
         }
-        (key, values)
+        h.finish()
+    }
+
+    /// Same pipeline: equal names and constants bit for bit (so -0.0 and NaN constants are exact).
+    pub(crate) fn same_pipeline(&self, other: &Kernel) -> bool {
+        self.shader == other.shader
+            && self.entry == other.entry
+            && self.constants.len() == other.constants.len()
+            && self
+                .constants
+                .iter()
+                .zip(&other.constants)
+                .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
     }
 }

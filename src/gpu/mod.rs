@@ -1,16 +1,30 @@
 //! The GPU runtime: one `Gpu` per opened adapter.
 //!
-//! Ops never submit. Each dispatch is recorded into its own small command buffer, validated on
-//! the spot (inside a thread-local error scope) and queued; the queue goes out in one
-//! `queue.submit` at a sync point (a read-back, `sync()`, or when the dispatch budget or the
-//! parameter arena fills). Because an invalid dispatch is rejected where it is recorded, its
-//! error reaches the caller that made it, and it never joins (and spoils) a submission that other
-//! threads sharing the device (the tests of one binary) have commands in. Small per-dispatch parameters are packed into one uniform arena per submission,
-//! written with a single `write_buffer` just before the submit.
+//! Ops never submit. Dispatches are recorded into one shared compute pass of one shared command
+//! encoder (copies and clears end the pass and go into the same encoder, in stream order), and
+//! the stream goes out in slices: a `queue.submit` every [`SUBMIT_SLICE`] dispatches, so the device
+//! starts on the first part of a step while the host records the rest, and at every sync point (a
+//! read-back or `sync()`).
+//!
+//! Recording is cheap because nothing is built per dispatch: pipelines are found by a hash of the
+//! kernel (no string formatting), their bind-group layouts are reflected from the WGSL with naga
+//! once per kernel, and bind groups are cached by (pipeline, buffer ids): the parameter block is
+//! bound with a dynamic offset into a per-submission uniform arena, and the pool hands back the
+//! same buffers every step, so a training step's bind groups are built once.
+//!
+//! A shared pass only rejects a command after the fact, for the whole encoder, which would spoil
+//! a submission that other threads sharing the device (the tests of one binary) have commands in.
+//! So everything a pass could reject is checked before recording: on the host (workgroup counts,
+//! the number of buffers the entry point binds, buffers from another device, buffers smaller than
+//! the shader's type, one buffer bound writable and in another binding of the same dispatch), and
+//! in the caller's own thread-local error scope whenever something new is created (a pipeline, a
+//! bind group not cached yet). An invalid dispatch is therefore that caller's `Err` and never
+//! enters the stream.
 
 mod adapter;
 mod error;
 pub mod kernels;
+mod layout;
 mod pool;
 
 pub use adapter::{list_adapters, AdapterSummary};
@@ -18,18 +32,25 @@ pub use error::GpuError;
 pub use kernels::{Kernel, SHADERS};
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use layout::{EntryLayout, Reflection};
 use pool::{size_class, BufferPool};
 
-/// Dispatches recorded before a submission is forced. Large enough that a training step goes out
-/// in a few submissions, small enough that the GPU starts working while the host records more.
-const DISPATCH_BUDGET: usize = 1024;
+/// Dispatches recorded before the stream is submitted. Small enough that the device starts early
+/// in a step, large enough that the cost of a submission (tens of µs) is spread thin.
+pub const SUBMIT_SLICE: usize = 128;
 /// Each dispatch's parameters occupy one slot of the uniform arena (the alignment uniform offsets need).
 const PARAM_SLOT: usize = 256;
 /// Largest parameter block one dispatch may pass.
 pub const MAX_PARAM_BYTES: usize = PARAM_SLOT;
+/// Bind groups of dispatches with more buffers than this are not cached (none of ours has).
+const MAX_CACHED_BINDINGS: usize = 15;
+/// Bind groups kept per cache generation; the older generation is dropped when the newer fills.
+const BIND_GROUP_GENERATION: usize = 4096;
 
 /// How to open the GPU.
 #[derive(Clone, Debug, Default)]
@@ -46,15 +67,59 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
 }
 
-/// Counters the runtime keeps; tests read them to check batching and pooling.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters the runtime keeps (cumulative since the device opened); tests and `unreid bench
+/// --profile` read them to check batching, pooling and the cost of recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GpuStats {
+    /// `queue.submit` calls.
     pub submissions: u64,
+    /// Kernel dispatches recorded.
     pub dispatches: u64,
     pub pipelines_compiled: u64,
     pub buffers_created: u64,
     pub pool_hits: u64,
+    /// Buffers copied back to the host.
     pub readbacks: u64,
+    /// Times the host waited for the device (syncs and read-backs).
+    pub host_waits: u64,
+    /// Bind groups built (a dispatch whose bind group was cached builds none).
+    pub bind_groups_created: u64,
+    /// Dispatches whose bind group came from the cache.
+    pub bind_group_hits: u64,
+    /// Host time spent inside `dispatch` recording (nanoseconds), not counting the slice
+    /// submissions it triggers: the CPU cost of recording.
+    pub record_ns: u64,
+    /// Host time spent in `queue.submit` and encoding the stream (nanoseconds). On some drivers
+    /// (lavapipe) a submission also waits for earlier work, so this can include device time.
+    pub submit_ns: u64,
+}
+
+impl GpuStats {
+    /// The counts of `self` since `earlier` (field by field).
+    pub fn since(&self, earlier: &GpuStats) -> GpuStats {
+        GpuStats {
+            submissions: self.submissions - earlier.submissions,
+            dispatches: self.dispatches - earlier.dispatches,
+            pipelines_compiled: self.pipelines_compiled - earlier.pipelines_compiled,
+            buffers_created: self.buffers_created - earlier.buffers_created,
+            pool_hits: self.pool_hits - earlier.pool_hits,
+            readbacks: self.readbacks - earlier.readbacks,
+            host_waits: self.host_waits - earlier.host_waits,
+            bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
+            bind_group_hits: self.bind_group_hits - earlier.bind_group_hits,
+            record_ns: self.record_ns - earlier.record_ns,
+            submit_ns: self.submit_ns - earlier.submit_ns,
+        }
+    }
+
+    /// Host microseconds of recording per dispatch (0 when nothing was dispatched).
+    pub fn record_us_per_dispatch(&self) -> f64 {
+        if self.dispatches == 0 {
+            0.0
+        } else {
+            self.record_ns as f64 / 1e3 / self.dispatches as f64
+        }
+    }
 }
 
 #[derive(Default)]
@@ -65,15 +130,149 @@ struct Counters {
     buffers_created: AtomicU64,
     pool_hits: AtomicU64,
     readbacks: AtomicU64,
+    host_waits: AtomicU64,
+    bind_groups_created: AtomicU64,
+    bind_group_hits: AtomicU64,
+    record_ns: AtomicU64,
+    submit_ns: AtomicU64,
 }
 
-/// Commands recorded since the last submission: validated command buffers in stream order, then
-/// an open encoder for copies and clears recorded after the last of them.
+/// Which timestamp queries the device has (`unreid bench --profile` says which it used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampSupport {
+    /// No `TIMESTAMP_QUERY`: no GPU times.
+    None,
+    /// `TIMESTAMP_QUERY` only (pass boundaries): not enough to time single kernels.
+    PassBoundaries,
+    /// `TIMESTAMP_QUERY_INSIDE_PASSES`: every dispatch is timed.
+    InsidePasses,
+}
+
+/// GPU time of one kernel (shader:entry, all its pipeline-constant variants together), summed
+/// over the dispatches recorded while profiling.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: u64,
+    /// Sum of (end - start) timestamps around each dispatch, in milliseconds.
+    pub gpu_ms: f64,
+}
+
+/// A multiply-rotate hash for the small fixed keys of the caches (ids, not attacker input).
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A compiled kernel with its reflected layout.
+struct Pipeline {
+    id: u32,
+    kernel: Kernel,
+    /// `shader:entry`, for errors and the profile.
+    name: Arc<str>,
+    pipeline: wgpu::ComputePipeline,
+    bind_layout: wgpu::BindGroupLayout,
+    layout: EntryLayout,
+}
+
+#[derive(Default)]
+struct PipelineCache {
+    by_hash: FastMap<u64, Vec<Arc<Pipeline>>>,
+    count: u32,
+}
+
+/// A shader module with its naga reflection.
+struct Shader {
+    module: wgpu::ShaderModule,
+    reflection: Reflection,
+}
+
+/// Key of a cached bind group: the pipeline and the ids of the buffers in binding order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: u32,
+    len: u8,
+    ids: [u64; MAX_CACHED_BINDINGS],
+}
+
+/// Bind groups by key, in two generations: lookups promote from the older one, and when the newer
+/// one fills, the older is dropped (so the cache stays bounded when shapes keep changing, and
+/// entries of buffers the pool freed disappear).
+#[derive(Default)]
+struct BindGroupCache {
+    current: FastMap<BindKey, wgpu::BindGroup>,
+    previous: FastMap<BindKey, wgpu::BindGroup>,
+}
+
+impl BindGroupCache {
+    fn get(&mut self, key: &BindKey) -> Option<wgpu::BindGroup> {
+        if let Some(bg) = self.current.get(key) {
+            return Some(bg.clone());
+        }
+        let bg = self.previous.remove(key)?;
+        self.insert(*key, bg.clone());
+        Some(bg)
+    }
+
+    fn insert(&mut self, key: BindKey, bg: wgpu::BindGroup) {
+        if self.current.len() >= BIND_GROUP_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, bg);
+    }
+
+    fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+}
+
+/// Timestamp queries around every dispatch of the current slice.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Kernel name of each dispatch of the slice, in order (queries 2i and 2i+1).
+    slice: Vec<Arc<str>>,
+    totals: HashMap<Arc<str>, (u64, f64)>,
+    period_ns: f64,
+}
+
+/// Commands recorded since the last submission.
 struct Stream {
-    finished: Vec<wgpu::CommandBuffer>,
+    /// The open compute pass of `encoder` (declared first: it must end before the encoder goes).
+    pass: Option<wgpu::ComputePass<'static>>,
+    /// Pipeline last set on `pass`.
+    pass_pipeline: Option<u32>,
     encoder: Option<wgpu::CommandEncoder>,
     params: Vec<u8>,
     dispatches: usize,
+    bind_groups: BindGroupCache,
+    profiler: Option<Profiler>,
 }
 
 pub struct Gpu {
@@ -81,10 +280,11 @@ pub struct Gpu {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     limits: wgpu::Limits,
+    features: wgpu::Features,
     /// Smallest subgroup size, when the device was opened with subgroup operations.
     subgroup_min_size: Option<u32>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(String, Vec<u64>), wgpu::ComputePipeline>>,
+    shaders: Mutex<HashMap<&'static str, Arc<Shader>>>,
+    pipelines: Mutex<PipelineCache>,
     pool: BufferPool,
     stream: Mutex<Stream>,
     param_arena: wgpu::Buffer,
@@ -123,6 +323,8 @@ fn binding_override(options: &GpuOptions) -> Result<Option<u64>, GpuError> {
 /// A pooled storage buffer; returns to its pool when dropped.
 pub struct GpuBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// Unique for the life of the underlying buffer (bind groups are cached by it).
+    id: u64,
     class: u64,
     gpu: Arc<Gpu>,
 }
@@ -142,7 +344,7 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
-            self.gpu.pool.give(self.class, buffer);
+            self.gpu.pool.give(self.class, self.id, buffer);
         }
     }
 }
@@ -172,10 +374,16 @@ impl Gpu {
             .features()
             .contains(wgpu::Features::SUBGROUP)
             .then(|| adapter.get_info().subgroup_min_size);
+        // Subgroup operations where the adapter has them (matmul's CPU-adapter kernel uses them),
+        // and timestamp queries for `unreid bench --profile`.
+        let features = adapter.features()
+            & (wgpu::Features::SUBGROUP
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("unreid"),
-            // Subgroup operations where the adapter has them (matmul's CPU-adapter kernel uses them).
-            required_features: adapter.features() & wgpu::Features::SUBGROUP,
+            required_features: features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -202,7 +410,7 @@ impl Gpu {
         let binding_limit = lowered.map_or(own, |l| l.min(own));
         let param_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("unreid params"),
-            size: (DISPATCH_BUDGET * PARAM_SLOT) as u64,
+            size: (SUBMIT_SLICE * PARAM_SLOT) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -211,15 +419,19 @@ impl Gpu {
             queue,
             summary,
             limits,
+            features,
             subgroup_min_size,
-            modules: Mutex::default(),
+            shaders: Mutex::default(),
             pipelines: Mutex::default(),
             pool: BufferPool::default(),
             stream: Mutex::new(Stream {
-                finished: Vec::new(),
+                pass: None,
+                pass_pipeline: None,
                 encoder: None,
-                params: Vec::new(),
+                params: Vec::with_capacity(SUBMIT_SLICE * PARAM_SLOT),
                 dispatches: 0,
+                bind_groups: BindGroupCache::default(),
+                profiler: None,
             }),
             param_arena,
             counters: Counters::default(),
@@ -256,6 +468,11 @@ impl Gpu {
             buffers_created: c.buffers_created.load(Ordering::Relaxed),
             pool_hits: c.pool_hits.load(Ordering::Relaxed),
             readbacks: c.readbacks.load(Ordering::Relaxed),
+            host_waits: c.host_waits.load(Ordering::Relaxed),
+            bind_groups_created: c.bind_groups_created.load(Ordering::Relaxed),
+            bind_group_hits: c.bind_group_hits.load(Ordering::Relaxed),
+            record_ns: c.record_ns.load(Ordering::Relaxed),
+            submit_ns: c.submit_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -283,15 +500,16 @@ impl Gpu {
             });
         }
         let class = size_class(bytes).min(limit.max(bytes));
-        let buffer = match self.pool.take(class) {
+        let (id, buffer) = match self.pool.take(class) {
             Some(b) => {
                 self.counters.pool_hits.fetch_add(1, Ordering::Relaxed);
                 b
             }
-            None => self.create_storage(class, what)?,
+            None => (pool::new_id(), self.create_storage(class, what)?),
         };
         let out = GpuBuffer {
             buffer: Some(buffer),
+            id,
             class,
             gpu: self.clone(),
         };
@@ -320,8 +538,10 @@ impl Gpu {
         let buffer = match make() {
             Some(b) => b,
             None => {
-                // Free what the pool holds and try once more before giving up.
+                // Free what the pool holds (and the cached bind groups that keep those buffers
+                // alive) and try once more before giving up.
                 self.pool.clear();
+                self.stream.lock().unwrap().bind_groups.clear();
                 self.sync()?;
                 make().ok_or_else(|| GpuError::OutOfMemory {
                     bytes: class,
@@ -388,7 +608,11 @@ impl Gpu {
     }
 
     /// Records one dispatch of `kernel`. Binding 0 is the uniform `params`; bindings 1.. are
-    /// `buffers` in order. Nothing is submitted here.
+    /// `buffers` in order. Nothing is submitted here unless the slice is full.
+    ///
+    /// Errors (and nothing recorded) when the grid exceeds the adapter, when `buffers` do not
+    /// match what the entry point binds, come from another device, or alias a writable binding,
+    /// or when wgpu rejects the pipeline or a new bind group.
     pub fn dispatch(
         &self,
         kernel: &Kernel,
@@ -396,6 +620,7 @@ impl Gpu {
         buffers: &[Binding<'_>],
         workgroups: [u32; 3],
     ) -> Result<(), GpuError> {
+        let started = Instant::now();
         assert!(
             params.len() <= PARAM_SLOT,
             "kernel params exceed one arena slot"
@@ -410,21 +635,131 @@ impl Gpu {
                 kernel.shader, kernel.entry
             )));
         }
-        let pipeline = self.pipeline(kernel)?;
-        let mut stream = self.stream.lock().unwrap();
-        if stream.dispatches >= DISPATCH_BUDGET {
-            self.submit(&mut stream);
-        }
-        let offset = stream.params.len();
+        let pipe = self.pipeline(kernel)?;
+        self.check_bindings(&pipe, buffers)?;
+        let key = (buffers.len() <= MAX_CACHED_BINDINGS).then(|| {
+            let mut ids = [0u64; MAX_CACHED_BINDINGS];
+            for (slot, b) in ids.iter_mut().zip(buffers) {
+                *slot = b.id;
+            }
+            BindKey {
+                pipeline: pipe.id,
+                len: buffers.len() as u8,
+                ids,
+            }
+        });
+
+        let mut guard = self.stream.lock().unwrap();
+        let stream = &mut *guard;
+        let cached = key.as_ref().and_then(|k| stream.bind_groups.get(k));
+        let bind_group = match cached {
+            Some(bg) => {
+                self.counters
+                    .bind_group_hits
+                    .fetch_add(1, Ordering::Relaxed);
+                bg
+            }
+            None => {
+                let bg = self.create_bind_group(&pipe, buffers, workgroups)?;
+                if let Some(k) = key {
+                    stream.bind_groups.insert(k, bg.clone());
+                }
+                bg
+            }
+        };
+
+        let slot = stream.dispatches;
+        let offset = slot * PARAM_SLOT;
         stream.params.extend_from_slice(params);
         stream.params.resize(offset + PARAM_SLOT, 0);
+        if stream.pass.is_none() {
+            let encoder = stream
+                .encoder
+                .get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+            stream.pass = Some(
+                encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime(),
+            );
+            stream.pass_pipeline = None;
+        }
+        let pass = stream.pass.as_mut().expect("pass opened above");
+        if stream.pass_pipeline != Some(pipe.id) {
+            pass.set_pipeline(&pipe.pipeline);
+            stream.pass_pipeline = Some(pipe.id);
+        }
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
+        match &mut stream.profiler {
+            Some(prof) => {
+                let q = 2 * slot as u32;
+                pass.write_timestamp(&prof.queries, q);
+                pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                pass.write_timestamp(&prof.queries, q + 1);
+                prof.slice.push(pipe.name.clone());
+            }
+            None => pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]),
+        }
+        stream.dispatches += 1;
+        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .record_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if stream.dispatches >= SUBMIT_SLICE {
+            self.submit(stream)?;
+        }
+        Ok(())
+    }
 
+    /// What a compute pass would reject about these bindings, checked on the host.
+    fn check_bindings(&self, pipe: &Pipeline, buffers: &[Binding<'_>]) -> Result<(), GpuError> {
+        let fail = |why: String| Err(GpuError::Validation(format!("{}: {why}", pipe.name)));
+        let storage = &pipe.layout.storage;
+        if buffers.len() != storage.len() {
+            return fail(format!(
+                "binds {} storage buffers, {} given",
+                storage.len(),
+                buffers.len()
+            ));
+        }
+        let limit = self.limits.max_storage_buffer_binding_size;
+        for (i, (b, s)) in buffers.iter().zip(storage).enumerate() {
+            if !std::ptr::eq(Arc::as_ptr(&b.gpu), self) {
+                return fail(format!("buffer {} belongs to another device", i + 1));
+            }
+            if b.class < s.min_bytes || b.class > limit {
+                return fail(format!(
+                    "binding {} is {} bytes; the shader needs at least {} and the adapter allows {limit}",
+                    i + 1,
+                    b.class,
+                    s.min_bytes
+                ));
+            }
+            for (j, (c, t)) in buffers.iter().zip(storage).enumerate().skip(i + 1) {
+                if b.id == c.id && (s.writable || t.writable) {
+                    return fail(format!(
+                        "one buffer is bound at {} and {}, and one of them is writable",
+                        i + 1,
+                        j + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A bind group for `buffers`, built in this thread's own error scope.
+    fn create_bind_group(
+        &self,
+        pipe: &Pipeline,
+        buffers: &[Binding<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<wgpu::BindGroup, GpuError> {
         let mut entries = Vec::with_capacity(buffers.len() + 1);
         entries.push(wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &self.param_arena,
-                offset: offset as u64,
+                offset: 0,
                 size: wgpu::BufferSize::new(PARAM_SLOT as u64),
             }),
         });
@@ -434,76 +769,191 @@ impl Gpu {
                 resource: b.raw().as_entire_binding(),
             });
         }
-        // Bind group, pass and encoder are validated here, in this thread's own error scope, so
-        // a rejected dispatch is this caller's error and never enters the shared stream.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &pipe.bind_layout,
             entries: &entries,
         });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        }
-        let commands = encoder.finish();
         if let Some(e) = pollster::block_on(scope.pop()) {
-            stream.params.truncate(offset);
             return Err(GpuError::Validation(format!(
-                "{}:{} with {} buffers and {workgroups:?} workgroups was rejected: {e}",
-                kernel.shader,
-                kernel.entry,
+                "{} with {} buffers and {workgroups:?} workgroups was rejected: {e}",
+                pipe.name,
                 buffers.len()
             )));
         }
-        // Copies recorded before this dispatch go first.
-        if let Some(open) = stream.encoder.take() {
-            stream.finished.push(open.finish());
-        }
-        stream.finished.push(commands);
-        stream.dispatches += 1;
-        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.counters
+            .bind_groups_created
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(bind_group)
     }
 
+    /// The stream's encoder, with the compute pass ended (for copies and clears).
     fn encoder<'s>(&self, stream: &'s mut Stream) -> &'s mut wgpu::CommandEncoder {
+        stream.pass = None;
         stream
             .encoder
             .get_or_insert_with(|| self.device.create_command_encoder(&Default::default()))
     }
 
-    fn submit(&self, stream: &mut Stream) {
-        if let Some(open) = stream.encoder.take() {
-            stream.finished.push(open.finish());
-        }
-        if stream.finished.is_empty() {
-            return;
-        }
+    fn submit(&self, stream: &mut Stream) -> Result<(), GpuError> {
+        let started = Instant::now();
+        stream.pass = None;
+        let Some(mut encoder) = stream.encoder.take() else {
+            return Ok(());
+        };
+        let timed = match &stream.profiler {
+            Some(prof) if !prof.slice.is_empty() => {
+                let n = prof.slice.len() as u32;
+                encoder.resolve_query_set(&prof.queries, 0..2 * n, &prof.resolve, 0);
+                let bytes = 2 * n as u64 * wgpu::QUERY_SIZE as u64;
+                encoder.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, bytes);
+                Some(bytes)
+            }
+            _ => None,
+        };
         if !stream.params.is_empty() {
             self.queue
                 .write_buffer(&self.param_arena, 0, &stream.params);
         }
-        self.queue.submit(stream.finished.drain(..));
+        self.queue.submit([encoder.finish()]);
         stream.params.clear();
         stream.dispatches = 0;
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .submit_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let (Some(bytes), Some(prof)) = (timed, stream.profiler.as_mut()) {
+            self.collect_timestamps(prof, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the slice just submitted and adds its dispatch times to the profile.
+    fn collect_timestamps(&self, prof: &mut Profiler, bytes: u64) -> Result<(), GpuError> {
+        let slice = prof.readback.slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            for (i, name) in prof.slice.drain(..).enumerate() {
+                let (start, end) = (ticks[2 * i], ticks[2 * i + 1]);
+                let entry = prof.totals.entry(name).or_insert((0, 0.0));
+                entry.0 += 1;
+                entry.1 += end.saturating_sub(start) as f64 * prof.period_ns;
+            }
+        }
+        prof.readback.unmap();
+        Ok(())
+    }
+
+    /// Which timestamp queries this device has.
+    pub fn timestamp_support(&self) -> TimestampSupport {
+        if self
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+        {
+            TimestampSupport::InsidePasses
+        } else if self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            TimestampSupport::PassBoundaries
+        } else {
+            TimestampSupport::None
+        }
+    }
+
+    /// Starts timing every dispatch with timestamp queries (until [`Gpu::stop_profiling`]).
+    /// Each slice is then waited for at its submission, so a profiled run is slower than a plain
+    /// one; its per-kernel times are what the device spent on each kernel. Errors when the
+    /// device has no `TIMESTAMP_QUERY_INSIDE_PASSES`.
+    pub fn start_profiling(&self) -> Result<(), GpuError> {
+        if self.timestamp_support() != TimestampSupport::InsidePasses {
+            return Err(GpuError::Unsupported(format!(
+                "{} has no timestamp queries inside compute passes (TIMESTAMP_QUERY_INSIDE_PASSES)",
+                self.summary.name
+            )));
+        }
+        let mut stream = self.stream.lock().unwrap();
+        self.submit(&mut stream)?;
+        let count = 2 * SUBMIT_SLICE as u32;
+        let bytes = count as u64 * wgpu::QUERY_SIZE as u64;
+        let buffer = |label, usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        stream.profiler = Some(Profiler {
+            queries: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("unreid profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: buffer(
+                "unreid profile resolve",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "unreid profile readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            slice: Vec::with_capacity(SUBMIT_SLICE),
+            totals: HashMap::new(),
+            period_ns: self.queue.get_timestamp_period() as f64,
+        });
+        Ok(())
+    }
+
+    /// Ends profiling (submitting and timing what is pending) and returns the GPU time per
+    /// kernel, longest first. Empty when profiling was not on.
+    pub fn stop_profiling(&self) -> Result<Vec<KernelTime>, GpuError> {
+        let mut stream = self.stream.lock().unwrap();
+        self.submit(&mut stream)?;
+        let Some(prof) = stream.profiler.take() else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<KernelTime> = prof
+            .totals
+            .into_iter()
+            .map(|(name, (dispatches, ns))| KernelTime {
+                kernel: name.to_string(),
+                dispatches,
+                gpu_ms: ns / 1e6,
+            })
+            .collect();
+        out.sort_by(|a, b| b.gpu_ms.total_cmp(&a.gpu_ms));
+        Ok(out)
     }
 
     /// Submits everything pending without waiting.
-    pub fn flush(&self) {
+    pub fn flush(&self) -> Result<(), GpuError> {
         let mut stream = self.stream.lock().unwrap();
-        self.submit(&mut stream);
+        self.submit(&mut stream)
+    }
+
+    /// Waits for everything submitted (a host wait).
+    fn wait(&self) -> Result<(), GpuError> {
+        self.counters.host_waits.fetch_add(1, Ordering::Relaxed);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        Ok(())
     }
 
     /// Submits everything pending, waits for the device, and reports any error it raised meanwhile.
     pub fn sync(&self) -> Result<(), GpuError> {
-        self.flush();
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        self.flush()?;
+        self.wait()?;
         self.check_errors()
     }
 
@@ -536,16 +986,14 @@ impl Gpu {
             let mut stream = self.stream.lock().unwrap();
             let encoder = self.encoder(&mut stream);
             encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
-            self.submit(&mut stream);
+            self.submit(&mut stream)?;
         }
         self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        self.wait()?;
         self.check_errors()?;
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
@@ -559,45 +1007,51 @@ impl Gpu {
         Ok(out)
     }
 
-    fn pipeline(&self, kernel: &Kernel) -> Result<wgpu::ComputePipeline, GpuError> {
-        let key = kernel.cache_key();
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
-            return Ok(p.clone());
+    /// The compiled pipeline of `kernel` (found by hash; compiled, with its layout reflected,
+    /// on first use).
+    fn pipeline(&self, kernel: &Kernel) -> Result<Arc<Pipeline>, GpuError> {
+        let hash = kernel.key_hash();
+        if let Some(list) = self.pipelines.lock().unwrap().by_hash.get(&hash) {
+            if let Some(p) = list.iter().find(|p| p.kernel.same_pipeline(kernel)) {
+                return Ok(p.clone());
+            }
         }
         let shader_err = |message: String| GpuError::Shader {
             shader: kernel.shader.to_string(),
             entry: kernel.entry.to_string(),
             message,
         };
-        let module = {
-            let mut modules = self.modules.lock().unwrap();
-            match modules.get(kernel.shader) {
-                Some(m) => m.clone(),
-                None => {
-                    let source = kernels::source(kernel.shader)
-                        .ok_or_else(|| shader_err("no such shader in shaders/".into()))?;
-                    let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = self
-                        .device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(kernel.shader),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
-                        });
-                    if let Some(e) = pollster::block_on(scope.pop()) {
-                        return Err(shader_err(e.to_string()));
-                    }
-                    modules.insert(kernel.shader, m.clone());
-                    m
-                }
-            }
-        };
+        let shader = self.shader(kernel.shader).map_err(shader_err)?;
+        let layout = shader
+            .reflection
+            .entry_layout(kernel.entry)
+            .map_err(shader_err)?;
+        if layout.params_bytes > PARAM_SLOT as u64 {
+            return Err(shader_err(format!(
+                "its params struct ({} bytes) exceeds one {PARAM_SLOT}-byte arena slot",
+                layout.params_bytes
+            )));
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel.entry),
+                entries: &layout.wgpu_entries(PARAM_SLOT as u64),
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(kernel.entry),
+                bind_group_layouts: &[Some(&bind_layout)],
+                immediate_size: 0,
+            });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(kernel.entry),
-                layout: None,
-                module: &module,
+                layout: Some(&pipeline_layout),
+                module: &shader.module,
                 entry_point: Some(kernel.entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants: &kernel.constants,
@@ -611,8 +1065,47 @@ impl Gpu {
         self.counters
             .pipelines_compiled
             .fetch_add(1, Ordering::Relaxed);
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
-        Ok(pipeline)
+        let mut cache = self.pipelines.lock().unwrap();
+        let list = cache.by_hash.entry(hash).or_default();
+        // Another thread may have compiled the same kernel meanwhile: keep one.
+        if let Some(p) = list.iter().find(|p| p.kernel.same_pipeline(kernel)) {
+            return Ok(p.clone());
+        }
+        let id = cache.count;
+        cache.count += 1;
+        let p = Arc::new(Pipeline {
+            id,
+            kernel: kernel.clone(),
+            name: format!("{}:{}", kernel.shader, kernel.entry).into(),
+            pipeline,
+            bind_layout,
+            layout,
+        });
+        cache.by_hash.entry(hash).or_default().push(p.clone());
+        Ok(p)
+    }
+
+    /// The shader module (compiled by wgpu and reflected by naga once per shader file).
+    fn shader(&self, name: &'static str) -> Result<Arc<Shader>, String> {
+        let mut shaders = self.shaders.lock().unwrap();
+        if let Some(s) = shaders.get(name) {
+            return Ok(s.clone());
+        }
+        let source = kernels::source(name).ok_or("no such shader in shaders/")?;
+        let reflection = Reflection::new(source)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(e.to_string());
+        }
+        let shader = Arc::new(Shader { module, reflection });
+        shaders.insert(name, shader.clone());
+        Ok(shader)
     }
 }
 

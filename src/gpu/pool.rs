@@ -5,8 +5,16 @@
 //! buffer (kernels, uploads, fills) is recorded into the same ordered command stream; nothing writes
 //! through `queue.write_buffer`, which would jump ahead of the pending commands.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// A new buffer id, unique in the process (bind groups are cached by buffer id, and buffers of
+/// different devices must never share one).
+pub(crate) fn new_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Rounds `bytes` up to its size class: four classes per power of two (at most 25% waste), 256 B minimum.
 pub(crate) fn size_class(bytes: u64) -> u64 {
@@ -19,25 +27,29 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Free buffers by size class, by id. `take` hands out the lowest id, so which buffer an
+    /// allocation gets depends only on which are free, not on the order they were freed: a
+    /// training step that allocates and frees in the same order as the last one gets the same
+    /// buffers back, and the runtime's bind groups (cached by buffer id) are found again.
+    free: Mutex<HashMap<u64, BTreeMap<u64, wgpu::Buffer>>>,
 }
 
 impl BufferPool {
-    pub(crate) fn take(&self, class: u64) -> Option<wgpu::Buffer> {
+    pub(crate) fn take(&self, class: u64) -> Option<(u64, wgpu::Buffer)> {
         self.free
             .lock()
             .unwrap()
             .get_mut(&class)
-            .and_then(|v| v.pop())
+            .and_then(|v| v.pop_first())
     }
 
-    pub(crate) fn give(&self, class: u64, buffer: wgpu::Buffer) {
+    pub(crate) fn give(&self, class: u64, id: u64, buffer: wgpu::Buffer) {
         self.free
             .lock()
             .unwrap()
             .entry(class)
             .or_default()
-            .push(buffer);
+            .insert(id, buffer);
     }
 
     /// Drops every cached buffer (used to recover from an out-of-memory error).

@@ -33,6 +33,22 @@ pub enum MatmulKernel {
 
 thread_local! {
     static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
+    static FORCED_SPLIT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every `matmul_tiled` / `matmul_reg` product on this thread split into `splits`
+/// chunks of the reduction (fewer when K is shorter; 1 never splits), instead of the automatic
+/// choice ([`split_k`]). The tests use it to run split-K on lavapipe.
+pub fn with_split_k<R>(splits: usize, f: impl FnOnce() -> R) -> R {
+    let before = FORCED_SPLIT.with(|k| k.replace(Some(splits.max(1))));
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED_SPLIT.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
 }
 
 /// Runs `f` with every matmul on this thread (forward and backward) using `kernel`.
@@ -137,6 +153,141 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
             (kernel, groups)
         }
     }
+}
+
+/// Shortest chunk of K a split-K workgroup sums when the split is chosen automatically.
+const MIN_SPLIT_K: usize = 256;
+/// Largest partial-product buffer an automatic split may allocate (bytes).
+const MAX_SPLIT_BYTES: u64 = 256 << 20;
+
+/// A guess at the adapter's compute units (wgpu does not report them): the host's threads on CPU
+/// adapters, 128 on discrete GPUs (an A100 has 108 SMs, an H100 132, an RTX 4090 128), 16 on
+/// integrated and other GPUs. `UNREID_COMPUTE_UNITS` overrides the guess.
+pub fn compute_units(gpu: &Gpu) -> usize {
+    if let Some(n) = std::env::var("UNREID_COMPUTE_UNITS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    match gpu.summary().device_type {
+        wgpu::DeviceType::Cpu => std::thread::available_parallelism().map_or(4, |n| n.get()),
+        wgpu::DeviceType::DiscreteGpu => 128,
+        _ => 16,
+    }
+}
+
+/// How many chunks to split a product's reduction into so that it launches at least two
+/// workgroups per compute unit: `tiles` output tiles per product x `batch` products fill
+/// `units` compute units already -> 1; otherwise enough chunks to reach 2 x `units` workgroups,
+/// each chunk at least [`MIN_SPLIT_K`] long, the partials at most `max_partial_elems` floats
+/// (`m * n * batch` each split) and the grid's z (`batch * splits`) at most `max_z`.
+pub fn split_k(
+    d: &MatmulDims,
+    tiles: usize,
+    units: usize,
+    max_partial_elems: usize,
+    max_z: usize,
+) -> usize {
+    let groups = tiles * d.batch;
+    let target = 2 * units;
+    if groups >= target || d.k < 2 * MIN_SPLIT_K {
+        return 1;
+    }
+    let per_split = (d.m * d.n * d.batch).max(1);
+    target
+        .div_ceil(groups.max(1))
+        .min(d.k / MIN_SPLIT_K)
+        .min(max_partial_elems / per_split)
+        .min(max_z / d.batch.max(1))
+        .max(1)
+}
+
+/// The split for one `matmul_tiled` / `matmul_reg` launch of `groups` workgroups: forced by
+/// [`with_split_k`] or `UNREID_SPLIT_K`, else [`split_k`]; then the chunk length, so that
+/// (chunk, splits) with splits = ceil(K / chunk) is what the shader recomputes.
+fn split_plan(gpu: &Gpu, d: &MatmulDims, groups: [u32; 3]) -> (usize, usize) {
+    let max_z = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let max_elems = (gpu.max_binding_bytes().min(MAX_SPLIT_BYTES) / 4) as usize;
+    let forced = FORCED_SPLIT.with(|k| k.get()).or_else(|| {
+        std::env::var("UNREID_SPLIT_K")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    });
+    let wanted = match forced {
+        Some(n) => n
+            .min(max_z / d.batch.max(1))
+            .min(gpu.max_binding_bytes() as usize / 4 / (d.m * d.n * d.batch).max(1)),
+        None => split_k(
+            d,
+            (groups[0] * groups[1]) as usize,
+            compute_units(gpu),
+            max_elems,
+            max_z,
+        ),
+    };
+    let wanted = wanted.clamp(1, d.k.max(1));
+    if wanted == 1 {
+        return (1, 0);
+    }
+    let chunk = d.k.div_ceil(wanted);
+    (d.k.div_ceil(chunk), chunk)
+}
+
+/// The parameter block of `matmul_tiled` / `matmul_reg` (shaders/matmul.wgsl's `Params`): sizes,
+/// batch strides (0 broadcasts a 2-D operand), C's stride, and the split-K chunk (0: no split).
+fn reg_params(d: &MatmulDims, chunk: usize) -> Params {
+    Params::new()
+        .usize(d.m)
+        .usize(d.n)
+        .usize(d.k)
+        .usize(d.batch)
+        .usize(if d.a_batched { d.m * d.k } else { 0 })
+        .usize(if d.b_batched { d.k * d.n } else { 0 })
+        .usize(d.m * d.n)
+        .usize(chunk)
+}
+
+/// Runs a `matmul_tiled` / `matmul_reg` product with its reduction cut into `splits` chunks of
+/// `chunk` (workgroup z = product * splits + chunk index), each writing a partial [M, N] product,
+/// then `splitk_sum` adds the partials into `out` in chunk order.
+#[allow(clippy::too_many_arguments)]
+fn launch_split_k(
+    gpu: &Arc<Gpu>,
+    a: &Tensor,
+    b: &Tensor,
+    d: &MatmulDims,
+    kernel: &Kernel,
+    groups: [u32; 3],
+    (splits, chunk): (usize, usize),
+    out: &GpuBuffer,
+) -> Result<()> {
+    let mn = d.m * d.n;
+    let partials = alloc_f32(gpu, d.batch * splits * mn, "matmul split-K partials")?;
+    gpu.dispatch(
+        kernel,
+        reg_params(d, chunk).bytes(),
+        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &partials],
+        [groups[0], groups[1], (d.batch * splits) as u32],
+    )?;
+    let params = Params::new()
+        .usize(mn)
+        .usize(splits)
+        .usize(0)
+        .usize(d.batch)
+        .usize(0)
+        .usize(0)
+        .usize(0)
+        .usize(0);
+    gpu.dispatch(
+        &Kernel::new("matmul", "splitk_sum"),
+        params.bytes(),
+        &[&partials, &partials, out],
+        crate::gpu::grid_1d((d.batch * mn) as u32, 256),
+    )?;
+    Ok(())
 }
 
 /// The entry point a product of these sizes runs on `gpu` under the current kernel choice.
@@ -324,19 +475,20 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
                     Data::Gpu(out.into()),
                 ));
             }
-            let params = Params::new()
-                .usize(d.m)
-                .usize(d.n)
-                .usize(d.k)
-                .usize(d.batch)
-                .usize(if d.a_batched { d.m * d.k } else { 0 })
-                .usize(if d.b_batched { d.k * d.n } else { 0 })
-                .usize(d.m * d.n)
-                .u32(0);
             let (kernel, groups) = plan(g, &d);
+            let split = split_plan(g, &d, groups);
+            if split.0 > 1 {
+                launch_split_k(g, a, b, &d, &kernel, groups, split, &out)?;
+                return Ok(Tensor::from_parts(
+                    out_shape,
+                    DType::F32,
+                    a.device().clone(),
+                    Data::Gpu(out.into()),
+                ));
+            }
             g.dispatch(
                 &kernel,
-                params.bytes(),
+                reg_params(&d, 0).bytes(),
                 &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &out],
                 groups,
             )?;
