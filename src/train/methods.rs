@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use super::{mmt, source, spcl, Method, RunConfig, Session, TrainError};
+use super::{cluster_contrast, ise, mmt, source, spcl, Method, RunConfig, Session, TrainError};
 use crate::nn::weights::{load_weights, ClassifierPolicy, LoadOptions, LoadReport};
 use crate::nn::{Module, ReidNet};
 
 /// Every method `--method` accepts.
-pub const METHODS: &[&str] = &["source", "spcl", "mmt"];
+pub const METHODS: &[&str] = &["source", "spcl", "mmt", "cluster-contrast", "ise"];
 
 /// The run configuration of `method` with every default at its published value.
 pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
@@ -17,6 +17,8 @@ pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
         "source" => Ok(source::defaults()),
         "spcl" => Ok(spcl::defaults()),
         "mmt" => Ok(mmt::defaults()),
+        "cluster-contrast" => Ok(cluster_contrast::defaults()),
+        "ise" => Ok(ise::defaults()),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")
@@ -30,6 +32,10 @@ pub fn build_method(session: &Session) -> Result<Box<dyn Method>, TrainError> {
         "source" => Ok(Box::new(source::SourceMethod::build(session)?)),
         "spcl" => Ok(Box::new(spcl::SpclMethod::build(session)?)),
         "mmt" => Ok(Box::new(mmt::MmtMethod::build(session)?)),
+        "cluster-contrast" => Ok(Box::new(cluster_contrast::ClusterContrastMethod::build(
+            session,
+        )?)),
+        "ise" => Ok(Box::new(ise::build(session)?)),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")
