@@ -430,6 +430,14 @@ impl ClusterContrastCore {
     }
 }
 
+/// One step's named, weighted loss terms, and the rows (with their cluster labels) that update
+/// the memory after the step.
+pub struct StepOutput {
+    pub terms: Vec<(String, Tensor)>,
+    pub update_features: Tensor,
+    pub update_labels: Vec<i32>,
+}
+
 /// What a method built on [`ClusterContrastCore`] adds to a step: its loss terms from the
 /// batch's normalised features, and the rows (with their labels) that update the memory after it.
 pub trait StepRule {
@@ -439,13 +447,13 @@ pub trait StepRule {
     /// Per-epoch lines and records beyond the core's (ISE: its lambda schedule).
     fn on_relabel(&self, _session: &Session, _epoch: usize, _plan: &mut EpochPlan) {}
 
-    /// Named, weighted loss terms, and the detached-later update rows and labels.
+    /// The step's losses from the batch's normalised features [B, D] and the memory.
     fn step(
         &self,
         memory: &ClusterMemory,
         features: &Tensor,
         batch: &TrainBatch,
-    ) -> Result<(Vec<(String, Tensor)>, Tensor, Vec<i32>), TrainError>;
+    ) -> Result<StepOutput, TrainError>;
 }
 
 /// Cluster Contrast's step: `L = CE(f . c / tau, y)`; the batch's features update the memory.
@@ -459,13 +467,12 @@ impl StepRule for PlainContrast {
         memory: &ClusterMemory,
         f: &Tensor,
         batch: &TrainBatch,
-    ) -> Result<(Vec<(String, Tensor)>, Tensor, Vec<i32>), TrainError> {
-        let loss = memory.loss(f, &batch.labels)?;
-        Ok((
-            vec![("contrast".into(), loss)],
-            f.clone(),
-            batch.labels.clone(),
-        ))
+    ) -> Result<StepOutput, TrainError> {
+        Ok(StepOutput {
+            terms: vec![("contrast".into(), memory.loss(f, &batch.labels)?)],
+            update_features: f.clone(),
+            update_labels: batch.labels.clone(),
+        })
     }
 }
 
@@ -507,9 +514,10 @@ impl<R: StepRule> super::Method for ClusterContrastMethod<R> {
         batch: &TrainBatch,
     ) -> Result<Vec<(String, Tensor)>, TrainError> {
         let f = self.core.forward(batch)?;
-        let (terms, rows, labels) = self.rule.step(self.core.memory()?, &f, batch)?;
-        self.core.queue_update(&rows, labels);
-        Ok(terms)
+        let out = self.rule.step(self.core.memory()?, &f, batch)?;
+        self.core
+            .queue_update(&out.update_features, out.update_labels);
+        Ok(out.terms)
     }
 
     fn after_step(&mut self, _session: &Session, _batch: &TrainBatch) -> Result<(), TrainError> {

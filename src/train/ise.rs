@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::cluster_contrast::{
-    usl_schedule, ClusterContrastCore, ClusterContrastMethod, MemorySettings, StepRule, UpdateRule,
+    usl_schedule, ClusterContrastCore, ClusterContrastMethod, MemorySettings, StepOutput, StepRule,
+    UpdateRule,
 };
 use super::{EpochPlan, RunConfig, Session, TrainBatch, TrainError};
 use crate::cluster::ClusterConfig;
@@ -211,15 +212,15 @@ impl StepRule for Supports {
         memory: &ClusterMemory,
         f: &Tensor,
         batch: &TrainBatch,
-    ) -> Result<(Vec<(String, Tensor)>, Tensor, Vec<i32>), TrainError> {
+    ) -> Result<StepOutput, TrainError> {
         let s = ise_step(memory, f, &batch.labels, self.lambda(batch.step), &self.cfg)?;
-        Ok((
-            vec![
+        Ok(StepOutput {
+            terms: vec![
                 ("contrast".into(), s.contrast),
                 ("label_preserving".into(), s.label_preserving),
             ],
-            s.update_features,
-            s.update_labels,
-        ))
+            update_features: s.update_features,
+            update_labels: s.update_labels,
+        })
     }
 }
