@@ -713,8 +713,14 @@ fn train_reads_list_datasets_with_the_flags_every_command_takes() {
     let t = Tmp::new("train-list");
     // Two train ids of two images each, and query/gallery ids over two cameras.
     let mut train = String::new();
-    for (k, (pid, cam)) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)].iter().enumerate() {
-        jpg(&t.join(&format!("imgs/train{k}.jpg")), 40 * *pid as u8 + 10 * k as u8);
+    for (k, (pid, cam)) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+        .iter()
+        .enumerate()
+    {
+        jpg(
+            &t.join(&format!("imgs/train{k}.jpg")),
+            40 * *pid as u8 + 10 * k as u8,
+        );
         train.push_str(&format!("imgs/train{k}.jpg {pid} {cam}\n"));
     }
     let (mut query, mut gallery) = (String::new(), String::new());
@@ -725,13 +731,20 @@ fn train_reads_list_datasets_with_the_flags_every_command_takes() {
         gallery.push_str(&format!("imgs/g{pid}.jpg {pid} 1\n"));
     }
     // A byte-order mark and CRLF line ends, as Windows editors write them.
-    std::fs::write(t.join("train.txt"), format!("\u{feff}{}", train.replace('\n', "\r\n"))).unwrap();
+    std::fs::write(
+        t.join("train.txt"),
+        format!("\u{feff}{}", train.replace('\n', "\r\n")),
+    )
+    .unwrap();
     std::fs::write(t.join("query.txt"), &query).unwrap();
     std::fs::write(t.join("gallery.txt"), &gallery).unwrap();
     let run_dir = t.join("run");
     let run2 = t.join("run2");
-    let (train_list, query_list, gallery_list) =
-        (t.join("train.txt"), t.join("query.txt"), t.join("gallery.txt"));
+    let (train_list, query_list, gallery_list) = (
+        t.join("train.txt"),
+        t.join("query.txt"),
+        t.join("gallery.txt"),
+    );
     let mut args = vec![
         "train",
         "--method",
@@ -788,7 +801,14 @@ fn train_reads_list_datasets_with_the_flags_every_command_takes() {
     // --clusters is k-means' cluster count: refused for a method that clusters by DBSCAN.
     let run3 = t.join("run3");
     let r = unreid(&[
-        "train", "--method", "spcl", "--target", s(t.path()), "--clusters", "5", "--out",
+        "train",
+        "--method",
+        "spcl",
+        "--target",
+        s(t.path()),
+        "--clusters",
+        "5",
+        "--out",
         s(&run3),
     ]);
     assert!(!r.ok && r.stderr.contains("--clusters"), "{}", r.stderr);

@@ -80,7 +80,8 @@ impl DataConfig {
                 .map_err(|e| TrainError::Config(format!("data.{which}_layout: {e}")))?,
         };
         let Some(root) = root else {
-            let has_lists = lists.train.is_some() || lists.query.is_some() || lists.gallery.is_some();
+            let has_lists =
+                lists.train.is_some() || lists.query.is_some() || lists.gallery.is_some();
             if has_lists || layout != Layout::Auto {
                 return Err(TrainError::Config(format!(
                     "data.{which}_layout / data.{which}_*list are set but data.{which} (the dataset root) is not"

@@ -99,8 +99,24 @@ pub fn ranked_list_pictures(
     dir: &std::path::Path,
 ) -> Result<(EvalResult, Vec<PathBuf>, Vec<String>), TrainError> {
     let progress = |split: &str| format!("pictures {} {split}", data.name);
-    let q = split_features(net, domain, &data.query, device, size, batch_size, progress("query"))?;
-    let g = split_features(net, domain, &data.gallery, device, size, batch_size, progress("gallery"))?;
+    let q = split_features(
+        net,
+        domain,
+        &data.query,
+        device,
+        size,
+        batch_size,
+        progress("query"),
+    )?;
+    let g = split_features(
+        net,
+        domain,
+        &data.gallery,
+        device,
+        size,
+        batch_size,
+        progress("gallery"),
+    )?;
     let dim = net.feature_dim();
     let (qp, qc) = ids(&data.query);
     let (gp, gc) = ids(&data.gallery);
@@ -147,9 +163,9 @@ pub fn load_run_model(
         message,
     };
     let meta = crate::nn::weights::read_metadata(path).map_err(|e| err(e.to_string()))?;
-    let config = meta
-        .get("config")
-        .ok_or_else(|| err("no run configuration in its metadata: not a checkpoint of `unreid train`".into()))?;
+    let config = meta.get("config").ok_or_else(|| {
+        err("no run configuration in its metadata: not a checkpoint of `unreid train`".into())
+    })?;
     let config = super::RunConfig::from_toml(config, &format!("{} (metadata)", path.display()))?;
     let (net, _, _) = crate::nn::extract::reid_net_from_weights(
         device,
@@ -163,7 +179,12 @@ pub fn load_run_model(
             .parse::<usize>()
             .ok()
             .filter(|&d| d < net.domains())
-            .ok_or_else(|| err(format!("eval_domain {d:?} is not one of its {} BN domains", net.domains())))?,
+            .ok_or_else(|| {
+                err(format!(
+                    "eval_domain {d:?} is not one of its {} BN domains",
+                    net.domains()
+                ))
+            })?,
         None if net.domains() == 1 => 0,
         None => {
             return Err(err(format!(

@@ -75,7 +75,9 @@ impl EvalSummary {
     }
 }
 
-fn load_dataset(spec: Option<DatasetSpec>) -> Result<Option<Arc<crate::data::ReidDataset>>, TrainError> {
+fn load_dataset(
+    spec: Option<DatasetSpec>,
+) -> Result<Option<Arc<crate::data::ReidDataset>>, TrainError> {
     Ok(match spec {
         Some(spec) => Some(Arc::new(load(&spec)?)),
         None => None,

@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
-use super::{mmt, proda, source, spcl, Method, RunConfig, Session, TrainError};
+use super::{
+    cluster_contrast, ise, mmt, proda, source, spcl, Method, RunConfig, Session, TrainError,
+};
 use crate::nn::weights::{load_weights, ClassifierPolicy, LoadOptions, LoadReport};
 use crate::nn::{Module, ReidNet};
 
 /// Every method `--method` accepts.
-pub const METHODS: &[&str] = &["source", "spcl", "mmt", "proda"];
+pub const METHODS: &[&str] = &["source", "spcl", "mmt", "cluster-contrast", "ise", "proda"];
 
 /// The run configuration of `method` with every default at its published value.
 pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
@@ -18,6 +20,8 @@ pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
         "spcl" => Ok(spcl::defaults()),
         "mmt" => Ok(mmt::defaults()),
         "proda" => Ok(proda::defaults()),
+        "cluster-contrast" => Ok(cluster_contrast::defaults()),
+        "ise" => Ok(ise::defaults()),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")
@@ -32,6 +36,10 @@ pub fn build_method(session: &Session) -> Result<Box<dyn Method>, TrainError> {
         "spcl" => Ok(Box::new(spcl::SpclMethod::build(session)?)),
         "mmt" => Ok(Box::new(mmt::MmtMethod::build(session)?)),
         "proda" => Ok(Box::new(proda::ProdaMethod::build(session)?)),
+        "cluster-contrast" => Ok(Box::new(cluster_contrast::ClusterContrastMethod::build(
+            session,
+        )?)),
+        "ise" => Ok(Box::new(ise::build(session)?)),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")

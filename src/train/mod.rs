@@ -8,8 +8,10 @@
 //! updates its memories or mean nets after the optimiser. Nothing below `train/` knows which
 //! method runs (shared/DESIGN.md, "Training").
 
+pub mod cluster_contrast;
 pub mod config;
 pub mod evaluate;
+pub mod ise;
 pub mod methods;
 pub mod mmt;
 pub mod plots;
