@@ -12,8 +12,8 @@ use crate::{Device, DeviceChoice};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Training method: source, spcl (UDA with --source, USL without), mmt, and the others
-    /// `unreid train --help` lists at the end. Default: the method of --config.
+    /// Training method: source, spcl (UDA with --source, USL without), mmt, cluster-contrast,
+    /// ise, proda. Default: the method of --config.
     #[arg(long)]
     pub method: Option<String>,
     /// A TOML preset or config file (e.g. configs/source.toml); flags and --set override it.
