@@ -21,34 +21,51 @@ pub struct EvalData {
     pub gallery: Vec<ReidItem>,
 }
 
-/// L2-normalised features ([items, dim], row-major) of `items` by `net` with the test transform.
-#[allow(clippy::too_many_arguments)]
-fn split_features(
-    net: &ReidNet,
-    domain: usize,
-    items: &[ReidItem],
-    device: &Device,
-    size: (usize, usize),
-    batch_size: usize,
-    progress: String,
-) -> Result<Vec<f32>, TrainError> {
-    let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-    let opts = ExtractOptions {
-        height: size.0,
-        width: size.1,
-        batch_size,
-        domain,
-        progress: Some(progress),
-    };
-    Ok(extract_features(net, &paths, device, &opts)?)
+/// The features of `data`'s query and gallery splits by `net` (BN domain `domain`, test
+/// transform; [items, dim] row-major each) with their person and camera ids.
+struct SplitFeatures {
+    query: Vec<f32>,
+    gallery: Vec<f32>,
+    dim: usize,
+    query_ids: (Vec<i64>, Vec<i64>),
+    gallery_ids: (Vec<i64>, Vec<i64>),
 }
 
-/// (person ids, camera ids) of `items` as the evaluation reads them.
-fn ids(items: &[ReidItem]) -> (Vec<i64>, Vec<i64>) {
-    (
-        items.iter().map(|i| i.raw_pid as i64).collect(),
-        items.iter().map(|i| i.camid as i64).collect(),
-    )
+impl SplitFeatures {
+    fn extract(
+        net: &ReidNet,
+        domain: usize,
+        data: &EvalData,
+        device: &Device,
+        size: (usize, usize),
+        batch_size: usize,
+        label: &str,
+    ) -> Result<SplitFeatures, TrainError> {
+        let features = |items: &[ReidItem], split: &str| -> Result<Vec<f32>, TrainError> {
+            let paths: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+            let opts = ExtractOptions {
+                height: size.0,
+                width: size.1,
+                batch_size,
+                domain,
+                progress: Some(format!("{label} {} {split}", data.name)),
+            };
+            Ok(extract_features(net, &paths, device, &opts)?)
+        };
+        let ids = |items: &[ReidItem]| -> (Vec<i64>, Vec<i64>) {
+            (
+                items.iter().map(|i| i.raw_pid as i64).collect(),
+                items.iter().map(|i| i.camid as i64).collect(),
+            )
+        };
+        Ok(SplitFeatures {
+            query: features(&data.query, "query")?,
+            gallery: features(&data.gallery, "gallery")?,
+            dim: net.feature_dim(),
+            query_ids: ids(&data.query),
+            gallery_ids: ids(&data.gallery),
+        })
+    }
 }
 
 /// mAP and CMC of `net` (BN domain `domain`) on `data`. Zero valid queries is an error, never a
@@ -62,17 +79,10 @@ pub fn evaluate_model(
     batch_size: usize,
     label: &str,
 ) -> Result<EvalResult, TrainError> {
-    let features = |items: &[ReidItem], split: &str| {
-        let progress = format!("{label} {} {split}", data.name);
-        split_features(net, domain, items, device, size, batch_size, progress)
-    };
-    let q = features(&data.query, "query")?;
-    let g = features(&data.gallery, "gallery")?;
-    let dim = net.feature_dim();
-    let (qp, qc) = ids(&data.query);
-    let (gp, gc) = ids(&data.gallery);
-    let query = LabeledFeatures::new(Features::new(&q, data.query.len(), dim)?, &qp, &qc)?;
-    let gallery = LabeledFeatures::new(Features::new(&g, data.gallery.len(), dim)?, &gp, &gc)?;
+    let f = SplitFeatures::extract(net, domain, data, device, size, batch_size, label)?;
+    let ((qp, qc), (gp, gc)) = (&f.query_ids, &f.gallery_ids);
+    let query = LabeledFeatures::new(Features::new(&f.query, qp.len(), f.dim)?, qp, qc)?;
+    let gallery = LabeledFeatures::new(Features::new(&f.gallery, gp.len(), f.dim)?, gp, gc)?;
     let result = evaluate(Backend::from_device(device), query, gallery, 10)?;
     if result.num_valid_queries == 0 {
         return Err(TrainError::Method(format!(
@@ -98,33 +108,13 @@ pub fn ranked_list_pictures(
     count: usize,
     dir: &std::path::Path,
 ) -> Result<(EvalResult, Vec<PathBuf>, Vec<String>), TrainError> {
-    let progress = |split: &str| format!("pictures {} {split}", data.name);
-    let q = split_features(
-        net,
-        domain,
-        &data.query,
-        device,
-        size,
-        batch_size,
-        progress("query"),
-    )?;
-    let g = split_features(
-        net,
-        domain,
-        &data.gallery,
-        device,
-        size,
-        batch_size,
-        progress("gallery"),
-    )?;
-    let dim = net.feature_dim();
-    let (qp, qc) = ids(&data.query);
-    let (gp, gc) = ids(&data.gallery);
-    let qx = Features::new(&q, data.query.len(), dim)?;
-    let gx = Features::new(&g, data.gallery.len(), dim)?;
+    let f = SplitFeatures::extract(net, domain, data, device, size, batch_size, "pictures")?;
+    let ((qp, qc), (gp, gc)) = (&f.query_ids, &f.gallery_ids);
+    let qx = Features::new(&f.query, qp.len(), f.dim)?;
+    let gx = Features::new(&f.gallery, gp.len(), f.dim)?;
     let norms = gx.squared_norms();
     let rows = |q0: usize, n: usize, out: &mut [f32]| distance_rows(qx, gx, &norms, q0, n, out);
-    let result = evaluate_with((&qp, &qc), (&gp, &gc), 10, rows)?;
+    let result = evaluate_with((qp, qc), (gp, gc), 10, rows)?;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
         path: dir.to_path_buf(),
         message: format!("creating the pictures folder: {e}"),
@@ -135,13 +125,13 @@ pub fn ranked_list_pictures(
         &pick_queries(&result, count, false),
         &RankSide {
             paths: &qpaths,
-            pids: &qp,
-            camids: &qc,
+            pids: qp,
+            camids: qc,
         },
         &RankSide {
             paths: &gpaths,
-            pids: &gp,
-            camids: &gc,
+            pids: gp,
+            camids: gc,
         },
         &result,
         &rows,
