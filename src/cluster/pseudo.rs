@@ -140,6 +140,12 @@ impl ClusterConfig {
                     if !(rho > 0.0 && rho <= 1.0) {
                         return param(format!("rho {rho} must lie in (0, 1]"));
                     }
+                    if self.distance != ClusterDistance::Jaccard {
+                        return param(format!(
+                            "rho (the automatic eps) needs distance jaccard, got {}; remove rho to use eps",
+                            self.distance
+                        ));
+                    }
                     if num_points < self.min_samples.max(2) {
                         return param(format!(
                             "only {num_points} images to cluster, fewer than min_samples = {}",
@@ -383,5 +389,21 @@ mod tests {
         assert!((rho_eps(&g, 1e-9).unwrap() - 0.2).abs() < 1e-6);
         let no_absent = SparseGraph::from_upper(&upper_offsets, &upper, 0.9, None);
         assert!(rho_eps(&no_absent, 0.5).is_err());
+    }
+
+    #[test]
+    fn the_automatic_eps_is_refused_before_clustering_without_jaccard() {
+        let cfg = ClusterConfig {
+            distance: ClusterDistance::Euclidean,
+            rho: Some(1.6e-3),
+            ..ClusterConfig::default()
+        };
+        let err = cfg.validate(100).unwrap_err().to_string();
+        assert!(err.contains("rho") && err.contains("jaccard"), "{err}");
+        let jaccard = ClusterConfig {
+            rho: Some(1.6e-3),
+            ..ClusterConfig::default()
+        };
+        jaccard.validate(100).unwrap();
     }
 }

@@ -376,15 +376,7 @@ impl ClusterContrastCore {
         if let Some(e) = eps {
             r.insert("eps".into(), (e as f64).into());
         }
-        for (k, v) in [
-            ("nmi", q.nmi),
-            ("ari", q.ari),
-            ("pairwise_precision", q.pairwise_precision),
-            ("pairwise_recall", q.pairwise_recall),
-            ("pairwise_f", q.pairwise_f),
-        ] {
-            r.insert(k.into(), v.into());
-        }
+        super::record_label_quality(r, &q);
         Ok(plan)
     }
 

@@ -84,14 +84,6 @@ impl MmtConfig {
                 )));
             }
         }
-        if self.cluster.algo == ClusterAlgo::Dbscan
-            && self.cluster.distance != ClusterDistance::Jaccard
-            && self.cluster.rho.is_some()
-        {
-            return Err(TrainError::Config(
-                "mmt.cluster.rho (the automatic eps) needs mmt.cluster.distance = \"jaccard\"; remove rho to use mmt.cluster.eps".into(),
-            ));
-        }
         Ok(())
     }
 }
@@ -263,15 +255,7 @@ pub(crate) fn cluster_target(
     let truth: Vec<i64> = target.iter().map(|i| i.raw_pid as i64).collect();
     let labels64: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     let q = label_quality(&labels64, &truth)?;
-    for (k, v) in [
-        ("nmi", q.nmi),
-        ("ari", q.ari),
-        ("pairwise_precision", q.pairwise_precision),
-        ("pairwise_recall", q.pairwise_recall),
-        ("pairwise_f", q.pairwise_f),
-    ] {
-        record.insert(k.into(), v.into());
-    }
+    super::record_label_quality(&mut record, &q);
     session.say(format!(
         "{method} epoch {}: {} ({}) -> {clusters} clusters, {outliers} outliers, {} images kept; vs ground truth NMI {:.3} ARI {:.3} pairwise P/R {:.3}/{:.3}",
         epoch + 1,

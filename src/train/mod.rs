@@ -143,6 +143,24 @@ impl Session {
     }
 }
 
+/// Adds the pseudo labels' quality against the ground-truth ids to a relabel record, under the
+/// keys every method logs and `curves.png` plots: `nmi`, `ari`, `pairwise_precision`,
+/// `pairwise_recall`, `pairwise_f`.
+pub(crate) fn record_label_quality(
+    record: &mut serde_json::Map<String, serde_json::Value>,
+    q: &crate::cluster::LabelQuality,
+) {
+    for (k, v) in [
+        ("nmi", q.nmi),
+        ("ari", q.ari),
+        ("pairwise_precision", q.pairwise_precision),
+        ("pairwise_recall", q.pairwise_recall),
+        ("pairwise_f", q.pairwise_f),
+    ] {
+        record.insert(k.into(), v.into());
+    }
+}
+
 /// A training method over the shared loop.
 pub trait Method {
     /// The name users type (`--method source`).

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::methods::{initial_model, prefixed};
 use super::mmt::{cluster_target, features_of, target_stream, target_train};
 use super::{EpochPlan, Method, RunConfig, Session, TrainBatch, TrainError};
-use crate::cluster::{ClusterAlgo, ClusterConfig, ClusterDistance, Features};
+use crate::cluster::{ClusterConfig, Features};
 use crate::data::ReidItem;
 use crate::loss::{
     euclidean_distance, prototype_weights, rectified_labels, symmetric_cross_entropy,
@@ -129,14 +129,6 @@ impl ProdaConfig {
         if self.sce_alpha == 0.0 && self.sce_beta == 0.0 {
             return Err(TrainError::Config(
                 "proda.sce_alpha and proda.sce_beta are both 0: the net would learn nothing from the pseudo labels".into(),
-            ));
-        }
-        if self.cluster.algo == ClusterAlgo::Dbscan
-            && self.cluster.distance != ClusterDistance::Jaccard
-            && self.cluster.rho.is_some()
-        {
-            return Err(TrainError::Config(
-                "proda.cluster.rho (the automatic eps) needs proda.cluster.distance = \"jaccard\"; remove rho to use proda.cluster.eps".into(),
             ));
         }
         Ok(())

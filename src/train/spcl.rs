@@ -376,11 +376,7 @@ impl Method for SpclMethod {
         if let Some(th) = self.indep_threshold {
             r.insert("indep_threshold".into(), (th as f64).into());
         }
-        r.insert("nmi".into(), q.nmi.into());
-        r.insert("ari".into(), q.ari.into());
-        r.insert("pairwise_precision".into(), q.pairwise_precision.into());
-        r.insert("pairwise_recall".into(), q.pairwise_recall.into());
-        r.insert("pairwise_f".into(), q.pairwise_f.into());
+        super::record_label_quality(r, &q);
         Ok(plan)
     }
 
