@@ -294,3 +294,21 @@ fn presets_parse_and_resolve_to_the_method_defaults() {
     );
     assert!(bad.unwrap_err().to_string().contains("spcl"));
 }
+
+#[test]
+fn every_method_has_a_nonempty_default_section_and_a_scalar_section_is_refused() {
+    for &method in unreid::train::METHODS {
+        let defaults = method_defaults(method).unwrap();
+        assert_eq!(defaults.method, method);
+        // The section holds the published values (never an empty table standing in for them).
+        assert!(
+            !defaults.section().is_empty(),
+            "{method}: the default [{method}] section is empty"
+        );
+        assert_eq!(defaults.sections.len(), 1, "{method}: one section");
+    }
+    let err = RunConfig::with_section("x", Default::default(), Default::default(), &3u32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[x]") && err.contains("not a table"), "{err}");
+}

@@ -21,7 +21,6 @@
 //! configuration, so no method state needs saving.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::methods::{initial_model, prefixed};
@@ -155,23 +154,17 @@ pub(crate) fn usl_schedule(epochs: usize, iters: usize, step_at: usize) -> super
 
 /// Cluster Contrast's published run (Market-1501): 50 epochs x 200 iterations, step at 20, GeM
 /// pooling, the section's defaults. (MSMT17: `train.iters = 400`.)
-pub fn defaults() -> RunConfig {
-    let mut sections = BTreeMap::new();
-    sections.insert(
-        "cluster-contrast".to_string(),
-        toml::Value::try_from(ClusterContrastConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
-    RunConfig {
-        method: "cluster-contrast".into(),
-        data: Default::default(),
-        model: super::ModelConfig {
-            pooling: "gem".into(),
-            ..Default::default()
-        },
-        train: usl_schedule(50, 200, 20),
-        sections,
-    }
+pub fn defaults() -> Result<RunConfig, TrainError> {
+    let model = super::ModelConfig {
+        pooling: "gem".into(),
+        ..Default::default()
+    };
+    RunConfig::with_section(
+        "cluster-contrast",
+        model,
+        usl_schedule(50, 200, 20),
+        &ClusterContrastConfig::default(),
+    )
 }
 
 /// One epoch's pseudo labels: the clustering and its compact labels.

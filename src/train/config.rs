@@ -297,6 +297,34 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// A method's defaults: its schedule and model settings, and its `[method]` section written
+    /// from the section struct's `Default` (the published values).
+    ///
+    /// Errors: the section struct does not serialise to a TOML table (a programming error in the
+    /// method's config struct, reported rather than replaced by an empty section).
+    pub fn with_section<T: serde::Serialize>(
+        method: &str,
+        model: ModelConfig,
+        train: ScheduleConfig,
+        section: &T,
+    ) -> Result<RunConfig, TrainError> {
+        let value = toml::Value::try_from(section).map_err(|e| {
+            TrainError::Config(format!("the [{method}] defaults do not serialise: {e}"))
+        })?;
+        if !value.is_table() {
+            return Err(TrainError::Config(format!(
+                "the [{method}] defaults serialise to {value}, not a table"
+            )));
+        }
+        Ok(RunConfig {
+            method: method.into(),
+            data: DataConfig::default(),
+            model,
+            train,
+            sections: BTreeMap::from([(method.to_string(), value)]),
+        })
+    }
+
     /// The method's own section (empty when the file has none).
     pub fn section(&self) -> toml::Table {
         match self.sections.get(&self.method) {

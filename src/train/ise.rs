@@ -16,7 +16,6 @@
 //! One support per sample (the reference's `--topk 1`, the only value its scripts use).
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 use super::cluster_contrast::{
     usl_schedule, ClusterContrastCore, ClusterContrastMethod, MemorySettings, StepOutput, StepRule,
@@ -103,20 +102,13 @@ impl IseConfig {
 
 /// ISE's published Market-1501 run: 70 epochs x 400 iterations, step at 30, batch 256 = 16 x 16,
 /// BN groups of 64, average pooling (the script sets no `--pooling-type`).
-pub fn defaults() -> RunConfig {
-    let mut sections = BTreeMap::new();
-    sections.insert(
-        "ise".to_string(),
-        toml::Value::try_from(IseConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
-    RunConfig {
-        method: "ise".into(),
-        data: Default::default(),
-        model: Default::default(),
-        train: usl_schedule(70, 400, 30),
-        sections,
-    }
+pub fn defaults() -> Result<RunConfig, TrainError> {
+    RunConfig::with_section(
+        "ise",
+        Default::default(),
+        usl_schedule(70, 400, 30),
+        &IseConfig::default(),
+    )
 }
 
 /// One ISE step's losses and what updates the memory afterwards.

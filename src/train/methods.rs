@@ -16,12 +16,12 @@ pub const METHODS: &[&str] = &["source", "spcl", "mmt", "cluster-contrast", "ise
 /// The run configuration of `method` with every default at its published value.
 pub fn method_defaults(method: &str) -> Result<RunConfig, TrainError> {
     match method {
-        "source" => Ok(source::defaults()),
-        "spcl" => Ok(spcl::defaults()),
-        "mmt" => Ok(mmt::defaults()),
-        "proda" => Ok(proda::defaults()),
-        "cluster-contrast" => Ok(cluster_contrast::defaults()),
-        "ise" => Ok(ise::defaults()),
+        "source" => source::defaults(),
+        "spcl" => spcl::defaults(),
+        "mmt" => mmt::defaults(),
+        "proda" => proda::defaults(),
+        "cluster-contrast" => cluster_contrast::defaults(),
+        "ise" => ise::defaults(),
         other => Err(TrainError::Config(format!(
             "unknown method {other:?} (one of: {})",
             METHODS.join(", ")

@@ -90,13 +90,13 @@ impl MmtConfig {
 
 /// The published schedule: 40 epochs x 400 iterations, batch 64 (16 ids x 4), constant lr 3.5e-4
 /// (no warm-up, no steps), dropout 0, BN groups of 16 (MMT ran on 4 GPUs), evaluation every epoch.
-pub fn defaults() -> RunConfig {
-    let mut sections = std::collections::BTreeMap::new();
-    sections.insert(
-        "mmt".to_string(),
-        toml::Value::try_from(MmtConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
+pub fn defaults() -> Result<RunConfig, TrainError> {
+    RunConfig::with_section("mmt", mmt_model(), mmt_schedule(), &MmtConfig::default())
+}
+
+/// MMT's published schedule (ALGORITHMS.md section 3): 40 x 400, batch 64 (16 ids x 4), BN
+/// groups of 16, Adam 3.5e-4 / 5e-4 at a constant lr, evaluation every epoch.
+pub(crate) fn mmt_schedule() -> super::ScheduleConfig {
     let mut train = super::ScheduleConfig {
         epochs: 40,
         iters: 400,
@@ -110,16 +110,14 @@ pub fn defaults() -> RunConfig {
         ..Default::default()
     };
     train.weight_decay = 5e-4;
-    let model = super::ModelConfig {
+    train
+}
+
+/// MMT's model settings: no dropout before the classifier.
+pub(crate) fn mmt_model() -> super::ModelConfig {
+    super::ModelConfig {
         dropout: 0.0,
         ..Default::default()
-    };
-    RunConfig {
-        method: "mmt".into(),
-        data: Default::default(),
-        model,
-        train,
-        sections,
     }
 }
 

@@ -44,6 +44,9 @@ pub enum TrainError {
     RunDir { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// metrics.jsonl unreadable, or a plot that could not be drawn or written.
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(transparent)]

@@ -138,16 +138,13 @@ impl ProdaConfig {
 /// The clustering loop's schedule, MMT's (ProDA's own is a segmentation schedule: SGD, 90k
 /// iterations): 40 epochs x 400 iterations, batch 64 (16 ids x 4), constant lr 3.5e-4, weight
 /// decay 5e-4, dropout 0, BN groups of 16, evaluation every epoch.
-pub fn defaults() -> RunConfig {
-    let mut c = super::mmt::defaults();
-    c.method = "proda".into();
-    c.sections.clear();
-    c.sections.insert(
-        "proda".to_string(),
-        toml::Value::try_from(ProdaConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
-    c
+pub fn defaults() -> Result<RunConfig, TrainError> {
+    RunConfig::with_section(
+        "proda",
+        super::mmt::mmt_model(),
+        super::mmt::mmt_schedule(),
+        &ProdaConfig::default(),
+    )
 }
 
 /// What the rectification did over an epoch (counted per training sample seen, so an image

@@ -142,21 +142,11 @@ impl RunDir {
     /// Every record of metrics.jsonl (an unparsable line is an error naming it).
     pub fn records(&self) -> Result<Vec<serde_json::Value>, TrainError> {
         let p = self.file(Self::METRICS);
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&p)(e)),
-        };
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| TrainError::Io {
-                    path: p.clone(),
-                    message: format!("line {}: {e}", i + 1),
-                })
-            })
-            .collect()
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        // The one reader of metrics.jsonl (the plots read it too): every line a JSON object.
+        Ok(super::plots::read_metrics(&p)?)
     }
 
     /// Keeps only the records of epochs before `epoch` (a resume drops what the killed run wrote

@@ -36,20 +36,13 @@ impl Default for SourceConfig {
 }
 
 /// The published defaults: ResNet-50 last stride 1, 80 x 100, batch 64 (16 x 4), BN groups of 16.
-pub fn defaults() -> RunConfig {
-    let mut sections = std::collections::BTreeMap::new();
-    sections.insert(
-        "source".to_string(),
-        toml::Value::try_from(SourceConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
-    RunConfig {
-        method: "source".into(),
-        data: Default::default(),
-        model: Default::default(),
-        train: Default::default(),
-        sections,
-    }
+pub fn defaults() -> Result<RunConfig, TrainError> {
+    RunConfig::with_section(
+        "source",
+        Default::default(),
+        Default::default(),
+        &SourceConfig::default(),
+    )
 }
 
 pub struct SourceMethod {

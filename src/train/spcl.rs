@@ -53,13 +53,7 @@ impl Default for SpclConfig {
 /// The published schedule: 50 epochs x 400 iterations, batch 64 (16 ids x 4) per domain, BN groups
 /// of 16 per domain (4 GPUs), Adam 3.5e-4 / 5e-4, step x0.1 at epoch 20, no warm-up, average
 /// pooling, evaluation every 10 epochs. (Market -> MSMT: `train.iters = 800`.)
-pub fn defaults() -> RunConfig {
-    let mut sections = BTreeMap::new();
-    sections.insert(
-        "spcl".to_string(),
-        toml::Value::try_from(SpclConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default())),
-    );
+pub fn defaults() -> Result<RunConfig, TrainError> {
     let train = super::ScheduleConfig {
         epochs: 50,
         iters: 400,
@@ -68,13 +62,7 @@ pub fn defaults() -> RunConfig {
         eval_every: 10,
         ..Default::default()
     };
-    RunConfig {
-        method: "spcl".into(),
-        data: Default::default(),
-        model: Default::default(),
-        train,
-        sections,
-    }
+    RunConfig::with_section("spcl", Default::default(), train, &SpclConfig::default())
 }
 
 /// Dense class ids in the order of the sorted distinct labels (the self-paced labels leave gaps
