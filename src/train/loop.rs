@@ -45,7 +45,8 @@ pub struct TrainSummary {
     /// Best target mAP (fraction) and the epoch (0-based) it was reached.
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
-    /// The last evaluation: mAP and Rank-1/5/10 (fractions).
+    /// The last evaluation: mAP and Rank-1/5/10 (fractions) of the last evaluated epoch's better
+    /// model when several were evaluated (the model `last.safetensors` holds).
     pub last_eval: Option<EvalSummary>,
     pub wall_seconds: f64,
 }
@@ -73,6 +74,30 @@ impl EvalSummary {
             rank10: r.rank(10).unwrap_or(f64::NAN),
         }
     }
+}
+
+/// The summary of the last evaluated epoch in metrics.jsonl `records`: its better model when
+/// several were evaluated (MMT's two mean nets), the first of equals, as the loop chooses it.
+fn last_evaluation(records: &[serde_json::Value]) -> Option<EvalSummary> {
+    let evals: Vec<EvalSummary> = records
+        .iter()
+        .filter(|r| r["kind"] == "eval")
+        .filter_map(|r| {
+            Some(EvalSummary {
+                epoch: r["epoch"].as_u64()? as usize,
+                model: r["model"].as_str()?.to_string(),
+                map: r["mAP"].as_f64()?,
+                rank1: r["rank1"].as_f64()?,
+                rank5: r["rank5"].as_f64()?,
+                rank10: r["rank10"].as_f64()?,
+            })
+        })
+        .collect();
+    let last = evals.last()?.epoch;
+    evals
+        .into_iter()
+        .filter(|e| e.epoch == last)
+        .reduce(|a, b| if b.map > a.map { b } else { a })
 }
 
 fn load_dataset(
@@ -385,21 +410,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             .and_then(|v| v["wall_seconds"].as_f64())
             .unwrap_or(0.0);
         // The last evaluation before the checkpoint (a finished run resumed has nothing left to do).
-        last_eval = dir
-            .records()?
-            .iter()
-            .rev()
-            .find(|r| r["kind"] == "eval")
-            .and_then(|r| {
-                Some(EvalSummary {
-                    epoch: r["epoch"].as_u64()? as usize,
-                    model: r["model"].as_str()?.to_string(),
-                    map: r["mAP"].as_f64()?,
-                    rank1: r["rank1"].as_f64()?,
-                    rank5: r["rank5"].as_f64()?,
-                    rank10: r["rank10"].as_f64()?,
-                })
-            });
+        last_eval = last_evaluation(&dir.records()?);
         dir.say(&format!(
             "resuming {} from the end of epoch {start_epoch} ({})",
             dir.path.display(),
@@ -645,7 +656,14 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
                     "model": name, "on": eval_set.name, "mAP": r.map, "rank1": r.rank(1).unwrap_or(f64::NAN), "rank5": r.rank(5).unwrap_or(f64::NAN),
                     "rank10": r.rank(10).unwrap_or(f64::NAN), "valid_queries": r.num_valid_queries,
                     "best_mAP": best.map(|b| b.0)}))?;
-                last_eval = Some(EvalSummary::new(epoch, &name, &r));
+                // The epoch's summary is its better model (the one last.safetensors holds).
+                let this = EvalSummary::new(epoch, &name, &r);
+                if last_eval
+                    .as_ref()
+                    .is_none_or(|l| l.epoch != epoch || this.map > l.map)
+                {
+                    last_eval = Some(this);
+                }
             }
             dir.say(&format!(
                 "evaluation on the {} (query {} / gallery {}):",
@@ -740,4 +758,34 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         ));
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(epoch: usize, model: &str, map: f64) -> serde_json::Value {
+        json!({"kind": "eval", "epoch": epoch, "model": model, "mAP": map,
+            "rank1": map + 0.1, "rank5": 0.9, "rank10": 0.95})
+    }
+
+    #[test]
+    fn the_last_evaluation_is_the_better_model_of_the_last_evaluated_epoch() {
+        let records = vec![
+            eval(1, "mean1", 0.50),
+            eval(1, "mean2", 0.60),
+            json!({"kind": "step", "epoch": 2}),
+            eval(3, "mean1", 0.41),
+            eval(3, "mean2", 0.39),
+            json!({"kind": "relabel", "epoch": 4}),
+        ];
+        let e = last_evaluation(&records).unwrap();
+        // Epoch 3, not epoch 1's higher 0.60; mean1, not the last one listed.
+        assert_eq!((e.epoch, e.model.as_str(), e.map), (3, "mean1", 0.41));
+        assert!((e.rank1 - 0.51).abs() < 1e-12);
+        // Equal mAPs: the first, as the loop keeps it.
+        let tie = [eval(0, "a", 0.3), eval(0, "b", 0.3)];
+        assert_eq!(last_evaluation(&tie).unwrap().model, "a");
+        assert!(last_evaluation(&[json!({"kind": "step"})]).is_none());
+    }
 }
