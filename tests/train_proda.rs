@@ -419,7 +419,7 @@ fn the_step_rectifies_with_the_stored_soft_labels_not_the_batchs_prediction() {
         second_view: Some(x.clone()),
         labels: rows.iter().map(|&i| cluster[i]).collect(),
         indices: rows.clone(),
-        ranges: vec![0..rows.len()],
+        ranges: std::iter::once(0..rows.len()).collect(),
         ctx: ctx.clone(),
         epoch: 0,
         iter: 0,

@@ -450,20 +450,38 @@ impl Method for ProdaMethod {
         let mut record = c.record;
         if self.cfg.rectify && c.clusters > 0 {
             // How often the stored soft label's argmax is the cluster label (clustered images).
+            // And their confidence: the median log(p_1st / p_2nd). With L2-normalised features
+            // the prototype weights of two clusters differ by at most a factor e^(2T)
+            // (distances lie in [0, 2]), so only a margin below 2T can be rectified.
             let (mut agree, mut clustered) = (0usize, 0usize);
+            let mut margins = Vec::new();
             for (row, &l) in self.soft.chunks(c.clusters).zip(&c.labels) {
                 if l >= 0 {
                     clustered += 1;
                     agree += (row_argmax(row) == l as usize) as usize;
                 }
+                let (mut a, mut b) = (0.0f64, 0.0f64);
+                for &v in row {
+                    let v = v as f64;
+                    if v > a {
+                        (a, b) = (v, a);
+                    } else if v > b {
+                        b = v;
+                    }
+                }
+                margins.push((a / b.max(f64::MIN_POSITIVE)).ln());
             }
+            margins.sort_by(f64::total_cmp);
+            let median = margins.get(margins.len() / 2).copied().unwrap_or(0.0);
             let share = agree as f64 / clustered.max(1) as f64;
             session.say(format!(
-                "proda epoch {}: the stored soft labels' argmax is the cluster label for {agree} of {clustered} clustered images ({:.1}%)",
+                "proda epoch {}: the stored soft labels' argmax is the cluster label for {agree} of {clustered} clustered images ({:.1}%); median log(p_1st / p_2nd) {median:.2} (the prototype weights can move a label only below {:.2})",
                 epoch + 1,
-                100.0 * share
+                100.0 * share,
+                2.0 * self.cfg.temperature
             ));
             record.insert("soft_label_agreement".into(), share.into());
+            record.insert("soft_label_median_log_margin".into(), median.into());
         }
         if let Some((e, s)) = self.previous.take() {
             let mut v = serde_json::to_value(&s)
