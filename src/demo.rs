@@ -195,6 +195,12 @@ fn method_sets(method: &str, ids: usize) -> Vec<String> {
         // k-means with as many clusters as the target train split has identities.
         "mmt" => vec![format!("mmt.cluster.k={}", (ids / 2).max(2))],
         // The same clustering as mmt's entry; ProDA's own settings stay at their published values.
+        // Measured on the quick benchmark (direct transfer 19.2% mAP): 20.4% (mean net; net 13.6%),
+        // the same as proda.rectify=false (20.5% / 14.3%): the stored soft labels' argmax is the
+        // k-means label for 99-100% of the images and the prototype weights changed 1 of 1536
+        // labels. What limits ProDA here is the k-means labels (pairwise precision 0.17-0.26):
+        // the net trained on them ends below direct transfer with or without rectification.
+        // MMT with the same k-means: 15.9% (mean net 2; mean net 1 13.5%).
         "proda" => vec![format!("proda.cluster.k={}", (ids / 2).max(2))],
         // Cluster Contrast / ISE start from the source checkpoint, which was trained with average
         // pooling: GeM (Cluster Contrast's default, p = 3) would feed its BN neck features of

@@ -273,6 +273,7 @@ fn oracle_centroids(sess: &Session, nets: &[&ReidNet], labels: &[i32]) -> Vec<Ve
         batch_size: t.eval_batch_size,
         domain: 0,
         progress: None,
+        output: unreid::nn::ExtractOutput::Retrieval,
     };
     let f: Vec<Vec<f32>> = nets
         .iter()

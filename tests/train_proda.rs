@@ -1,20 +1,26 @@
 //! ProDA-style denoising (shared/ALGORITHMS.md section 7, microsoft/ProDA): the prototype weights
 //! against a host f64 oracle (rows sum to one), rectified labels on hand-computed cases (a label
 //! moves only where the prototypes say so), the prototypes' per-sample EMA over several batches,
-//! the rectification log's counts, and end to end on a tiny synthetic two-domain set on
+//! the rectification log's counts, the stored soft labels (eval-mode classifier probabilities
+//! of the un-augmented images, against a host f64 softmax of a direct forward pass) and that the
+//! training step rectifies with them rather than with the mean net's prediction on the batch,
+//! and end to end on a tiny synthetic two-domain set on
 //! `Device::Cpu`: two short epochs from a `source` run made here give finite loss terms and a
 //! measured mAP, and a run stopped after one epoch and resumed logs exactly what an unbroken run
 //! logs.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use unreid::data::datasets::{load, DatasetSpec, Layout};
 use unreid::data::synth::{write_benchmark, SynthConfig};
-use unreid::loss::{prototype_weights, rectified_labels};
+use unreid::data::transforms::test_input;
+use unreid::loss::{prototype_weights, rectified_labels, symmetric_cross_entropy};
 use unreid::memory::PrototypeBank;
-use unreid::train::proda::{majority_ids, ProdaConfig, RectifyStats};
+use unreid::nn::Ctx;
+use unreid::train::proda::{majority_ids, ProdaConfig, ProdaMethod, RectifyStats};
 use unreid::train::run_dir::RunMode;
-use unreid::train::{method_defaults, train, RunConfig, TrainOptions};
+use unreid::train::{method_defaults, train, Method, RunConfig, Session, TrainBatch, TrainOptions};
 use unreid::{Device, Tensor};
 
 /// Deterministic values in [-1, 1) (a small LCG, independent of the crate's RNG).
@@ -306,6 +312,193 @@ fn proda_config(fx: &Fixture) -> RunConfig {
     c.sections
         .insert("proda".into(), toml::Value::try_from(p).unwrap());
     c
+}
+
+fn session(config: RunConfig) -> Session {
+    let mut spec = DatasetSpec::new(config.data.target.clone().unwrap(), Layout::Auto);
+    spec.domain = 1;
+    Session {
+        device: Device::Cpu,
+        target: Some(Arc::new(load(&spec).unwrap())),
+        config,
+        source: None,
+        log: Default::default(),
+    }
+}
+
+/// Test-transform images of target train items `rows`, [B, 3, H, W].
+fn images(sess: &Session, rows: &[usize]) -> Tensor {
+    let t = &sess.config.train;
+    let items = &sess.target.as_ref().unwrap().train;
+    let pixels: Vec<f32> = rows
+        .iter()
+        .flat_map(|&i| test_input(&items[i].path, t.height, t.width).unwrap())
+        .collect();
+    Tensor::from_slice(&pixels, &[rows.len(), 3, t.height, t.width], &sess.device).unwrap()
+}
+
+fn mean_net(m: &ProdaMethod) -> &unreid::nn::ReidNet {
+    m.models().into_iter().find(|(n, _)| n == "mean").unwrap().1
+}
+
+/// Host f64 softmax of each row.
+fn softmax_rows(v: &[f64], k: usize) -> Vec<f64> {
+    v.chunks(k)
+        .flat_map(|row| {
+            let max = row.iter().copied().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = row.iter().map(|x| (x - max).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.into_iter().map(move |x| x / z)
+        })
+        .collect()
+}
+
+fn argmax(row: &[f64]) -> i32 {
+    (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b }) as i32
+}
+
+#[test]
+fn the_stored_soft_labels_are_the_eval_mode_probabilities_of_the_unaugmented_images() {
+    let fx = fixture();
+    let sess = session(proda_config(fx));
+    let mut m = ProdaMethod::build(&sess).unwrap();
+    let plan = m.relabel(&sess, 0).unwrap();
+    let k = plan.record["clusters"].as_u64().unwrap() as usize;
+    let n = sess.target.as_ref().unwrap().train.len();
+    let stored = m.soft_labels().to_vec();
+    assert_eq!(stored.len(), n * k);
+    // Independently: the mean net's full forward pass in eval mode on the test transform, then
+    // a host f64 softmax of its logits.
+    let mean = mean_net(&m);
+    let rows: Vec<usize> = (0..n).collect();
+    let mut want = Vec::with_capacity(n * k);
+    for chunk in rows.chunks(7) {
+        let out = unreid::no_grad(|| mean.forward(&images(&sess, chunk), &Ctx::eval())).unwrap();
+        let logits = out.logits.unwrap().to_vec_f64().unwrap();
+        assert_eq!(logits.len(), chunk.len() * k);
+        want.extend(softmax_rows(&logits, k));
+    }
+    for (i, (g, w)) in stored.iter().zip(&want).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() < 1e-5,
+            "image {} class {}: stored {g}, eval-mode softmax {w}",
+            i / k,
+            i % k
+        );
+    }
+    // Off: nothing is stored.
+    let mut c = proda_config(fx);
+    let mut p: ProdaConfig = c.method_config().unwrap();
+    p.rectify = false;
+    c.sections
+        .insert("proda".into(), toml::Value::try_from(p).unwrap());
+    let sess = session(c);
+    let mut off = ProdaMethod::build(&sess).unwrap();
+    off.relabel(&sess, 0).unwrap();
+    assert!(off.soft_labels().is_empty());
+}
+
+#[test]
+fn the_step_rectifies_with_the_stored_soft_labels_not_the_batchs_prediction() {
+    let fx = fixture();
+    let sess = session(proda_config(fx));
+    let cfg: ProdaConfig = sess.config.method_config().unwrap();
+    let mut m = ProdaMethod::build(&sess).unwrap();
+    let plan = m.relabel(&sess, 0).unwrap();
+    let k = plan.record["clusters"].as_u64().unwrap() as usize;
+    let cluster: Vec<i32> = plan.streams[0].items.iter().map(|i| i.pid).collect();
+    // A batch of 16 clustered images, in a shuffled order (rows != dataset indices).
+    let mut rows: Vec<usize> = (0..cluster.len()).filter(|&i| cluster[i] >= 0).collect();
+    rows.reverse();
+    rows.truncate(16);
+    rows.rotate_left(5);
+    let x = images(&sess, &rows);
+    let ctx = Ctx::train().parts(&[(0, 8), (0, 8)]).seed(9);
+    let batch = TrainBatch {
+        images: x.clone(),
+        second_view: Some(x.clone()),
+        labels: rows.iter().map(|&i| cluster[i]).collect(),
+        indices: rows.clone(),
+        ranges: std::iter::once(0..rows.len()).collect(),
+        ctx: ctx.clone(),
+        epoch: 0,
+        iter: 0,
+        step: 0,
+    };
+    // The oracle, on copies taken before the step (its forward passes move BN statistics).
+    let mean = mean_net(&m).duplicate().unwrap();
+    let net = m
+        .models()
+        .into_iter()
+        .find(|(n, _)| n == "net")
+        .unwrap()
+        .1
+        .duplicate()
+        .unwrap();
+    let om = unreid::no_grad(|| mean.forward(&x, &ctx)).unwrap();
+    let w = prototype_weights(
+        &om.bn.l2_normalize(1).unwrap(),
+        m.prototypes().unwrap(),
+        cfg.temperature as f32,
+    )
+    .unwrap()
+    .to_vec_f64()
+    .unwrap();
+    let stored = m.soft_labels();
+    let step_p = softmax_rows(&om.logits.unwrap().to_vec_f64().unwrap(), k);
+    let (mut want, mut from_step, mut want_argmax) = (vec![], vec![], vec![]);
+    for (r, &i) in rows.iter().enumerate() {
+        let p: Vec<f64> = stored[i * k..(i + 1) * k]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        want_argmax.push(argmax(&p));
+        let joint: Vec<f64> = (0..k).map(|j| p[j] * w[r * k + j]).collect();
+        want.push(argmax(&joint));
+        let joint: Vec<f64> = (0..k).map(|j| step_p[r * k + j] * w[r * k + j]).collect();
+        from_step.push(argmax(&joint));
+    }
+    assert_ne!(
+        want, from_step,
+        "the case must tell stored from step soft labels apart"
+    );
+    let terms = m.losses(&sess, &batch).unwrap();
+    let sce = terms
+        .iter()
+        .find(|(n, _)| n == "sce")
+        .unwrap()
+        .1
+        .item()
+        .unwrap() as f64;
+    let logits = net.forward(&x, &ctx).unwrap().logits.unwrap();
+    let sce_of = |labels: &[i32]| {
+        symmetric_cross_entropy(&logits, labels, cfg.sce_alpha as f32, cfg.sce_beta as f32)
+            .unwrap()
+            .item()
+            .unwrap() as f64
+    };
+    let (a, b) = (sce_of(&want), sce_of(&from_step));
+    assert!(
+        (a - b).abs() > 1e-4,
+        "the two label sets must give different losses"
+    );
+    assert!(
+        (sce - a).abs() <= 1e-6 * (1.0 + a.abs()),
+        "step sce {sce}: with the stored soft labels {a}, with the batch's prediction {b}"
+    );
+    // The counts: changed against the cluster labels, by the prototypes against the stored argmax.
+    let stats: RectifyStats =
+        serde_json::from_value(m.state().unwrap().1["stats"].clone()).unwrap();
+    let changed = (0..rows.len())
+        .filter(|&r| want[r] != batch.labels[r])
+        .count();
+    let by_proto = (0..rows.len())
+        .filter(|&r| want[r] != want_argmax[r])
+        .count();
+    assert_eq!(
+        (stats.seen, stats.changed, stats.changed_by_prototypes),
+        (16, changed as u64, by_proto as u64)
+    );
 }
 
 fn records(run: &Path) -> Vec<serde_json::Value> {

@@ -203,6 +203,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         domain,
         progress: Some("extract".into()),
+        output: crate::nn::ExtractOutput::Retrieval,
     };
     let features = extract_features(&net, &paths, &device, &opts)?;
     let root = std::fs::canonicalize(&input.root).unwrap_or_else(|_| input.root.clone());

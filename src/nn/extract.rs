@@ -97,6 +97,18 @@ pub fn reid_net_from_weights(
     Ok((net, layout, report))
 }
 
+/// Which per-image vector extraction returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExtractOutput {
+    /// The retrieval feature: the L2-normalised BN-neck output (`ReidNet::extract`).
+    #[default]
+    Retrieval,
+    /// The raw BN-neck output (pooled features without a neck), not normalised: what the
+    /// classifier sees in evaluation mode, so `classifier(neck)` are the eval-mode logits
+    /// (`ReidNet::extract_neck`; ProDA's stored soft labels).
+    Neck,
+}
+
 /// How to extract.
 #[derive(Clone, Debug)]
 pub struct ExtractOptions {
@@ -107,10 +119,13 @@ pub struct ExtractOptions {
     pub domain: usize,
     /// Progress label ("extract target train"); None = silent.
     pub progress: Option<String>,
+    /// Normalised retrieval features or the raw BN-neck output.
+    pub output: ExtractOutput,
 }
 
-/// L2-normalised retrieval features ([N, D] row-major, N = `paths.len()`) of `net` in evaluation
-/// mode. Any unreadable image is an error naming it (a missing row would shift every later one).
+/// Features ([N, D] row-major, N = `paths.len()`) of `net` in evaluation mode: L2-normalised
+/// retrieval features, or the raw BN-neck output (`opts.output`). Any unreadable image is an
+/// error naming it (a missing row would shift every later one).
 pub fn extract_features(
     net: &ReidNet,
     paths: &[PathBuf],
@@ -135,7 +150,11 @@ pub fn extract_features(
             .map(|p| test_input(p, h, w))
             .collect::<Result<_, _>>()?;
         let x = Tensor::from_slice(&pixels.concat(), &[batch.len(), 3, h, w], device)?;
-        features.extend(net.extract(&x, opts.domain)?.to_vec()?);
+        let f = match opts.output {
+            ExtractOutput::Retrieval => net.extract(&x, opts.domain)?,
+            ExtractOutput::Neck => net.extract_neck(&x, opts.domain)?,
+        };
+        features.extend(f.to_vec()?);
         if let Some(p) = progress.as_mut() {
             p.inc(batch.len() as u64);
         }

@@ -20,6 +20,7 @@ pub mod weights;
 
 pub use extract::{
     extract_features, reid_net_from_weights, CheckpointLayout, ExtractError, ExtractOptions,
+    ExtractOutput,
 };
 pub use layers::{BatchNorm, Conv2d, Linear};
 pub use mobilenet::MobileNetV2;

@@ -288,13 +288,16 @@ impl ReidNet {
     }
 
     /// Retrieval features: L2-normalised BN-neck output (pooled features without a neck), in
-    /// evaluation mode for `domain`.
+    /// evaluation mode for `domain`; [B, D].
     pub fn extract(&self, x: &Tensor, domain: usize) -> Result<Tensor> {
-        crate::no_grad(|| {
-            self.forward(x, &Ctx::eval().domain(domain))?
-                .bn
-                .l2_normalize(1)
-        })
+        crate::no_grad(|| self.extract_neck(x, domain)?.l2_normalize(1))
+    }
+
+    /// The raw BN-neck output (pooled features without a neck), not normalised, in evaluation
+    /// mode for `domain`, without a graph; [B, D]. The classifier applied to it gives the
+    /// eval-mode logits (no dropout in evaluation).
+    pub fn extract_neck(&self, x: &Tensor, domain: usize) -> Result<Tensor> {
+        crate::no_grad(|| Ok(self.forward(x, &Ctx::eval().domain(domain))?.bn))
     }
 }
 

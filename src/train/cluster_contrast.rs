@@ -306,6 +306,7 @@ impl ClusterContrastCore {
                 batch_size: t.eval_batch_size,
                 domain: 0,
                 progress: Some(format!("{name}: extract target")),
+                output: crate::nn::ExtractOutput::Retrieval,
             },
         )?;
         let (n, d) = (paths.len(), self.net.feature_dim());

@@ -49,6 +49,7 @@ impl SplitFeatures {
                 batch_size,
                 domain,
                 progress: Some(format!("{label} {} {split}", data.name)),
+                output: crate::nn::ExtractOutput::Retrieval,
             };
             Ok(extract_features(net, &paths, device, &opts)?)
         };

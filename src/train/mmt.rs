@@ -24,7 +24,7 @@ use crate::loss::{
     batch_hard, cross_entropy, euclidean_distance, soft_cross_entropy, soft_softmax_triplet,
     softmax_triplet,
 };
-use crate::nn::{ExtractOptions, Param, ReidNet, ReidOutput};
+use crate::nn::{ExtractOptions, ExtractOutput, Param, ReidNet, ReidOutput};
 use crate::optim::MeanTeacher;
 use crate::Tensor;
 
@@ -121,12 +121,14 @@ pub(crate) fn mmt_model() -> super::ModelConfig {
     }
 }
 
-/// Features of `net` (eval mode) for every item, [N, D] row-major, L2-normalised.
+/// Features of `net` (eval mode, test transform) for every item, [N, D] row-major:
+/// L2-normalised retrieval features, or the raw BN-neck output (`output`).
 pub(crate) fn features_of(
     session: &Session,
     net: &ReidNet,
     items: &[ReidItem],
     label: &str,
+    output: ExtractOutput,
 ) -> Result<Vec<f32>, TrainError> {
     let t = &session.config.train;
     let paths: Vec<std::path::PathBuf> = items.iter().map(|i| i.path.clone()).collect();
@@ -140,6 +142,7 @@ pub(crate) fn features_of(
             batch_size: t.eval_batch_size,
             domain: 0,
             progress: Some(label.to_string()),
+            output,
         },
     )?)
 }
@@ -365,12 +368,14 @@ impl Method for MmtMethod {
             &self.mean1,
             &self.target,
             "extract target (mean net 1)",
+            ExtractOutput::Retrieval,
         )?;
         let f2 = features_of(
             session,
             &self.mean2,
             &self.target,
             "extract target (mean net 2)",
+            ExtractOutput::Retrieval,
         )?;
         let n = self.target.len();
         let d = self.mean1.feature_dim();

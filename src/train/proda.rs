@@ -7,11 +7,16 @@
 //! L2-normalised features of the target train split are clustered as in MMT (k-means, or
 //! Jaccard-DBSCAN with eps fixed at epoch 0 from rho; outliers dropped); the classifier rows of
 //! both nets become the normalised centroids, the prototypes eta_k the plain cluster means, and
-//! the optimiser's moments are reset. Every step, on the batch's first view:
-//! - the mean net (train mode, no graph) gives features f~ (its BN-neck output, L2-normalised)
-//!   and classifier probabilities p;
+//! the optimiser's moments are reset. Then, as ProDA stores its soft pseudo labels once per stage
+//! (computed offline by the fixed model in eval mode on un-augmented images), every target train
+//! image i gets its stored soft label `p_i = softmax(W n_i)`: n_i the mean net's eval-mode BN-neck
+//! output on the test transform (from the same extraction pass as the clustering features), W the
+//! classifier just set (bias-free, no scale: exactly the logits `ReidNet::forward` gives in eval
+//! mode). Every step, on the batch's first view:
+//! - the mean net (train mode, no graph) gives features f~ (its BN-neck output, L2-normalised);
 //! - prototype weights `w_k = softmax_k(-(d_k - min_j d_j) * T)`, `d_k = ||f~ - eta_k||`;
-//! - rectified label `y^ = argmax_k p_k w_k` (ProDA's soft pseudo label times the weights);
+//! - rectified label `y^ = argmax_k p_ik w_k` with p_i the image's *stored* soft label (ProDA's
+//!   `weights * target_lpsoft`), not the mean net's prediction on the augmented batch;
 //! - the net learns `alpha * CE(z, y^) + beta * RCE(z, y^)` (symmetric CE, alpha 0.1, beta 1);
 //! - optional consistency on a second, independent augmentation of the same images (ProDA's
 //!   weak / strong views): `KL(softmax(-d(f~, eta) T) || softmax(-d(f2, eta) T))` with f2 the
@@ -34,7 +39,7 @@ use crate::loss::{
     euclidean_distance, prototype_weights, rectified_labels, symmetric_cross_entropy,
 };
 use crate::memory::{class_centroids, PrototypeBank};
-use crate::nn::{Param, ReidNet, ReidOutput};
+use crate::nn::{ExtractOutput, Param, ReidNet, ReidOutput};
 use crate::optim::MeanTeacher;
 use crate::Tensor;
 
@@ -155,9 +160,9 @@ pub struct RectifyStats {
     pub seen: u64,
     /// Rectified label != cluster label.
     pub changed: u64,
-    /// Of those, the ones where the prototype weights overruled the mean net's own argmax
-    /// (rectified label != argmax p); the rest follow the mean net's disagreement with the
-    /// clustering.
+    /// Of those, the ones where the prototype weights overruled the stored soft label's argmax
+    /// (rectified label != argmax p); the rest follow the stored soft label's disagreement with
+    /// the clustering.
     pub changed_by_prototypes: u64,
     /// Changed samples whose ground-truth id is the majority id of their new cluster.
     pub now_majority: u64,
@@ -166,8 +171,9 @@ pub struct RectifyStats {
 }
 
 impl RectifyStats {
-    /// Counts one sample: cluster label `cluster`, rectified label `rectified`, the mean net's
-    /// argmax `predicted`, ground-truth id `truth`, and the majority id of every cluster.
+    /// Counts one sample: cluster label `cluster`, rectified label `rectified`, the argmax
+    /// `predicted` of its soft label, ground-truth id `truth`, and the majority id of every
+    /// cluster.
     pub fn count(
         &mut self,
         cluster: i32,
@@ -207,6 +213,52 @@ impl RectifyStats {
     }
 }
 
+/// ProDA's stored soft labels: `softmax(net.classifier(n_i))` for every row n_i of `neck` ([N, D]
+/// row-major: the net's eval-mode BN-neck outputs, `ExtractOutput::Neck`), [N, K] row-major,
+/// computed `chunk` rows at a time on `device` without a graph. These are the probabilities
+/// `ReidNet::forward` gives in evaluation mode (no dropout); microsoft/ProDA computes its soft
+/// pseudo labels once per stage with the fixed model in eval mode on un-augmented images.
+/// Errors: a net without a classifier, a `neck` that is not N x D, chunk 0.
+pub fn eval_soft_labels(
+    net: &ReidNet,
+    neck: &[f32],
+    device: &crate::Device,
+    chunk: usize,
+) -> Result<Vec<f32>, TrainError> {
+    let classifier = net
+        .classifier
+        .as_ref()
+        .ok_or_else(|| TrainError::Method("proda: soft labels need a classifier".into()))?;
+    let d = net.feature_dim();
+    if chunk == 0 || d == 0 || neck.len() % d != 0 {
+        return Err(TrainError::Method(format!(
+            "proda: soft labels of {} values in rows of {d}, {chunk} rows at a time",
+            neck.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for rows in neck.chunks(chunk * d) {
+        let x = Tensor::from_slice(rows, &[rows.len() / d, d], device)?;
+        let p = crate::no_grad(|| classifier.forward(&x)?.softmax())?;
+        out.extend(p.to_vec()?);
+    }
+    Ok(out)
+}
+
+/// The index of the first maximum of `row` (0 for an empty row).
+fn row_argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bj, bv), (j, &v)| {
+            if v > bv {
+                (j, v)
+            } else {
+                (bj, bv)
+            }
+        })
+        .0
+}
+
 /// The most frequent ground-truth id per cluster (ties: the smallest id); `labels` are compact
 /// cluster labels (-1 skipped), `truth` the ids of the same items.
 pub fn majority_ids(labels: &[i32], truth: &[i32], clusters: usize) -> Vec<i32> {
@@ -241,6 +293,9 @@ pub struct ProdaMethod {
     teacher: MeanTeacher,
     /// The epoch's prototypes (set by `relabel`).
     bank: Option<PrototypeBank>,
+    /// The epoch's stored soft labels ([N, K] row-major, N target train images, K clusters; set
+    /// by `relabel` when rectifying, empty otherwise).
+    soft: Vec<f32>,
     /// Majority ground-truth id per cluster of the epoch.
     majority: Vec<i32>,
     /// The step's mean-net features and predicted classes, for the prototype update after the
@@ -279,6 +334,7 @@ impl ProdaMethod {
             target,
             eps: None,
             bank: None,
+            soft: Vec::new(),
             majority: Vec::new(),
             pending: None,
             stats: RectifyStats::default(),
@@ -296,6 +352,35 @@ impl ProdaMethod {
     /// The epoch's prototypes.
     pub fn prototypes(&self) -> Option<&Tensor> {
         self.bank.as_ref().map(|b| &b.prototypes)
+    }
+
+    /// The epoch's stored soft labels, [N, K] row-major (N target train images in dataset order,
+    /// K clusters); empty before the first relabel and when `rectify` is off.
+    pub fn soft_labels(&self) -> &[f32] {
+        &self.soft
+    }
+
+    /// The stored soft labels of the batch's rows, [B, K], and their argmax (first maximum).
+    fn batch_soft_labels(
+        &self,
+        session: &Session,
+        indices: &[usize],
+        k: usize,
+    ) -> Result<(Tensor, Vec<i32>), TrainError> {
+        let mut rows = Vec::with_capacity(indices.len() * k);
+        let mut argmax = Vec::with_capacity(indices.len());
+        for (r, &i) in indices.iter().enumerate() {
+            let row = self.soft.get(i * k..(i + 1) * k).ok_or_else(|| {
+                TrainError::Method(format!(
+                    "proda: batch row {r} names target image {i}, but soft labels are stored for {} images x {k} clusters",
+                    self.soft.len() / k.max(1)
+                ))
+            })?;
+            argmax.push(row_argmax(row) as i32);
+            rows.extend_from_slice(row);
+        }
+        let t = Tensor::from_slice(&rows, &[indices.len(), k], &session.device)?;
+        Ok((t, argmax))
     }
 
     /// Closes the epoch's rectification counts: logged now, recorded with the next relabel.
@@ -316,14 +401,19 @@ impl Method for ProdaMethod {
         // An epoch whose last step was skipped (unreadable batch) has not been closed yet.
         self.close_epoch(session);
         self.epoch = epoch;
-        let feats = features_of(
+        // One eval-mode pass gives the BN-neck outputs: normalised, the clustering features (what
+        // `ExtractOutput::Retrieval` returns); through the new classifier, the soft labels.
+        let neck = features_of(
             session,
             &self.mean,
             &self.target,
             "extract target (mean net)",
+            ExtractOutput::Neck,
         )?;
         let n = self.target.len();
         let d = self.mean.feature_dim();
+        let x = Tensor::from_slice(&neck, &[n, d], &session.device)?.l2_normalize(1)?;
+        let feats = x.to_vec()?;
         let c = cluster_target(
             session,
             "proda",
@@ -333,10 +423,19 @@ impl Method for ProdaMethod {
             &self.target,
             epoch,
         )?;
-        let x = Tensor::from_slice(&feats, &[n, d], &session.device)?;
         let centroids = class_centroids(&x, &c.labels)?;
         self.net.set_classifier(centroids.clone())?;
         self.mean.set_classifier(centroids)?;
+        self.soft = if self.cfg.rectify {
+            eval_soft_labels(
+                &self.mean,
+                &neck,
+                &session.device,
+                session.config.train.eval_batch_size,
+            )?
+        } else {
+            Vec::new()
+        };
         self.bank = Some(PrototypeBank::from_clusters(
             &x,
             &c.labels,
@@ -346,6 +445,41 @@ impl Method for ProdaMethod {
         self.majority = majority_ids(&c.labels, &truth, c.clusters);
         self.pending = None;
         let mut record = c.record;
+        if self.cfg.rectify && c.clusters > 0 {
+            // How often the stored soft label's argmax is the cluster label (clustered images).
+            // And their confidence: the median log(p_1st / p_2nd). With L2-normalised features
+            // the prototype weights of two clusters differ by at most a factor e^(2T)
+            // (distances lie in [0, 2]), so only a margin below 2T can be rectified.
+            let (mut agree, mut clustered) = (0usize, 0usize);
+            let mut margins = Vec::new();
+            for (row, &l) in self.soft.chunks(c.clusters).zip(&c.labels) {
+                if l >= 0 {
+                    clustered += 1;
+                    agree += (row_argmax(row) == l as usize) as usize;
+                }
+                let (mut a, mut b) = (0.0f64, 0.0f64);
+                for &v in row {
+                    let v = v as f64;
+                    if v > a {
+                        (a, b) = (v, a);
+                    } else if v > b {
+                        b = v;
+                    }
+                }
+                margins.push((a / b.max(f64::MIN_POSITIVE)).ln());
+            }
+            margins.sort_by(f64::total_cmp);
+            let median = margins.get(margins.len() / 2).copied().unwrap_or(0.0);
+            let share = agree as f64 / clustered.max(1) as f64;
+            session.say(format!(
+                "proda epoch {}: the stored soft labels' argmax is the cluster label for {agree} of {clustered} clustered images ({:.1}%); median log(p_1st / p_2nd) {median:.2} (the prototype weights can move a label only below {:.2})",
+                epoch + 1,
+                100.0 * share,
+                2.0 * self.cfg.temperature
+            ));
+            record.insert("soft_label_agreement".into(), share.into());
+            record.insert("soft_label_median_log_margin".into(), median.into());
+        }
         if let Some((e, s)) = self.previous.take() {
             let mut v = serde_json::to_value(&s)
                 .map_err(|err| TrainError::Method(format!("proda: {err}")))?;
@@ -366,7 +500,7 @@ impl Method for ProdaMethod {
 
     fn losses(
         &mut self,
-        _session: &Session,
+        session: &Session,
         batch: &TrainBatch,
     ) -> Result<Vec<(String, Tensor)>, TrainError> {
         let bank = self.bank.as_ref().ok_or_else(|| {
@@ -376,12 +510,16 @@ impl Method for ProdaMethod {
         // The mean net in train mode (its BN statistics follow), without a graph.
         let m = crate::no_grad(|| self.mean.forward(&batch.images, &batch.ctx))?;
         let mean_feat = m.bn.l2_normalize(1)?.detach();
-        let mean_logits = Self::logits(&m, "the mean net")?;
-        let predicted = mean_logits.argmax(1, false)?.to_vec_i32()?;
+        // The mean net's prediction on the batch moves the prototypes (ProDA's `ema_out`).
+        let predicted = Self::logits(&m, "the mean net")?
+            .argmax(1, false)?
+            .to_vec_i32()?;
         let t = self.cfg.temperature as f32;
         let weights = prototype_weights(&mean_feat, &bank.prototypes, t)?;
         let labels = if self.cfg.rectify {
-            let (_, hard) = rectified_labels(&mean_logits.detach().softmax()?, &weights)?;
+            let k = bank.prototypes.shape()[0];
+            let (stored, stored_argmax) = self.batch_soft_labels(session, &batch.indices, k)?;
+            let (_, hard) = rectified_labels(&stored, &weights)?;
             for (i, &r) in hard.iter().enumerate() {
                 let item = self.target.get(batch.indices[i]).ok_or_else(|| {
                     TrainError::Method(format!(
@@ -393,7 +531,7 @@ impl Method for ProdaMethod {
                 self.stats.count(
                     batch.labels[i],
                     r,
-                    predicted[i],
+                    stored_argmax[i],
                     item.raw_pid,
                     &self.majority,
                 );
@@ -460,6 +598,9 @@ impl Method for ProdaMethod {
     /// The prototypes (`prototypes`, [K, D]) and, as JSON, DBSCAN's fixed eps and the
     /// rectification counts not yet recorded. (Relabelling rebuilds the prototypes from the new
     /// clusters at every epoch start; they are kept so a checkpoint holds every piece of state.)
+    /// The stored soft labels ([N, K]: 200+ MB on MSMT17 with DBSCAN's clusters) are not saved:
+    /// relabelling recomputes them at every epoch start, which is where a resumed run starts,
+    /// from the restored mean net in eval mode on un-augmented images, i.e. deterministically.
     fn state(&self) -> Result<(Vec<(String, Tensor)>, serde_json::Value), TrainError> {
         let tensors = self
             .bank

@@ -220,6 +220,7 @@ impl SpclMethod {
             batch_size: t.eval_batch_size,
             domain,
             progress: Some(format!("spcl memory: {what}")),
+            output: crate::nn::ExtractOutput::Retrieval,
         };
         let d = self.net.feature_dim();
         let mut rows: Vec<f32> = Vec::new();
