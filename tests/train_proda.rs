@@ -18,7 +18,7 @@ use unreid::data::transforms::test_input;
 use unreid::loss::{prototype_weights, rectified_labels, symmetric_cross_entropy};
 use unreid::memory::PrototypeBank;
 use unreid::nn::Ctx;
-use unreid::train::proda::{majority_ids, ProdaConfig, ProdaMethod, RectifyStats};
+use unreid::train::proda::{majority_ids, ProdaConfig, ProdaMethod, PrototypeSpace, RectifyStats};
 use unreid::train::run_dir::RunMode;
 use unreid::train::{method_defaults, train, Method, RunConfig, Session, TrainBatch, TrainOptions};
 use unreid::{Device, Tensor};
@@ -399,6 +399,66 @@ fn the_stored_soft_labels_are_the_eval_mode_probabilities_of_the_unaugmented_ima
 }
 
 #[test]
+fn the_prototypes_are_cluster_means_of_the_raw_neck_output_or_of_the_normalised_one() {
+    let fx = fixture();
+    for space in [PrototypeSpace::Neck, PrototypeSpace::Normalized] {
+        let mut c = proda_config(fx);
+        let mut p: ProdaConfig = c.method_config().unwrap();
+        p.prototype_space = space;
+        c.sections
+            .insert("proda".into(), toml::Value::try_from(p).unwrap());
+        let sess = session(c);
+        let mut m = ProdaMethod::build(&sess).unwrap();
+        let plan = m.relabel(&sess, 0).unwrap();
+        let k = plan.record["clusters"].as_u64().unwrap() as usize;
+        let labels: Vec<i32> = plan.streams[0].items.iter().map(|i| i.pid).collect();
+        // Independently: the mean net's eval-mode BN-neck output on the test transform, in f64
+        // (normalised on the host for the normalised space), averaged per cluster.
+        let mean = mean_net(&m);
+        let d = mean.feature_dim();
+        let rows: Vec<usize> = (0..labels.len()).collect();
+        let (mut sums, mut counts) = (vec![0f64; k * d], vec![0usize; k]);
+        for chunk in rows.chunks(7) {
+            let out =
+                unreid::no_grad(|| mean.forward(&images(&sess, chunk), &Ctx::eval())).unwrap();
+            let f = out.bn.to_vec_f64().unwrap();
+            for (r, &i) in chunk.iter().enumerate() {
+                let Ok(l) = usize::try_from(labels[i]) else {
+                    continue;
+                };
+                let row = &f[r * d..(r + 1) * d];
+                let scale = match space {
+                    PrototypeSpace::Neck => 1.0,
+                    PrototypeSpace::Normalized => {
+                        1.0 / row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12)
+                    }
+                };
+                for (s, v) in sums[l * d..(l + 1) * d].iter_mut().zip(row) {
+                    *s += v * scale;
+                }
+                counts[l] += 1;
+            }
+        }
+        let got = m.prototypes().unwrap().to_vec_f64().unwrap();
+        assert_eq!(got.len(), k * d);
+        for (j, (g, s)) in got.iter().zip(&sums).enumerate() {
+            let want = s / counts[j / d] as f64;
+            assert!(
+                (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{space:?}: prototype {} dim {}: {g} vs cluster mean {want}",
+                j / d,
+                j % d
+            );
+        }
+        // The raw neck output is far from the unit sphere (else the two spaces would coincide).
+        if space == PrototypeSpace::Neck {
+            let norm0 = got[..d].iter().map(|v| v * v).sum::<f64>().sqrt();
+            assert!(norm0 > 2.0, "a raw prototype of norm {norm0}");
+        }
+    }
+}
+
+#[test]
 fn the_step_rectifies_with_the_stored_soft_labels_not_the_batchs_prediction() {
     let fx = fixture();
     let sess = session(proda_config(fx));
@@ -436,14 +496,15 @@ fn the_step_rectifies_with_the_stored_soft_labels_not_the_batchs_prediction() {
         .duplicate()
         .unwrap();
     let om = unreid::no_grad(|| mean.forward(&x, &ctx)).unwrap();
-    let w = prototype_weights(
-        &om.bn.l2_normalize(1).unwrap(),
-        m.prototypes().unwrap(),
-        cfg.temperature as f32,
-    )
-    .unwrap()
-    .to_vec_f64()
-    .unwrap();
+    // The prototypes' space (ProDA's default: the raw BN-neck output).
+    let feat = match cfg.prototype_space {
+        PrototypeSpace::Neck => om.bn.clone(),
+        PrototypeSpace::Normalized => om.bn.l2_normalize(1).unwrap(),
+    };
+    let w = prototype_weights(&feat, m.prototypes().unwrap(), cfg.temperature as f32)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     let stored = m.soft_labels();
     let step_p = softmax_rows(&om.logits.unwrap().to_vec_f64().unwrap(), k);
     let (mut want, mut from_step, mut want_argmax) = (vec![], vec![], vec![]);
