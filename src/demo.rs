@@ -215,7 +215,7 @@ fn method_sets(method: &str, ids: usize) -> Vec<String> {
         // centred ones keep it (0.84 -> 0.77). Measured with the demo's settings otherwise
         // unchanged (CPU device, deterministic): quick, direct transfer 19.2% -> Cluster Contrast
         // 20.1% plain / 30.3% centred, ISE 16.6% / 27.3%; default, direct 20.9% -> Cluster
-        // Contrast 29.9% / 64.8%, ISE 40.7% / see the ISE line of the note.
+        // Contrast 29.9% / 64.8%, ISE 40.7% / 64.7%.
         "cluster-contrast" | "ise" => {
             let mut s = vec![
                 "model.pooling=\"avg\"".to_string(),
