@@ -175,7 +175,7 @@ fn schedule(profile: DemoProfile, source: bool) -> Vec<String> {
 }
 
 /// Method-specific demo settings for a benchmark of `ids` identities (half of them in train).
-fn method_sets(method: &str, ids: usize) -> Vec<String> {
+fn method_sets(method: &str, ids: usize, profile: DemoProfile) -> Vec<String> {
     match method {
         // The k-reciprocal neighbourhood scaled to the benchmark: SpCL's k1 30 / k2 6 suit
         // Market's ~17 images per identity; the synthetic benchmark has ~10, and k1 = 30 then
@@ -222,8 +222,13 @@ fn method_sets(method: &str, ids: usize) -> Vec<String> {
                 format!("{method}.cluster.k1=15"),
                 format!("{method}.cluster.k2=4"),
                 format!("{method}.cluster.eps=0.4"),
-                format!("{method}.camera_centering=true"),
             ];
+            // At the test size (24 ids, 64x32, a source model of 12 steps) the centred features
+            // of the 87 target images gave 3 clusters, fewer than a batch of 4 x 4 needs: the
+            // test runs the plain clustering (tests/train_cluster_contrast.rs covers the centring).
+            if profile != DemoProfile::Tiny {
+                s.push(format!("{method}.camera_centering=true"));
+            }
             if method == "ise" {
                 s.push("ise.update=\"momentum\"".into());
                 s.push("ise.momentum=0.1".into());
@@ -485,7 +490,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         let mut sets = schedule(opts.profile, false);
         sets.extend(data_sets(usl));
         sets.push(format!("model.init={:?}", checkpoint.display().to_string()));
-        sets.extend(method_sets(method, synth.ids));
+        sets.extend(method_sets(method, synth.ids, opts.profile));
         let s = run_training(method, &runs.join(m), sets, &opts.device)?;
         rows.push(row(m, "source checkpoint", &s, base)?);
     }
