@@ -34,7 +34,22 @@ fn demo_adapts_beyond_direct_transfer_and_resumes() {
         );
         assert!((row.gain - 100.0 * (row.map - base)).abs() < 1e-9);
         assert!(row.run_dir.join("checkpoints/best.safetensors").is_file());
+        // Every adaptation method extracts and clusters: its stage times are there, inside the
+        // relabelling time.
+        let st = &row.stage_seconds;
+        for k in ["relabel", "extract", "cluster", "iterations", "eval"] {
+            assert!(
+                st.get(k).is_some_and(|v| v.is_finite() && *v >= 0.0),
+                "{name}: {st:?}"
+            );
+        }
+        assert!(
+            st["extract"] + st["cluster"] <= st["relabel"],
+            "{name}: {st:?}"
+        );
+        assert!(st["iterations"] > 0.0, "{name}: {st:?}");
     }
+    assert!(summary.direct_transfer.stage_seconds["iterations"] > 0.0);
     for f in [
         "summary.md",
         "summary.json",
@@ -60,7 +75,9 @@ fn demo_adapts_beyond_direct_transfer_and_resumes() {
     }
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        md.contains("direct transfer") && md.contains("target mAP"),
+        md.contains("direct transfer")
+            && md.contains("target mAP")
+            && md.contains("of it: extract"),
         "{md}"
     );
 

@@ -9,7 +9,7 @@
 mod train_common;
 
 use train_common::{benchmark, records, run, run_dir, starting_map, trace};
-use unreid::cluster::{pseudo_labels, Backend, ClusterConfig, Features};
+use unreid::cluster::{camera_centered, pseudo_labels, Backend, ClusterConfig, Features};
 use unreid::loss::ise_lambda;
 use unreid::memory::{ClusterMemory, MemoryUpdate};
 use unreid::train::cluster_contrast::{
@@ -17,6 +17,7 @@ use unreid::train::cluster_contrast::{
 };
 use unreid::train::ise::{ise_step, IseConfig};
 use unreid::train::run_dir::RunMode;
+use unreid::train::run_loop::stage_totals;
 use unreid::train::{method_defaults, RunConfig};
 use unreid::{Device, Tensor};
 
@@ -92,6 +93,46 @@ fn end_to_end(method: &str, terms: &[&str]) {
         }
         assert!(r["clusters"].as_u64().unwrap() >= 2, "{r}");
     }
+    // Per-stage time: one timing record per epoch; extraction and clustering lie inside the
+    // relabelling; summary.json's totals are the sums of the records.
+    let timings = records(&out, "timing");
+    assert_eq!(timings.len(), 2, "{timings:?}");
+    let mut sums: std::collections::BTreeMap<String, f64> = Default::default();
+    for r in &timings {
+        for key in [
+            "relabel",
+            "extract",
+            "cluster",
+            "iterations",
+            "eval",
+            "checkpoint",
+        ] {
+            let v = r[key].as_f64();
+            assert!(
+                v.is_some_and(|v| v.is_finite() && v >= 0.0),
+                "timing record lacks {key}: {r}"
+            );
+            *sums.entry(key.to_string()).or_default() += v.unwrap();
+        }
+        let (relabel, extract, cluster) = (
+            r["relabel"].as_f64().unwrap(),
+            r["extract"].as_f64().unwrap(),
+            r["cluster"].as_f64().unwrap(),
+        );
+        assert!(extract > 0.0 && cluster > 0.0, "{r}");
+        assert!(extract + cluster <= relabel, "{r}");
+    }
+    assert_eq!(
+        summary.stage_seconds.keys().collect::<Vec<_>>(),
+        sums.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &sums {
+        assert!(
+            (summary.stage_seconds[k] - v).abs() < 1e-9,
+            "{k}: {summary:?}"
+        );
+    }
+
     let steps = records(&out, "step");
     assert_eq!(steps.len(), 10);
     for s in &steps {
@@ -127,6 +168,13 @@ fn end_to_end(method: &str, terms: &[&str]) {
     assert!(!first.finished);
     let second = run(&cfg, &split, RunMode::Resume, None);
     assert!(second.finished);
+    // The resumed run's stage totals cover both processes' epochs.
+    assert_eq!(records(&split, "timing").len(), 2);
+    let split_extract: f64 = records(&split, "timing")
+        .iter()
+        .map(|r| r["extract"].as_f64().unwrap())
+        .sum();
+    assert!((second.stage_seconds["extract"] - split_extract).abs() < 1e-9);
     assert_eq!(
         trace(&split),
         trace(&out),
@@ -144,6 +192,30 @@ fn end_to_end(method: &str, terms: &[&str]) {
     );
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&split);
+}
+
+#[test]
+fn stage_totals_sum_the_timing_records_only() {
+    let recs: Vec<serde_json::Value> = [
+        r#"{"kind":"timing","epoch":0,"step":0,"relabel":2.5,"extract":1.0,"cluster":0.5,"iterations":10.0,"seconds_per_step":1.0}"#,
+        r#"{"kind":"relabel","epoch":1,"seconds":99.0,"extract":99.0}"#,
+        r#"{"kind":"timing","epoch":1,"step":10,"relabel":1.5,"extract":0.75,"iterations":12.0,"eval":3.0,"seconds_per_step":1.2}"#,
+    ]
+    .iter()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let t = stage_totals(&recs);
+    let want = [
+        ("cluster", 0.5),
+        ("eval", 3.0),
+        ("extract", 1.75),
+        ("iterations", 22.0),
+        ("relabel", 4.0),
+    ];
+    assert_eq!(t.len(), want.len(), "{t:?}");
+    for (k, v) in want {
+        assert_eq!(t[k], v, "{k}");
+    }
 }
 
 #[test]
@@ -183,6 +255,111 @@ fn settings(update: UpdateRule, momentum: f64) -> MemorySettings {
         momentum,
         update,
         cluster: ClusterConfig::default(),
+        camera_centering: false,
+    }
+}
+
+/// Camera centring against a host-f64 oracle: each row minus its camera's mean, normalised; a
+/// camera with one image keeps its (normalised) row; a camids length mismatch is an error.
+#[test]
+fn camera_centring_removes_each_cameras_mean() {
+    let (n, d) = (6, 3);
+    let x: Vec<f32> = vec![
+        1.0, 2.0, 0.5, // cam 0
+        0.0, 1.0, 1.5, // cam 1
+        2.0, 0.0, 1.0, // cam 0
+        1.0, 1.0, 1.0, // cam 1
+        -1.0, 0.5, 2.0, // cam 2 (alone)
+        0.5, 3.0, -0.5, // cam 0
+    ];
+    let cams = [0u32, 1, 0, 1, 2, 0];
+    let got = camera_centered(Features::new(&x, n, d).unwrap(), &cams).unwrap();
+    // Hand-computed camera means: cam 0 (1.1667, 1.6667, 0.3333), cam 1 (0.5, 1.0, 1.25).
+    let mean = |c: u32| -> Vec<f64> {
+        let rows: Vec<usize> = (0..n).filter(|&i| cams[i] == c).collect();
+        (0..d)
+            .map(|k| rows.iter().map(|&i| x[i * d + k] as f64).sum::<f64>() / rows.len() as f64)
+            .collect()
+    };
+    assert!((mean(0)[0] - 3.5 / 3.0).abs() < 1e-12 && (mean(1)[2] - 1.25).abs() < 1e-12);
+    let mut want = Vec::new();
+    for i in 0..n {
+        let row: Vec<f64> = (0..d).map(|k| x[i * d + k] as f64).collect();
+        if cams[i] == 2 {
+            want.extend(normalised(&row));
+        } else {
+            let m = mean(cams[i]);
+            want.extend(normalised(
+                &row.iter().zip(&m).map(|(a, b)| a - b).collect::<Vec<_>>(),
+            ));
+        }
+    }
+    assert_all_close("centred", &got, &want, 1e-6);
+    assert!(camera_centered(Features::new(&x, n, d).unwrap(), &cams[..5]).is_err());
+}
+
+/// Features dominated by the camera (a large per-camera offset, a small identity signal):
+/// clustering them groups each camera's people; the camera-centred features give one cluster
+/// per identity spanning the cameras (the ground truth is the oracle).
+#[test]
+fn camera_centring_turns_camera_clusters_into_identity_clusters() {
+    let (ids, cams, d) = (4usize, 3usize, 8usize);
+    let mut x = Vec::new();
+    let (mut pid, mut cam) = (Vec::new(), Vec::new());
+    for c in 0..cams {
+        for p in 0..ids {
+            for j in 0..2 {
+                let mut row = vec![0f32; d];
+                row[c] = 3.0; // the camera
+                row[cams + p] = 1.0; // the person
+                row[d - 1] = 0.01 * j as f32; // two slightly different images
+                x.extend(row);
+                pid.push(p as i64);
+                cam.push(c as u32);
+            }
+        }
+    }
+    let n = ids * cams * 2;
+    let unit: Vec<f32> = x
+        .chunks(d)
+        .flat_map(|r| {
+            let s = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            r.iter().map(move |v| v / s)
+        })
+        .collect();
+    let cfg = ClusterConfig {
+        k1: 6,
+        k2: 2,
+        eps: 0.5,
+        ..ClusterConfig::default()
+    };
+    let plain = assign(Backend::Cpu, Features::new(&unit, n, d).unwrap(), &cfg).unwrap();
+    let centred = camera_centered(Features::new(&unit, n, d).unwrap(), &cam).unwrap();
+    let fixed = assign(Backend::Cpu, Features::new(&centred, n, d).unwrap(), &cfg).unwrap();
+    // Every plain cluster holds one camera and several people.
+    assert!(plain.clusters >= 1, "{plain:?}");
+    for k in 0..plain.clusters as i32 {
+        let members: Vec<usize> = (0..n).filter(|&i| plain.labels[i] == k).collect();
+        assert!(
+            members.iter().all(|&i| cam[i] == cam[members[0]]),
+            "{plain:?}"
+        );
+        assert!(
+            members.iter().any(|&i| pid[i] != pid[members[0]]),
+            "{plain:?}"
+        );
+    }
+    // The centred clusters are the identities.
+    assert_eq!(fixed.clusters, ids, "{fixed:?}");
+    assert_eq!(fixed.outliers, 0);
+    for i in 0..n {
+        for j in 0..n {
+            assert_eq!(
+                fixed.labels[i] == fixed.labels[j],
+                pid[i] == pid[j],
+                "{i} {j}"
+            );
+        }
     }
 }
 

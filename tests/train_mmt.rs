@@ -152,13 +152,12 @@ fn session(config: RunConfig) -> Session {
     let target = config.data.target.clone().unwrap();
     let mut spec = DatasetSpec::new(target, Layout::Auto);
     spec.domain = 1;
-    Session {
-        device: Device::Cpu,
+    Session::new(
+        Device::Cpu,
         config,
-        source: None,
-        target: Some(Arc::new(load(&spec).unwrap())),
-        log: Default::default(),
-    }
+        None,
+        Some(Arc::new(load(&spec).unwrap())),
+    )
 }
 
 #[test]

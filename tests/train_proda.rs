@@ -317,13 +317,12 @@ fn proda_config(fx: &Fixture) -> RunConfig {
 fn session(config: RunConfig) -> Session {
     let mut spec = DatasetSpec::new(config.data.target.clone().unwrap(), Layout::Auto);
     spec.domain = 1;
-    Session {
-        device: Device::Cpu,
-        target: Some(Arc::new(load(&spec).unwrap())),
+    Session::new(
+        Device::Cpu,
         config,
-        source: None,
-        log: Default::default(),
-    }
+        None,
+        Some(Arc::new(load(&spec).unwrap())),
+    )
 }
 
 /// Test-transform images of target train items `rows`, [B, 3, H, W].

@@ -115,6 +115,60 @@ impl<'a> Features<'a> {
     }
 }
 
+/// Camera-centred features for clustering: from every row ([N, D], `features`) the mean of the
+/// rows of its camera (`camids[i]`) is subtracted, then each row is L2-normalised again.
+///
+/// Features of a re-ID model trained on another domain often carry more of the camera (background,
+/// illumination, colour cast) than of the person, so DBSCAN groups one camera's people together
+/// and a cluster rarely spans two cameras (measured on the synthetic benchmark with the source
+/// model: 13 of 17 clusters held a single camera). Removing each camera's mean is the
+/// feature-level form of camera-based batch normalisation (Zhuang et al., "Rethinking the
+/// Distribution Gap of Person Re-identification with Camera-based Batch Normalization",
+/// ECCV 2020). Not part of Cluster Contrast / ISE's public code: they use it only when asked.
+///
+/// A camera with a single image has no mean to remove (its row would vanish): its row is kept
+/// as it is. Errors: `camids` of another length than the rows; a row that becomes zero (every
+/// image of its camera has the same feature), which has no direction to normalise.
+pub fn camera_centered(features: Features<'_>, camids: &[u32]) -> Result<Vec<f32>, ClusterError> {
+    let (n, d) = (features.rows, features.dim);
+    if camids.len() != n {
+        return Err(ClusterError::Param(format!(
+            "{} camera ids for {n} feature rows",
+            camids.len()
+        )));
+    }
+    let mut sums: std::collections::BTreeMap<u32, (Vec<f64>, usize)> = Default::default();
+    for (i, &cam) in camids.iter().enumerate() {
+        let (sum, count) = sums.entry(cam).or_insert_with(|| (vec![0.0; d], 0));
+        for (s, &v) in sum.iter_mut().zip(features.row(i)) {
+            *s += v as f64;
+        }
+        *count += 1;
+    }
+    let mut out = Vec::with_capacity(n * d);
+    for (i, &cam) in camids.iter().enumerate() {
+        let (sum, count) = &sums[&cam];
+        let row: Vec<f64> = if *count < 2 {
+            features.row(i).iter().map(|&v| v as f64).collect()
+        } else {
+            features
+                .row(i)
+                .iter()
+                .zip(sum)
+                .map(|(&v, &s)| v as f64 - s / *count as f64)
+                .collect()
+        };
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if !(norm > 0.0 && norm.is_finite()) {
+            return Err(ClusterError::Param(format!(
+                "feature row {i} equals the mean of camera {cam}: nothing is left after camera centring"
+            )));
+        }
+        out.extend(row.iter().map(|v| (v / norm) as f32));
+    }
+    Ok(out)
+}
+
 /// Dot product. Dispatches at run time to an AVX2+FMA build of the same loop when the CPU has it
 /// (the crate is compiled for baseline x86-64, where `mul_add` would be a slow libm call).
 #[inline]

@@ -25,9 +25,12 @@ use std::sync::Arc;
 
 use super::methods::{initial_model, prefixed};
 use super::mmt::compact_labels;
-use super::{EpochPlan, RunConfig, Session, Stream, TrainBatch, TrainError};
+use super::{
+    EpochPlan, RunConfig, Session, Stream, TrainBatch, TrainError, STAGE_CLUSTER, STAGE_EXTRACT,
+};
 use crate::cluster::{
-    label_quality, pseudo_labels, Backend, ClusterAlgo, ClusterConfig, Features, PseudoLabels,
+    camera_centered, label_quality, pseudo_labels, Backend, ClusterAlgo, ClusterConfig, Features,
+    PseudoLabels,
 };
 use crate::data::ReidItem;
 use crate::memory::{ClusterMemory, MemoryUpdate};
@@ -66,6 +69,10 @@ pub struct ClusterContrastConfig {
     /// Pseudo-labelling of the re-extracted features: Jaccard (k1 30, k2 6), DBSCAN eps 0.6,
     /// min_samples 4 (one run: no `eps_gap`, no `rho`).
     pub cluster: ClusterConfig,
+    /// Cluster camera-centred features (`cluster::camera_centered`: each camera's mean feature
+    /// removed) instead of the features themselves; the memory still starts from the means of
+    /// the features themselves. Off in the reference; see [`MemorySettings::camera_centering`].
+    pub camera_centering: bool,
 }
 
 impl Default for ClusterContrastConfig {
@@ -75,6 +82,7 @@ impl Default for ClusterContrastConfig {
             momentum: 0.1,
             update: UpdateRule::Momentum,
             cluster: ClusterConfig::default(),
+            camera_centering: false,
         }
     }
 }
@@ -86,6 +94,7 @@ impl ClusterContrastConfig {
             momentum: self.momentum,
             update: self.update,
             cluster: self.cluster.clone(),
+            camera_centering: self.camera_centering,
         }
     }
 }
@@ -98,6 +107,11 @@ pub struct MemorySettings {
     pub momentum: f64,
     pub update: UpdateRule,
     pub cluster: ClusterConfig,
+    /// Whether the relabel step clusters camera-centred features (`cluster::camera_centered`).
+    /// A model trained on another domain can carry more camera than person: its clusters then
+    /// hold one camera's people and Cluster Contrast learns the camera. Not in the reference
+    /// code (default off); the demo turns it on (src/demo.rs, `method_sets`).
+    pub camera_centering: bool,
 }
 
 impl MemorySettings {
@@ -296,25 +310,32 @@ impl ClusterContrastCore {
         let t = &session.config.train;
         let name = self.name;
         let paths: Vec<_> = self.target.iter().map(|it| it.path.clone()).collect();
-        let feats = extract_features(
-            &self.net,
-            &paths,
-            &session.device,
-            &ExtractOptions {
-                height: t.height,
-                width: t.width,
-                batch_size: t.eval_batch_size,
-                domain: 0,
-                progress: Some(format!("{name}: extract target")),
-                output: crate::nn::ExtractOutput::Retrieval,
-            },
-        )?;
+        let opts = ExtractOptions {
+            height: t.height,
+            width: t.width,
+            batch_size: t.eval_batch_size,
+            domain: 0,
+            progress: Some(format!("{name}: extract target")),
+            output: crate::nn::ExtractOutput::Retrieval,
+        };
+        let feats = session.timed(STAGE_EXTRACT, || {
+            extract_features(&self.net, &paths, &session.device, &opts)
+        })?;
         let (n, d) = (paths.len(), self.net.feature_dim());
-        let a = assign(
-            session.cluster_backend(),
-            Features::new(&feats, n, d)?,
-            &self.settings.cluster,
-        )?;
+        let features = Features::new(&feats, n, d)?;
+        let camids: Vec<u32> = self.target.iter().map(|it| it.camid).collect();
+        let a = session.timed(STAGE_CLUSTER, || -> Result<Assignment, TrainError> {
+            if self.settings.camera_centering {
+                let centred = camera_centered(features, &camids)?;
+                assign(
+                    session.cluster_backend(),
+                    Features::new(&centred, n, d)?,
+                    &self.settings.cluster,
+                )
+            } else {
+                assign(session.cluster_backend(), features, &self.settings.cluster)
+            }
+        })?;
         let eps = a.pseudo.eps;
         let ids_per_batch = (t.batch_size / t.num_instances).max(2);
         if a.clusters < ids_per_batch {

@@ -49,6 +49,9 @@ pub struct IseConfig {
     pub lp_weight: f64,
     /// Temperature of the label-preserving loss (`--temp_lp_loss`).
     pub lp_temperature: f64,
+    /// Cluster camera-centred features (not in ISE's code; see
+    /// `cluster_contrast::MemorySettings::camera_centering`).
+    pub camera_centering: bool,
 }
 
 impl Default for IseConfig {
@@ -66,6 +69,7 @@ impl Default for IseConfig {
             contrast_weight: 1.0,
             lp_weight: 0.1,
             lp_temperature: 0.6,
+            camera_centering: false,
         }
     }
 }
@@ -77,6 +81,7 @@ impl IseConfig {
             momentum: self.momentum,
             update: self.update,
             cluster: self.cluster.clone(),
+            camera_centering: self.camera_centering,
         }
     }
 

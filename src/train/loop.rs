@@ -49,6 +49,11 @@ pub struct TrainSummary {
     /// model when several were evaluated (the model `last.safetensors` holds).
     pub last_eval: Option<EvalSummary>,
     pub wall_seconds: f64,
+    /// Seconds per stage over every epoch of the run (earlier processes of a resumed run
+    /// included): `relabel` (all of it), within it `extract` and `cluster` (as the method reports
+    /// them through `Session::timed`), `iterations` (the training steps), `eval`, `checkpoint`
+    /// (checkpoints, metrics and plots). Summed from the `"kind":"timing"` records.
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -98,6 +103,26 @@ fn last_evaluation(records: &[serde_json::Value]) -> Option<EvalSummary> {
         .into_iter()
         .filter(|e| e.epoch == last)
         .reduce(|a, b| if b.map > a.map { b } else { a })
+}
+
+/// Seconds per stage summed over the `"kind":"timing"` records of a run's metrics.jsonl (every
+/// numeric field but `epoch`, `step` and `seconds_per_step`).
+pub fn stage_totals(records: &[serde_json::Value]) -> BTreeMap<String, f64> {
+    let mut totals = BTreeMap::new();
+    for r in records.iter().filter(|r| r["kind"] == "timing") {
+        let Some(fields) = r.as_object() else {
+            continue;
+        };
+        for (k, v) in fields {
+            if matches!(k.as_str(), "kind" | "epoch" | "step" | "seconds_per_step") {
+                continue;
+            }
+            if let Some(s) = v.as_f64() {
+                *totals.entry(k.clone()).or_insert(0.0) += s;
+            }
+        }
+    }
+    totals
 }
 
 fn load_dataset(
@@ -354,13 +379,12 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             eval_set.gallery.len()
         )));
     }
-    let session = Session {
-        device: opts.device.clone(),
-        config: cfg.clone(),
-        source: source.clone(),
-        target: target.clone(),
-        log: Default::default(),
-    };
+    let session = Session::new(
+        opts.device.clone(),
+        cfg.clone(),
+        source.clone(),
+        target.clone(),
+    );
     let mut method = build_method(&session)?;
     check_binding_limit(method.as_ref(), &t, &opts.device)?;
     let mut opt = Adam::new(t.lr, t.weight_decay);
@@ -444,7 +468,13 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             }
         }
         let relabel_start = Instant::now();
+        session.take_stage_seconds();
         let plan = method.relabel(&session, epoch)?;
+        let relabel_seconds = relabel_start.elapsed().as_secs_f64();
+        let mut timing = json!({"kind": "timing", "epoch": epoch, "relabel": relabel_seconds});
+        for (stage, seconds) in session.take_stage_seconds() {
+            timing[stage] = json!(seconds);
+        }
         flush_session_log(&session, &mut dir);
         if plan.streams.is_empty() {
             return Err(TrainError::Method(format!(
@@ -456,8 +486,9 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
             opt.reset_state();
         }
         let global0 = (epoch * t.iters) as u64;
+        timing["step"] = json!(global0);
         let mut relabel = json!({"kind": "relabel", "epoch": epoch, "step": global0,
-            "seconds": relabel_start.elapsed().as_secs_f64()});
+            "seconds": relabel_seconds});
         for (k, v) in &plan.record {
             relabel[k] = v.clone();
         }
@@ -497,6 +528,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         let mut counted = 0usize;
         let mut images_seen = 0usize;
         let mut window_start = Instant::now();
+        let iterations_start = Instant::now();
         let skipped_before = stats.skipped();
         for iter in 0..t.iters {
             let step = global0 + iter as u64;
@@ -597,6 +629,9 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         }
         progress.finish();
         drop(loaders);
+        let iterations_seconds = iterations_start.elapsed().as_secs_f64();
+        timing["iterations"] = json!(iterations_seconds);
+        timing["seconds_per_step"] = json!(iterations_seconds / t.iters.max(1) as f64);
         let skipped = stats.skipped() - skipped_before;
         if skipped > 0 {
             let bad = stats.bad_files();
@@ -615,6 +650,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
 
         // Evaluation and checkpoints.
         let mut epoch_best: Option<(String, f64)> = None;
+        let eval_start = Instant::now();
         if t.evaluates_after(epoch) {
             let mut rows = Vec::new();
             for (name, net, domain) in method.eval_models() {
@@ -683,6 +719,8 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
                 ));
             }
         }
+        timing["eval"] = json!(eval_start.elapsed().as_secs_f64());
+        let checkpoint_start = Instant::now();
         // last.safetensors: the evaluated model (the better one when several were evaluated).
         let models = method.eval_models();
         let last = epoch_best
@@ -723,9 +761,12 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         }) {
             dir.say(&format!("warning: curves.png not updated: {e}"));
         }
+        timing["checkpoint"] = json!(checkpoint_start.elapsed().as_secs_f64());
+        dir.record(&timing)?;
     }
 
     let finished = epochs_done == t.epochs;
+    let stage_seconds = stage_totals(&dir.records()?);
     let summary = TrainSummary {
         method: cfg.method.clone(),
         run_dir: dir.path.clone(),
@@ -735,6 +776,7 @@ pub fn train(config: RunConfig, opts: TrainOptions) -> Result<TrainSummary, Trai
         best_epoch: best.map(|b| b.1),
         last_eval,
         wall_seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+        stage_seconds,
     };
     let text =
         serde_json::to_string_pretty(&summary).map_err(|e| TrainError::Method(e.to_string()))?;

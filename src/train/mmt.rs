@@ -132,19 +132,17 @@ pub(crate) fn features_of(
 ) -> Result<Vec<f32>, TrainError> {
     let t = &session.config.train;
     let paths: Vec<std::path::PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-    Ok(crate::nn::extract_features(
-        net,
-        &paths,
-        &session.device,
-        &ExtractOptions {
-            height: t.height,
-            width: t.width,
-            batch_size: t.eval_batch_size,
-            domain: 0,
-            progress: Some(label.to_string()),
-            output,
-        },
-    )?)
+    let opts = ExtractOptions {
+        height: t.height,
+        width: t.width,
+        batch_size: t.eval_batch_size,
+        domain: 0,
+        progress: Some(label.to_string()),
+        output,
+    };
+    Ok(session.timed(super::STAGE_EXTRACT, || {
+        crate::nn::extract_features(net, &paths, &session.device, &opts)
+    })?)
 }
 
 /// `(a + b) / 2`, each row L2-normalised (MMT averages the two mean nets' features).
@@ -227,7 +225,9 @@ pub(crate) fn cluster_target(
 ) -> Result<TargetClusters, TrainError> {
     let t = &session.config.train;
     let n = feats.rows;
-    let pseudo = pseudo_labels(session.cluster_backend(), feats, cluster, *fixed_eps, None)?;
+    let pseudo = session.timed(super::STAGE_CLUSTER, || {
+        pseudo_labels(session.cluster_backend(), feats, cluster, *fixed_eps, None)
+    })?;
     if cluster.algo == ClusterAlgo::Dbscan && fixed_eps.is_none() {
         *fixed_eps = pseudo.eps;
         if let (Some(e), Some(rho)) = (pseudo.eps, cluster.rho) {

@@ -22,8 +22,10 @@ pub mod run_loop;
 pub mod source;
 pub mod spcl;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::data::ReidItem;
 use crate::nn::{Ctx, Param, ReidNet};
@@ -130,9 +132,51 @@ pub struct Session {
     pub target: Option<Arc<crate::data::ReidDataset>>,
     /// Lines the method wants in the log (printed and written to train.log by the loop).
     pub log: std::sync::Mutex<Vec<String>>,
+    /// Seconds per named stage of the current relabelling ([`Session::timed`]), collected by the
+    /// loop after every relabel.
+    stages: std::sync::Mutex<BTreeMap<String, f64>>,
 }
 
+/// Stage names of [`Session::timed`]: feature extraction and clustering inside a relabelling. The
+/// loop itself times the whole relabelling, the training iterations, evaluation and checkpoints
+/// (`"kind":"timing"` records of metrics.jsonl, `stage_seconds` of summary.json).
+pub const STAGE_EXTRACT: &str = "extract";
+pub const STAGE_CLUSTER: &str = "cluster";
+
 impl Session {
+    pub fn new(
+        device: crate::Device,
+        config: RunConfig,
+        source: Option<Arc<crate::data::ReidDataset>>,
+        target: Option<Arc<crate::data::ReidDataset>>,
+    ) -> Session {
+        Session {
+            device,
+            config,
+            source,
+            target,
+            log: Default::default(),
+            stages: Default::default(),
+        }
+    }
+
+    /// Runs `f` and adds its wall time (seconds) to `stage` ([`STAGE_EXTRACT`], [`STAGE_CLUSTER`]):
+    /// the one way a method reports where its relabelling time goes.
+    pub fn timed<R>(&self, stage: &str, f: impl FnOnce() -> R) -> R {
+        let start = Instant::now();
+        let out = f();
+        let seconds = start.elapsed().as_secs_f64();
+        // A poisoned lock still holds the sums: a panic elsewhere does not lose them.
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        *stages.entry(stage.to_string()).or_default() += seconds;
+        out
+    }
+
+    /// The stage times gathered since the last call (seconds per stage name), cleared.
+    pub fn take_stage_seconds(&self) -> BTreeMap<String, f64> {
+        std::mem::take(&mut *self.stages.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Queues a line for the console and train.log.
     pub fn say(&self, line: impl Into<String>) {
         if let Ok(mut log) = self.log.lock() {

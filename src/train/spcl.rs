@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::methods::{initial_model, prefixed};
-use super::{EpochPlan, Method, RunConfig, Session, Stream, TrainBatch, TrainError};
+use super::{
+    EpochPlan, Method, RunConfig, Session, Stream, TrainBatch, TrainError, STAGE_CLUSTER,
+    STAGE_EXTRACT,
+};
 use crate::cluster::{label_quality, pseudo_labels, ClusterConfig, Features, PseudoLabels};
 use crate::data::ReidItem;
 use crate::memory::{class_centroids, HybridMemory};
@@ -227,7 +230,9 @@ impl SpclMethod {
         let mut labels: Vec<i32> = Vec::new();
         if let Some(source) = &self.source {
             let paths: Vec<_> = source.iter().map(|it| it.path.clone()).collect();
-            let f = extract_features(&self.net, &paths, &session.device, &opts(0, "source"))?;
+            let f = session.timed(STAGE_EXTRACT, || {
+                extract_features(&self.net, &paths, &session.device, &opts(0, "source"))
+            })?;
             let pids: Vec<i32> = source.iter().map(|it| it.pid).collect();
             let f = Tensor::from_slice(&f, &[paths.len(), d], &session.device)?;
             let centroids = class_centroids(&f, &pids)?;
@@ -242,12 +247,14 @@ impl SpclMethod {
             labels.extend(0..self.source_classes as i32);
         }
         let paths: Vec<_> = self.target.iter().map(|it| it.path.clone()).collect();
-        rows.extend(extract_features(
-            &self.net,
-            &paths,
-            &session.device,
-            &opts(self.target_domain(), "target"),
-        )?);
+        rows.extend(session.timed(STAGE_EXTRACT, || {
+            extract_features(
+                &self.net,
+                &paths,
+                &session.device,
+                &opts(self.target_domain(), "target"),
+            )
+        })?);
         let n = labels.len() + paths.len();
         labels.extend((0..paths.len() as i32).map(|i| self.source_classes as i32 + i));
         let features = Tensor::from_slice(&rows, &[n, d], &session.device)?;
@@ -273,13 +280,16 @@ impl Method for SpclMethod {
         let (ns, nt) = (self.source_classes, self.target.len());
         let d = memory.features.shape()[1];
         let rows = memory.features.narrow(0, ns, nt)?.to_vec()?;
-        let pseudo = pseudo_labels(
-            session.cluster_backend(),
-            Features::new(&rows, nt, d)?,
-            &self.cfg.cluster,
-            None,
-            self.indep_threshold,
-        )?;
+        let features = Features::new(&rows, nt, d)?;
+        let pseudo = session.timed(STAGE_CLUSTER, || {
+            pseudo_labels(
+                session.cluster_backend(),
+                features,
+                &self.cfg.cluster,
+                None,
+                self.indep_threshold,
+            )
+        })?;
         let sp = spcl_labels(&pseudo)?;
         let threshold = pseudo
             .self_paced
