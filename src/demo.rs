@@ -198,12 +198,12 @@ fn method_sets(method: &str, ids: usize, profile: DemoProfile) -> Vec<String> {
         // k-means with as many clusters as the target train split has identities.
         "mmt" => vec![format!("mmt.cluster.k={}", (ids / 2).max(2))],
         // The same clustering as mmt's entry; ProDA's own settings stay at their published values.
-        // Measured on the quick benchmark (direct transfer 19.2% mAP): 20.4% (mean net; net 13.6%),
-        // the same as proda.rectify=false (20.5% / 14.3%): the stored soft labels' argmax is the
-        // k-means label for 99-100% of the images and the prototype weights changed 1 of 1536
-        // labels. What limits ProDA here is the k-means labels (pairwise precision 0.17-0.26):
-        // the net trained on them ends below direct transfer with or without rectification.
-        // MMT with the same k-means: 15.9% (mean net 2; mean net 1 13.5%).
+        // Measured (CPU device, deterministic): default profile, direct transfer 20.9% -> ProDA
+        // 44.5% (mean net, epoch 8; the rectification changed 8-30% of the labels per epoch, in 6
+        // of 8 epochs more often away from the old cluster's true majority than towards the new's);
+        // quick, 19.2% -> 17.8%: there the k-means labels themselves are poor (pairwise precision
+        // 0.23-0.25; MMT with the same k-means 15.9%). With L2-normalised prototypes (the
+        // `prototype_space = "normalized"` ablation) the weights changed 1 of 1536 labels (20.4%).
         "proda" => vec![format!("proda.cluster.k={}", (ids / 2).max(2))],
         // Cluster Contrast / ISE start from the source checkpoint, which was trained with average
         // pooling: GeM (Cluster Contrast's default, p = 3) would feed its BN neck features of
