@@ -138,14 +138,17 @@ fn schedule(profile: DemoProfile, run: &str) -> Vec<String> {
     let source = run == "source";
     let (epochs, iters, eval_every) = match (profile, run) {
         (DemoProfile::Full, "source") => (12, 20, 4),
-        // In the default profile SpCL and MMT stop where their target mAP levelled off, so that
-        // the default demo fits in 15 minutes on 2 cores (it took 19 minutes with 8 epochs each):
-        // measured on the default benchmark from the source checkpoint (fixed lr, so a shorter
-        // run repeats the longer one's first epochs exactly), SpCL reached 44.5% mAP at epoch 6
-        // and 44.9% at 8 (305 s for 8); MMT (two nets and two mean nets per step) 40.6% at
-        // epoch 4 and 41.8% at 8 (about 300 s for 8 on a quiet machine). Direct transfer: 20.9%.
+        // In the default profile the methods stop early enough for the default demo to fit in
+        // 15 minutes on 2 cores (it took 19 minutes with 8 epochs each, and this machine's speed
+        // varies by 25% from hour to hour: SpCL's step ran at 36 and at 28 images/s). Measured on
+        // the default benchmark from the source checkpoint (fixed lr, so a shorter run repeats
+        // the longer one's first epochs exactly; direct transfer 20.9%): SpCL 36.1% mAP at epoch
+        // 4, 44.5% at 6, 44.9% at 8 (298 s for 6 epochs at the slower speed); MMT (two nets and
+        // two mean nets per step) 39.7% at epoch 2, 40.6% at 4, 41.8% at 8 (271 s for 4 epochs);
+        // Cluster Contrast with camera-centred clustering 53.4% at epoch 4, 64.8% at 8.
         (DemoProfile::Full, "spcl") => (6, 20, 2),
-        (DemoProfile::Full, "mmt") => (4, 20, 2),
+        (DemoProfile::Full, "mmt") => (2, 20, 2),
+        (DemoProfile::Full, "cluster-contrast") => (4, 20, 2),
         (DemoProfile::Full, _) => (8, 20, 2),
         (DemoProfile::Quick, "source") => (6, 12, 3),
         // 3 epochs of 16 steps, relabelling every 16: SpCL at 4 x 12 gained +3.5 mAP (19.9% after
