@@ -86,8 +86,10 @@ fn records(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The records without the wall-clock fields, for comparing two runs.
+/// The records without the wall-clock fields (and the per-stage `timing` records, which are
+/// nothing else), for comparing two runs.
 fn deterministic(mut recs: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    recs.retain(|r| r["kind"] != "timing");
     for r in &mut recs {
         if let Some(o) = r.as_object_mut() {
             o.remove("images_per_s");

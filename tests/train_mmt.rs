@@ -118,9 +118,10 @@ fn records(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Records without wall-clock fields.
+/// Records without wall-clock fields (the per-stage `timing` records are nothing else).
 fn comparable(recs: &[serde_json::Value]) -> Vec<serde_json::Value> {
     recs.iter()
+        .filter(|r| r["kind"] != "timing")
         .map(|r| {
             let mut r = r.clone();
             if let Some(o) = r.as_object_mut() {
