@@ -500,7 +500,9 @@ impl Method for ProdaMethod {
                 margins.push((a / b.max(f64::MIN_POSITIVE)).ln());
             }
             margins.sort_by(f64::total_cmp);
-            let median = margins.get(margins.len() / 2).copied().unwrap_or(0.0);
+            let median = margins.get(margins.len() / 2).copied().ok_or_else(|| {
+                TrainError::Method("proda: no stored soft labels to measure after relabel".into())
+            })?;
             let share = agree as f64 / clustered.max(1) as f64;
             let bound = match self.cfg.prototype_space {
                 PrototypeSpace::Normalized => format!(
