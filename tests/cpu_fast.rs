@@ -281,3 +281,188 @@ fn relu_gradients_on_the_cpu_devices() {
         check_op(name, &f, &[x.clone()], &Device::Cpu, 1e-6, 1e-7).unwrap();
     }
 }
+
+fn seeded(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| unreid::random::normal(seed, i) as f32)
+        .collect()
+}
+
+fn close_f32(what: &str, a: &[f32], b: &[f32], tol: f64) {
+    let a: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+    let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+    assert_close(what, &a, &b, tol, tol);
+}
+
+fn geom(
+    n: usize,
+    c: usize,
+    hw: (usize, usize),
+    cout: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> ConvGeom {
+    ConvGeom {
+        n,
+        c,
+        h: hw.0,
+        w: hw.1,
+        cout,
+        kh: k,
+        kw: k,
+        groups: 1,
+        stride: (s, s),
+        padding: (p, p),
+        dilation: (1, 1),
+        ho: (hw.0 + 2 * p - k) / s + 1,
+        wo: (hw.1 + 2 * p - k) / s + 1,
+    }
+}
+
+#[test]
+fn conv2d_fast_weight_gradient_of_deep_layers_is_one_parallel_gemm() {
+    // A narrow output (P = 12 < 256) with a large dW (64 x 4608 = 294,912 values >= 2^18): the
+    // multi-threaded path; stride 1 pad 1 also takes the row-aligned im2col / col2im blocks.
+    use unreid::cpu::{conv2d as r, fast::conv2d as f};
+    for g in [
+        geom(3, 512, (4, 3), 64, 3, 1, 1),
+        geom(1, 512, (4, 3), 64, 3, 1, 1),
+    ] {
+        let (x, w, dy) = (
+            seeded(g.n * g.c * g.h * g.w, 11),
+            seeded(g.cout * g.kg(), 12),
+            seeded(g.n * g.cout * g.p(), 13),
+        );
+        let label = format!("n {}", g.n);
+        close_f32(
+            &label,
+            &f::backward_weight(&dy, &x, &g),
+            &r::backward_weight(&dy, &x, &g),
+            1e-4,
+        );
+        close_f32(
+            &label,
+            &f::backward_input(&dy, &w, &g),
+            &r::backward_input(&dy, &w, &g),
+            1e-4,
+        );
+        close_f32(
+            &label,
+            &f::forward(&x, &w, &g),
+            &r::forward(&x, &w, &g),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv2d_fast_is_exact_after_a_larger_call_left_stale_work_buffers() {
+    // The fast path reuses its column buffers between calls without clearing them: every
+    // call must overwrite what it reads. A large call first, then smaller ones of other
+    // shapes (row-aligned and strided, wide and narrow, padding rows and columns) reuse them.
+    use unreid::cpu::{conv2d as r, fast::conv2d as f};
+    let big = geom(4, 32, (20, 18), 16, 3, 1, 1);
+    let _ = f::backward_input(&seeded(4 * 16 * 360, 1), &seeded(16 * 288, 2), &big);
+    let _ = f::forward(&seeded(4 * 32 * 360, 3), &seeded(16 * 288, 4), &big);
+    for (i, g) in [
+        geom(3, 5, (6, 7), 4, 3, 1, 1),
+        geom(2, 3, (9, 8), 5, 3, 2, 1),
+        geom(2, 4, (17, 16), 3, 5, 1, 2),
+        geom(1, 2, (5, 4), 3, 3, 1, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = 20 + 3 * i as u64;
+        let (x, w, dy) = (
+            seeded(g.n * g.c * g.h * g.w, s),
+            seeded(g.cout * g.kg(), s + 1),
+            seeded(g.n * g.cout * g.p(), s + 2),
+        );
+        for _ in 0..2 {
+            close_f32(
+                "forward",
+                &f::forward(&x, &w, &g),
+                &r::forward(&x, &w, &g),
+                1e-5,
+            );
+            close_f32(
+                "dx",
+                &f::backward_input(&dy, &w, &g),
+                &r::backward_input(&dy, &w, &g),
+                1e-5,
+            );
+            close_f32(
+                "dw",
+                &f::backward_weight(&dy, &x, &g),
+                &r::backward_weight(&dy, &x, &g),
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn max_pool_fast_equals_reference_values_and_argmax() {
+    // Exact equality (values and argmax): ties (values rounded to a few levels) must pick the
+    // first maximum in scan order, windows overlapping the padding never pick it.
+    use unreid::cpu::pool::{max_pool, PoolGeom};
+    let cases = [
+        (7, 9, 3, 2, 1), // ResNet's stem pooling, odd sizes
+        (8, 6, 2, 2, 0), // 2x2/2
+        (5, 5, 3, 1, 1), // stride 1, every border window in the padding
+        (1, 4, 3, 2, 1), // one row
+    ];
+    for (i, (h, w, k, s, p)) in cases.into_iter().enumerate() {
+        let planes = 3;
+        let g = PoolGeom {
+            planes,
+            h,
+            w,
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+            ho: (h + 2 * p - k) / s + 1,
+            wo: (w + 2 * p - k) / s + 1,
+        };
+        let x: Vec<f32> = seeded(planes * h * w, 40 + i as u64)
+            .into_iter()
+            .map(|v| (v * 1.5).round() - 2.0) // few levels, mostly negative: ties everywhere
+            .collect();
+        let (want, want_i) = max_pool(&x, &g);
+        let (got, got_i) = unreid::cpu::fast::pool::max_pool(&x, &g);
+        assert_eq!(got, want, "case {i}: values");
+        assert_eq!(got_i, want_i, "case {i}: argmax");
+    }
+}
+
+#[test]
+fn adam_fast_is_bitwise_the_reference_over_several_steps() {
+    // Out of place and parallel over chunks (70,001 values: three chunks and a remainder), the
+    // same f32 arithmetic as the in-place reference: equal bit for bit after 4 steps.
+    use unreid::cpu::optim::{adam, AdamHyper};
+    let n = 70_001;
+    let (mut p, mut m, mut v) = (seeded(n, 1), vec![0f32; n], vec![0f32; n]);
+    let (mut fp, mut fm, mut fv) = (p.clone(), m.clone(), v.clone());
+    for step in 1..=4u64 {
+        let g = seeded(n, 100 + step);
+        let h = AdamHyper {
+            lr: 3.5e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 5e-4,
+            step,
+        };
+        adam(&mut p, &g, &mut m, &mut v, h);
+        [fp, fm, fv] = unreid::cpu::fast::optim::adam(&fp, &g, &fm, &fv, h);
+        for (name, a, b) in [("param", &fp, &p), ("m", &fm, &m), ("v", &fv, &v)] {
+            let same = a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "step {step}: {name} differs from the reference");
+        }
+    }
+}

@@ -92,6 +92,18 @@ pub fn adam_update(
             out.next().unwrap(),
         ));
     }
+    if let Device::Cpu = p.device() {
+        let [pv, gv, mv, vv] = [p, g, m, v].map(|t| match t.host_float().unwrap() {
+            HostFloat::F32(s) => s,
+            _ => unreachable!("the CPU device holds f32"),
+        });
+        let [pd, md, vd] = cpu::fast::optim::adam(pv, gv, mv, vv, h);
+        return Ok((
+            like(p, Data::F32(pd.into())),
+            like(p, Data::F32(md.into())),
+            like(p, Data::F32(vd.into())),
+        ));
+    }
     macro_rules! run {
         ($ty:ident) => {{
             let (mut pv, gv, mut mv, mut vv) = (

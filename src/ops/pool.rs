@@ -103,8 +103,9 @@ impl Tensor {
             }
             _ => {
                 let (data, idx) = match self.host_float().unwrap() {
+                    // Only the CPU device holds f32 host data: its fast path.
                     HostFloat::F32(v) => {
-                        let (o, i) = cpu::pool::max_pool(v, &g);
+                        let (o, i) = cpu::fast::pool::max_pool(v, &g);
                         (Data::F32(o.into()), i)
                     }
                     HostFloat::F64(v) => {

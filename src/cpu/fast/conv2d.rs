@@ -12,7 +12,9 @@
 //!   (no per-element bounds tests); depthwise convolutions run direct loops per plane.
 //! - Other grouped convolutions use the reference (no model here has them).
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -32,7 +34,60 @@ pub fn set_chunk_floats(floats: usize) {
     CHUNK_FLOATS.store(floats.max(1), Ordering::Relaxed);
 }
 
+/// Work buffers given back by `Scratch` for the next call (column matrices, gathered
+/// gradients): a training step needs the same few sizes again and again, and a fresh zeroed
+/// allocation of a column matrix (up to `CHUNK_FLOATS` values) costs a full `memset` each time.
+static SCRATCH_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Buffers the pool keeps (more are freed): the most any call holds at once, two per thread.
+const SCRATCH_KEEP: usize = 6;
+
+/// A work buffer from `SCRATCH_POOL`, returned to it on drop.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// `len` values with unspecified contents (what an earlier call left): only for buffers
+    /// the caller overwrites completely before reading them (GEMM outputs with `accumulate`
+    /// false, `fill_row` columns, `gather_chunk` copies).
+    fn overwritten(len: usize) -> Scratch {
+        let reused = {
+            let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            // The smallest buffer that is large enough, else the largest (it grows).
+            let fit = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= len)
+                .min_by_key(|&i| pool[i].capacity());
+            let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+            pick.map(|i| pool.swap_remove(i))
+        };
+        let mut v = reused.unwrap_or_default();
+        v.resize(len, 0.0);
+        Scratch(v)
+    }
+}
+
+impl Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SCRATCH_KEEP {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
 /// Outputs `o` in `lo..hi` read input index `o * stride + off` inside `0..len`.
+#[inline(always)]
 fn valid_range(outs: usize, len: usize, stride: usize, off: isize) -> (usize, usize) {
     let lo = if off >= 0 {
         0
@@ -56,22 +111,63 @@ fn tap_offsets(g: &ConvGeom, ki: usize, kj: usize) -> (isize, isize) {
     )
 }
 
-/// Writes row `r` = (cg, ki, kj) of one image's columns: `dst[oy * wo + ox]` =
-/// `plane[iy * w + ix]`, zero in the padding.
-fn fill_row(plane: &[f32], g: &ConvGeom, ki: usize, kj: usize, dst: &mut [f32]) {
+/// Zeroes a few values (the 1-3 padding columns of a row) without a `memset` call per row.
+#[inline]
+fn zero_few(s: &mut [f32]) {
+    match s.len() {
+        0 => {}
+        1 => s[0] = 0.0,
+        2 => s.copy_from_slice(&[0.0; 2]),
+        3 => s.copy_from_slice(&[0.0; 3]),
+        _ => s.fill(0.0),
+    }
+}
+
+/// Stride-1 convolutions whose output rows are as long as the input rows (the usual 3x3 pad 1):
+/// a tap's valid outputs then read one contiguous run of the input plane, so im2col and col2im
+/// move whole blocks instead of row after row.
+fn row_aligned(g: &ConvGeom) -> bool {
+    g.stride == (1, 1) && g.wo == g.w
+}
+
+/// Valid output rows `ylo..yhi` and columns `xlo..xhi` of tap (ki, kj), and the tap's offsets.
+#[inline(always)]
+fn tap_window(g: &ConvGeom, ki: usize, kj: usize) -> (usize, usize, usize, usize, isize, isize) {
     let (offy, offx) = tap_offsets(g, ki, kj);
     let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
     let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
-    let sw = g.stride.1;
-    for (oy, out) in dst.chunks_exact_mut(g.wo).enumerate() {
-        if oy < ylo || oy >= yhi || xlo >= xhi {
-            out.fill(0.0);
-            continue;
+    (ylo, yhi, xlo, xhi, offy, offx)
+}
+
+/// Writes row `r` = (cg, ki, kj) of one image's columns: `dst[oy * wo + ox]` =
+/// `plane[iy * w + ix]`, zero in the padding.
+fn fill_row(plane: &[f32], g: &ConvGeom, ki: usize, kj: usize, dst: &mut [f32]) {
+    let (ylo, yhi, xlo, xhi, offy, offx) = tap_window(g, ki, kj);
+    let wo = g.wo;
+    if ylo >= yhi || xlo >= xhi {
+        dst.fill(0.0);
+        return;
+    }
+    dst[..ylo * wo].fill(0.0);
+    dst[yhi * wo..].fill(0.0);
+    if row_aligned(g) {
+        // One copy from the first valid output to the last; the columns it wraps into (outside
+        // xlo..xhi) are zeroed after.
+        let (d0, d1) = (ylo * wo + xlo, (yhi - 1) * wo + xhi);
+        let s0 = (ylo as isize + offy) as usize * g.w + (xlo as isize + offx) as usize;
+        dst[d0..d1].copy_from_slice(&plane[s0..s0 + (d1 - d0)]);
+        for out in dst[ylo * wo..yhi * wo].chunks_exact_mut(wo) {
+            zero_few(&mut out[..xlo]);
+            zero_few(&mut out[xhi..]);
         }
-        let iy = (oy * g.stride.0) as isize + offy;
+        return;
+    }
+    let sw = g.stride.1;
+    for (oy, out) in dst[ylo * wo..yhi * wo].chunks_exact_mut(wo).enumerate() {
+        let iy = ((ylo + oy) * g.stride.0) as isize + offy;
         let src = &plane[iy as usize * g.w..][..g.w];
-        out[..xlo].fill(0.0);
-        out[xhi..].fill(0.0);
+        zero_few(&mut out[..xlo]);
+        zero_few(&mut out[xhi..]);
         let start = (xlo * sw) as isize + offx;
         let src = &src[start as usize..];
         if sw == 1 {
@@ -84,12 +180,33 @@ fn fill_row(plane: &[f32], g: &ConvGeom, ki: usize, kj: usize, dst: &mut [f32]) 
     }
 }
 
-/// Adds row `r` = (cg, ki, kj) of one image's column gradient back into its input plane.
+/// Zeroes the values of one image's column-gradient row (tap (ki, kj)) that `add_row`'s block
+/// add would carry into a neighbouring input row: the columns outside `xlo..xhi` of the valid
+/// output rows. Only needed (and only called) for `row_aligned` geometries.
+fn zero_wrapped(src: &mut [f32], g: &ConvGeom, ki: usize, kj: usize) {
+    let (ylo, yhi, xlo, xhi, _, _) = tap_window(g, ki, kj);
+    if xlo == 0 && xhi == g.wo {
+        return;
+    }
+    for out in src[ylo * g.wo..yhi * g.wo].chunks_exact_mut(g.wo) {
+        zero_few(&mut out[..xlo]);
+        zero_few(&mut out[xhi..]);
+    }
+}
+
+/// Adds row `r` = (cg, ki, kj) of one image's column gradient back into its input plane. For
+/// `row_aligned` geometries the row must have passed through `zero_wrapped`.
 fn add_row(src: &[f32], g: &ConvGeom, ki: usize, kj: usize, plane: &mut [f32]) {
-    let (offy, offx) = tap_offsets(g, ki, kj);
-    let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
-    let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
-    if xlo >= xhi {
+    let (ylo, yhi, xlo, xhi, offy, offx) = tap_window(g, ki, kj);
+    if xlo >= xhi || ylo >= yhi {
+        return;
+    }
+    if row_aligned(g) {
+        let (d0, d1) = (ylo * g.wo + xlo, (yhi - 1) * g.wo + xhi);
+        let s0 = (ylo as isize + offy) as usize * g.w + (xlo as isize + offx) as usize;
+        for (d, v) in plane[s0..s0 + (d1 - d0)].iter_mut().zip(&src[d0..d1]) {
+            *d += *v;
+        }
         return;
     }
     let sw = g.stride.1;
@@ -178,7 +295,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         let par = g.n == 1;
         let buf = if pointwise(g) { 0 } else { kg * p };
         y.par_chunks_mut(g.cout * p).enumerate().for_each_init(
-            || vec![0f32; buf],
+            || Scratch::overwritten(buf),
             |cols, (img, y_img)| {
                 let x_img = &x[img * chw..][..chw];
                 let b = if pointwise(g) {
@@ -193,8 +310,8 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         return y;
     }
     let nc = chunk_images(g);
-    let mut cols = vec![0f32; kg * nc * p];
-    let mut out = vec![0f32; g.cout * nc * p];
+    let mut cols = Scratch::overwritten(kg * nc * p);
+    let mut out = Scratch::overwritten(g.cout * nc * p);
     for img0 in (0..g.n).step_by(nc) {
         let c = nc.min(g.n - img0);
         let (cols, out) = (&mut cols[..kg * c * p], &mut out[..g.cout * c * p]);
@@ -244,13 +361,19 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         let par = g.n == 1;
         let buf = if pointwise(g) { 0 } else { kg * p };
         dx.par_chunks_mut(chw).enumerate().for_each_init(
-            || vec![0f32; buf],
+            || Scratch::overwritten(buf),
             |dcols, (img, dx_img)| {
                 let dy_img = &dy[img * g.cout * p..][..g.cout * p];
                 if pointwise(g) {
                     gemm_into(dx_img, w, dy_img, (g.c, g.cout, p), true, false, false, par);
                 } else {
                     gemm_into(dcols, w, dy_img, (kg, g.cout, p), true, false, false, par);
+                    if row_aligned(g) {
+                        for (r, row) in dcols.chunks_exact_mut(p).enumerate() {
+                            let (_, ki, kj) = row_tap(g, r);
+                            zero_wrapped(row, g, ki, kj);
+                        }
+                    }
                     add_cols(dcols, p, 0, dx_img);
                 }
             },
@@ -258,13 +381,24 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         return dx;
     }
     let nc = chunk_images(g);
-    let mut dyt = vec![0f32; g.cout * nc * p];
-    let mut dcols = vec![0f32; kg * nc * p];
+    let mut dyt = Scratch::overwritten(g.cout * nc * p);
+    let mut dcols = Scratch::overwritten(kg * nc * p);
     for img0 in (0..g.n).step_by(nc) {
         let c = nc.min(g.n - img0);
         let (dyt, dcols) = (&mut dyt[..g.cout * c * p], &mut dcols[..kg * c * p]);
         gather_chunk(dy, g.cout, p, img0, c, dyt);
         gemm_into(dcols, w, dyt, (kg, g.cout, c * p), true, false, false, true);
+        if row_aligned(g) {
+            dcols
+                .par_chunks_mut(c * p)
+                .enumerate()
+                .for_each(|(r, row)| {
+                    let (_, ki, kj) = row_tap(g, r);
+                    for part in row.chunks_exact_mut(p) {
+                        zero_wrapped(part, g, ki, kj);
+                    }
+                });
+        }
         let dcols = &*dcols;
         dx[img0 * chw..(img0 + c) * chw]
             .par_chunks_mut(chw)
@@ -277,6 +411,9 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// Fixed number of image ranges the weight gradient is split into (independent of the thread
 /// count, so the summation order, and so the result, is the same on every machine).
 const WEIGHT_GRAD_PARTS: usize = 4;
+/// Weight gradients of at least this many values (narrow outputs only) are one multi-threaded
+/// GEMM instead of `WEIGHT_GRAD_PARTS` single-threaded ones.
+const PARALLEL_GEMM_MIN_OUT: usize = 1 << 18;
 
 /// dL/dW [cout, c/groups, kh, kw] from dL/dy and x: `WEIGHT_GRAD_PARTS` image ranges in
 /// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for wide outputs, per
@@ -292,6 +429,36 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     if g.cout * kg == 0 || p == 0 || g.n == 0 {
         return vec![0f32; g.cout * kg];
     }
+    if p < DIRECT_MIN_P && g.cout * kg >= PARALLEL_GEMM_MIN_OUT {
+        // Deep layers: a large dW that the part split below would write (and sum) once per
+        // part; one multi-threaded GEMM per chunk of images writes it once. The gemm crate
+        // splits over output blocks, so the sum order does not depend on the thread count.
+        let nc = chunk_images(g);
+        let mut dw = vec![0f32; g.cout * kg];
+        let mut dyt = Scratch::overwritten(g.cout * nc * p);
+        let mut cols = Scratch::overwritten(kg * nc * p);
+        for (i, img0) in (0..g.n).step_by(nc).enumerate() {
+            let c = nc.min(g.n - img0);
+            let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
+            gather_chunk(dy, g.cout, p, img0, c, dyt);
+            if pointwise(g) {
+                gather_chunk(x, g.c, p, img0, c, cols);
+            } else {
+                im2col_chunk(x, g, img0, c, cols);
+            }
+            gemm_into(
+                &mut dw,
+                dyt,
+                cols,
+                (g.cout, c * p, kg),
+                false,
+                true,
+                i > 0,
+                true,
+            );
+        }
+        return dw;
+    }
     let parts = WEIGHT_GRAD_PARTS.min(g.n);
     let per_part = g.n.div_ceil(parts);
     let nc = (chunk_images(g) / parts).clamp(1, per_part);
@@ -303,7 +470,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
             if p >= DIRECT_MIN_P {
                 // Wide outputs: one image's columns at a time (they stay in cache), K = P.
                 let chw = g.c * g.h * g.w;
-                let mut cols = vec![0f32; if pointwise(g) { 0 } else { kg * p }];
+                let mut cols = Scratch::overwritten(if pointwise(g) { 0 } else { kg * p });
                 for img in lo..hi {
                     let x_img = &x[img * chw..][..chw];
                     let b = if pointwise(g) {
@@ -326,8 +493,8 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
                 }
                 return dw;
             }
-            let mut dyt = vec![0f32; g.cout * nc * p];
-            let mut cols = vec![0f32; kg * nc * p];
+            let mut dyt = Scratch::overwritten(g.cout * nc * p);
+            let mut cols = Scratch::overwritten(kg * nc * p);
             for (i, img0) in (lo..hi).step_by(nc).enumerate() {
                 let c = nc.min(hi - img0);
                 let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
@@ -369,9 +536,7 @@ fn for_tap_rows(
     kj: usize,
     mut f: impl FnMut(usize, usize, usize, usize, usize),
 ) {
-    let (offy, offx) = tap_offsets(g, ki, kj);
-    let (ylo, yhi) = valid_range(g.ho, g.h, g.stride.0, offy);
-    let (xlo, xhi) = valid_range(g.wo, g.w, g.stride.1, offx);
+    let (ylo, yhi, xlo, xhi, offy, offx) = tap_window(g, ki, kj);
     if xlo >= xhi {
         return;
     }

@@ -7,3 +7,5 @@
 
 pub mod batchnorm;
 pub mod conv2d;
+pub mod optim;
+pub mod pool;
