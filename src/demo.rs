@@ -204,6 +204,8 @@ fn method_sets(method: &str, ids: usize, profile: DemoProfile) -> Vec<String> {
         // Measured (CPU device, deterministic): default profile, direct transfer 20.9% -> ProDA
         // 44.5% (mean net, epoch 8; the rectification changed 8-30% of the labels per epoch, in 6
         // of 8 epochs more often away from the old cluster's true majority than towards the new's);
+        // with `proda.rectify = false` (all else equal) 45.8 / 50.3 / 53.4 / 50.9% at epochs 2 / 4 /
+        // 6 / 8 against 36.6 / 40.4 / 42.6 / 44.5% rectified: here the rectification costs mAP;
         // quick, 19.2% -> 17.8%: there the k-means labels themselves are poor (pairwise precision
         // 0.23-0.25; MMT with the same k-means 15.9%). With L2-normalised prototypes (the
         // `prototype_space = "normalized"` ablation) the weights changed 1 of 1536 labels (20.4%).

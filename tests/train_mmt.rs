@@ -1,6 +1,6 @@
 //! MMT (shared/ALGORITHMS.md section 3): the EMA rule by name over several steps, the soft
 //! softmax-triplet at the student's mined indices, the classifier rows after relabelling, the
-//! DBSCAN eps fixed at epoch 0, and end to end on a tiny synthetic two-domain set on
+//! DBSCAN eps fixed at epoch 0 from rho or taken from the config at every epoch, and end to end on a tiny synthetic two-domain set on
 //! `Device::Cpu`: from a `source` run made here, two short epochs raise the target mAP, and a run
 //! stopped after one epoch and resumed logs exactly what an unbroken run logs.
 
@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use unreid::cluster::{ClusterAlgo, ClusterDistance};
+use unreid::cluster::{ClusterAlgo, ClusterDistance, EpsFrom};
 use unreid::data::datasets::{load, DatasetSpec, Layout};
 use unreid::data::synth::{write_benchmark, SynthConfig};
 use unreid::loss::{batch_hard, soft_softmax_triplet};
 use unreid::nn::{ExtractOptions, Module, ParamKind, ReidConfig, ReidNet};
 use unreid::optim::MeanTeacher;
+use unreid::train::config::resolve;
 use unreid::train::mmt::{MmtConfig, MmtMethod};
 use unreid::train::run_dir::RunMode;
 use unreid::train::{method_defaults, train, Method, RunConfig, Session, TrainOptions};
@@ -348,7 +349,7 @@ fn dbscan_eps_is_fixed_at_epoch_0_and_kept_in_the_state() {
     mmt.cluster.k1 = 12;
     mmt.cluster.min_samples = 2;
     // The tiny set has ~1.7k pairs, ~10% of them same-id: MMT's 1.6e-3 would average 3 of them.
-    mmt.cluster.rho = Some(0.1);
+    mmt.cluster.rho = 0.1;
     let mut config = mmt_config(fx, mmt);
     config.train.batch_size = 8;
     let sess = session(config);
@@ -367,6 +368,112 @@ fn dbscan_eps_is_fixed_at_epoch_0_and_kept_in_the_state() {
     let l2: Vec<i32> = plan2.streams[0].items.iter().map(|i| i.pid).collect();
     assert_eq!(l1, l2);
     assert!(l1.iter().all(|&l| l >= -1));
+}
+
+/// `mmt` resolved from its defaults and `--set` assignments, as `unreid train` does.
+fn resolved(sets: &[&str]) -> Result<MmtConfig, String> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let c = resolve(
+        &method_defaults("mmt").unwrap(),
+        None,
+        &toml::Table::new(),
+        &sets,
+    )
+    .map_err(|e| e.to_string())?;
+    c.method_config().map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_eps_source_is_a_config_key_with_the_published_default() {
+    // Published default: eps from rho = 1.6e-3 (used when the algo is DBSCAN).
+    let d = resolved(&[]).unwrap();
+    assert_eq!((d.cluster.eps_from, d.cluster.rho), (EpsFrom::Rho, 1.6e-3));
+    // A fixed eps through --set (quoted or not), the rest of the defaults kept.
+    for quoted in ["fixed", "\"fixed\""] {
+        let m = resolved(&[
+            "mmt.cluster.algo=dbscan",
+            &format!("mmt.cluster.eps_from={quoted}"),
+            "mmt.cluster.eps=0.45",
+        ])
+        .unwrap();
+        assert_eq!(m.cluster.algo, ClusterAlgo::Dbscan);
+        assert_eq!(m.cluster.eps_from, EpsFrom::Fixed);
+        assert_eq!(m.cluster.eps, 0.45);
+        assert_eq!((m.cluster.k1, m.cluster.k2), (20, 6));
+    }
+    // And through a config file's [mmt.cluster] table.
+    let file: toml::Table = toml::from_str(
+        "[mmt.cluster]\nalgo = \"dbscan\"\ndistance = \"jaccard\"\neps_from = \"fixed\"\neps = 0.4\n",
+    )
+    .unwrap();
+    let c = resolve(
+        &method_defaults("mmt").unwrap(),
+        Some(&file),
+        &toml::Table::new(),
+        &[],
+    )
+    .unwrap();
+    let m: MmtConfig = c.method_config().unwrap();
+    assert_eq!((m.cluster.eps_from, m.cluster.eps), (EpsFrom::Fixed, 0.4));
+    // The resolved config written to a run directory reads back the same.
+    let back = RunConfig::from_toml(&c.to_toml().unwrap(), "written").unwrap();
+    assert_eq!(back.method_config::<MmtConfig>().unwrap(), m);
+    // An unknown source is an error naming the accepted ones.
+    let err = resolved(&["mmt.cluster.eps_from=auto"]).unwrap_err();
+    assert!(
+        err.contains("auto") && err.contains("fixed") && err.contains("rho"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_contradictory_eps_source_is_an_error_naming_the_keys() {
+    let fx = fixture();
+    let mut mmt = MmtConfig::default();
+    mmt.cluster.algo = ClusterAlgo::Dbscan;
+    mmt.cluster.distance = ClusterDistance::Euclidean;
+    assert_eq!(mmt.cluster.eps_from, EpsFrom::Rho);
+    let err = match MmtMethod::build(&session(mmt_config(fx, mmt.clone()))) {
+        Ok(_) => panic!("rho on Euclidean distances was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("mmt") && err.contains("eps_from") && err.contains("distance"),
+        "{err}"
+    );
+    // The same distance at a fixed eps is a valid setting.
+    mmt.cluster.eps_from = EpsFrom::Fixed;
+    mmt.cluster.eps = 0.5;
+    MmtMethod::build(&session(mmt_config(fx, mmt))).unwrap();
+}
+
+#[test]
+fn a_fixed_eps_is_the_one_used_at_every_epoch() {
+    let fx = fixture();
+    let mut mmt = MmtConfig::default();
+    mmt.cluster.algo = ClusterAlgo::Dbscan;
+    mmt.cluster.distance = ClusterDistance::Jaccard;
+    mmt.cluster.eps_from = EpsFrom::Fixed;
+    mmt.cluster.eps = 0.55;
+    mmt.cluster.k1 = 12;
+    mmt.cluster.min_samples = 2;
+    // rho stays at MMT's 1.6e-3: on this set its eps would be far smaller (a few pairs).
+    let mut config = mmt_config(fx, mmt);
+    config.train.batch_size = 8;
+    config.train.iters = 2;
+    config.train.epochs = 3;
+    config.train.eval_every = 3;
+    let run = fx.root.join("mmt-fixed-eps");
+    let s = train(config, options(&run, RunMode::New, None)).unwrap();
+    assert!(s.finished);
+    let recs = records(&run);
+    let eps: Vec<f64> = recs
+        .iter()
+        .filter(|r| r["kind"] == "relabel")
+        .map(|r| r["eps"].as_f64().unwrap())
+        .collect();
+    assert_eq!(eps, vec![0.55f32 as f64; 3]);
+    let _ = std::fs::remove_dir_all(run);
 }
 
 #[test]
@@ -458,7 +565,11 @@ fn every_mmt_preset_parses_with_the_published_weights() {
             (0.5, 0.8),
             "{name}"
         );
-        assert_eq!(m.cluster.rho, Some(1.6e-3), "{name}");
+        assert_eq!(
+            (m.cluster.eps_from, m.cluster.rho),
+            (EpsFrom::Rho, 1.6e-3),
+            "{name}"
+        );
         let d = method_defaults("mmt").unwrap().train;
         assert_eq!(
             (

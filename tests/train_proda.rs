@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use unreid::cluster::EpsFrom;
 use unreid::data::datasets::{load, DatasetSpec, Layout};
 use unreid::data::synth::{write_benchmark, SynthConfig};
 use unreid::data::transforms::test_input;
@@ -710,7 +711,36 @@ fn every_proda_preset_parses_with_the_published_values() {
             (d.rectify, d.consistency_weight, d.ema_alpha),
             "{name}"
         );
+        assert_eq!(
+            (p.cluster.eps_from, p.cluster.rho),
+            (EpsFrom::Rho, 1.6e-3),
+            "{name}"
+        );
         n += 1;
     }
     assert_eq!(n, 3, "ProDA on the MMT pairs");
+}
+
+#[test]
+fn prodas_eps_source_defaults_to_rho_and_takes_a_fixed_eps_from_the_config() {
+    let resolved = |sets: &[&str]| -> ProdaConfig {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        unreid::train::config::resolve(
+            &method_defaults("proda").unwrap(),
+            None,
+            &toml::Table::new(),
+            &sets,
+        )
+        .unwrap()
+        .method_config()
+        .unwrap()
+    };
+    let d = resolved(&[]);
+    assert_eq!((d.cluster.eps_from, d.cluster.rho), (EpsFrom::Rho, 1.6e-3));
+    let p = resolved(&[
+        "proda.cluster.algo=dbscan",
+        "proda.cluster.eps_from=fixed",
+        "proda.cluster.eps=0.4",
+    ]);
+    assert_eq!((p.cluster.eps_from, p.cluster.eps), (EpsFrom::Fixed, 0.4));
 }

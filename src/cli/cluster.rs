@@ -74,7 +74,9 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         eps: args.eps,
         min_samples: args.min_samples,
         eps_gap: args.eps_gap,
-        rho: None,
+        // The CLI clusters at --eps; MMT's automatic eps is a training setting.
+        eps_from: crate::cluster::EpsFrom::Fixed,
+        rho: ClusterConfig::default().rho,
         k: args.k,
         max_iter: args.max_iter,
         seed: args.seed,

@@ -19,7 +19,7 @@ pub use jaccard::{jaccard_graph, JaccardParams};
 pub use kmeans::{kmeans, KmeansParams, KmeansResult};
 pub use knn::{knn, Neighbours};
 pub use pseudo::{
-    pseudo_labels, rho_eps, ClusterAlgo, ClusterConfig, ClusterDistance, PseudoLabels,
+    pseudo_labels, rho_eps, ClusterAlgo, ClusterConfig, ClusterDistance, EpsFrom, PseudoLabels,
 };
 pub use quality::{label_quality, LabelQuality};
 pub use radius::{radius_graph, PlainDistance};

@@ -52,7 +52,31 @@ impl std::fmt::Display for ClusterDistance {
     }
 }
 
-/// How to pseudo-label. Defaults: SpCL's (Jaccard k1 30 / k2 6, DBSCAN eps 0.6, min 4).
+/// Where DBSCAN's radius comes from (`cluster.eps_from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EpsFrom {
+    /// `cluster.eps` itself, at every clustering (SpCL, Cluster Contrast, ISE; MMT / ProDA on
+    /// request).
+    Fixed,
+    /// MMT's automatic eps (yxgeee/MMT `mmt_train_dbscan.py`): the mean of the smallest
+    /// `cluster.rho` fraction of the N(N-1)/2 upper-triangle Jaccard distances ([`rho_eps`]).
+    /// [`pseudo_labels`] derives it at every call; MMT and ProDA derive it at epoch 0 and keep
+    /// it. Needs `distance = "jaccard"`.
+    Rho,
+}
+
+impl std::fmt::Display for EpsFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EpsFrom::Fixed => "fixed",
+            EpsFrom::Rho => "rho",
+        })
+    }
+}
+
+/// How to pseudo-label. Defaults: SpCL's (Jaccard k1 30 / k2 6, DBSCAN at the fixed eps 0.6,
+/// min 4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -63,16 +87,19 @@ pub struct ClusterConfig {
     pub k1: usize,
     /// Jaccard: neighbours averaged by query expansion (self included).
     pub k2: usize,
-    /// DBSCAN radius (inclusive). Ignored when `rho` is set (the eps is then derived).
+    /// DBSCAN radius (inclusive, in the units of `distance`); used when `eps_from = "fixed"`.
     pub eps: f32,
     /// DBSCAN: neighbours (the point itself included) that make a core point.
     pub min_samples: usize,
     /// SpCL's self-paced mode: also cluster at eps -/+ this gap (tight / loose) and apply the
     /// reliability criterion. None: one DBSCAN run.
     pub eps_gap: Option<f32>,
-    /// MMT's automatic eps: the mean of the smallest `rho` fraction of the upper-triangle
-    /// distances (1.6e-3 in MMT), computed when no eps is fixed yet.
-    pub rho: Option<f64>,
+    /// DBSCAN: `fixed` (use `eps`) or `rho` (derive the eps from `rho`, MMT's automatic eps).
+    pub eps_from: EpsFrom,
+    /// MMT's automatic eps: the fraction (0, 1] of the N(N-1)/2 upper-triangle distances whose
+    /// mean is the eps (1.6e-3 in MMT); used when `eps_from = "rho"`. A fraction of all pairs,
+    /// so its eps depends on N: MMT's 1.6e-3 was tuned for Market-1501's 12,936 images.
+    pub rho: f64,
     /// k-means: number of clusters.
     pub k: usize,
     /// k-means: maximum Lloyd iterations.
@@ -91,7 +118,8 @@ impl Default for ClusterConfig {
             eps: 0.6,
             min_samples: 4,
             eps_gap: None,
-            rho: None,
+            eps_from: EpsFrom::Fixed,
+            rho: 1.6e-3,
             k: 500,
             max_iter: 300,
             seed: 0,
@@ -136,13 +164,14 @@ impl ClusterConfig {
                         return param(format!("eps_gap {gap} must lie in [0, eps = {}]", self.eps));
                     }
                 }
-                if let Some(rho) = self.rho {
+                if self.eps_from == EpsFrom::Rho {
+                    let rho = self.rho;
                     if !(rho > 0.0 && rho <= 1.0) {
                         return param(format!("rho {rho} must lie in (0, 1]"));
                     }
                     if self.distance != ClusterDistance::Jaccard {
                         return param(format!(
-                            "rho (the automatic eps) needs distance jaccard, got {}; remove rho to use eps",
+                            "eps_from = \"rho\" (the automatic eps) needs distance = \"jaccard\", got distance = \"{}\"; set eps_from = \"fixed\" to cluster at eps",
                             self.distance
                         ));
                     }
@@ -225,8 +254,9 @@ pub fn rho_eps(graph: &SparseGraph, rho: f64) -> Result<f32, ClusterError> {
     Ok((sum / take as f64) as f32)
 }
 
-/// Pseudo labels of `x` ([N, D] rows) by `cfg`. `eps_override` replaces `cfg.eps` (an eps fixed at
-/// epoch 0 by `rho`); `indep_threshold` is SpCL's independence threshold once fixed (None: computed
+/// Pseudo labels of `x` ([N, D] rows) by `cfg`. DBSCAN's eps: `eps_override` when given (an eps
+/// fixed at epoch 0 by `rho`), else `cfg.eps` (`eps_from = "fixed"`) or the rho eps of this call's
+/// graph (`eps_from = "rho"`); `indep_threshold` is SpCL's independence threshold once fixed (None: computed
 /// from this clustering). Errors name the setting at fault.
 pub fn pseudo_labels(
     backend: Backend,
@@ -282,7 +312,7 @@ pub fn pseudo_labels(
             })
         }
         ClusterAlgo::Dbscan => {
-            let fixed_eps = eps_override.or(cfg.rho.is_none().then_some(cfg.eps));
+            let fixed_eps = eps_override.or((cfg.eps_from == EpsFrom::Fixed).then_some(cfg.eps));
             let gap = cfg.eps_gap.unwrap_or(0.0);
             // Without a fixed eps the graph must hold every pair with shared support (Jaccard) so
             // the rho quantile can be read from it.
@@ -327,7 +357,7 @@ pub fn pseudo_labels(
             };
             let eps = match fixed_eps {
                 Some(e) => e,
-                None => rho_eps(&graph, cfg.rho.unwrap_or(1.6e-3))?,
+                None => rho_eps(&graph, cfg.rho)?,
             };
             let t = Instant::now();
             let eps_list = if cfg.eps_gap.is_some() {
@@ -395,15 +425,77 @@ mod tests {
     fn the_automatic_eps_is_refused_before_clustering_without_jaccard() {
         let cfg = ClusterConfig {
             distance: ClusterDistance::Euclidean,
-            rho: Some(1.6e-3),
+            eps_from: EpsFrom::Rho,
             ..ClusterConfig::default()
         };
         let err = cfg.validate(100).unwrap_err().to_string();
-        assert!(err.contains("rho") && err.contains("jaccard"), "{err}");
+        assert!(
+            err.contains("eps_from") && err.contains("distance") && err.contains("jaccard"),
+            "{err}"
+        );
         let jaccard = ClusterConfig {
-            rho: Some(1.6e-3),
+            eps_from: EpsFrom::Rho,
             ..ClusterConfig::default()
         };
         jaccard.validate(100).unwrap();
+        // The same rho under eps_from = "fixed" is not read: a Euclidean DBSCAN at eps is fine.
+        let fixed = ClusterConfig {
+            distance: ClusterDistance::Euclidean,
+            rho: 2.0,
+            ..ClusterConfig::default()
+        };
+        fixed.validate(100).unwrap();
+        let bad_rho = ClusterConfig {
+            eps_from: EpsFrom::Rho,
+            rho: 0.0,
+            ..ClusterConfig::default()
+        };
+        assert!(bad_rho
+            .validate(100)
+            .unwrap_err()
+            .to_string()
+            .contains("rho"));
+    }
+
+    /// Four tight pairs far apart on a circle, as L2-normalised rows.
+    fn four_pairs() -> Vec<f32> {
+        (0..8)
+            .flat_map(|i| {
+                let a = (i / 2) as f32 * std::f32::consts::FRAC_PI_2 + (i % 2) as f32 * 0.05;
+                [a.cos(), a.sin()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fixed_eps_is_cfg_eps_and_rho_derives_one_from_the_graph() {
+        let x = four_pairs();
+        let feats = Features::new(&x, 8, 2).unwrap();
+        let fixed = ClusterConfig {
+            k1: 4,
+            k2: 2,
+            eps: 0.55,
+            min_samples: 2,
+            ..ClusterConfig::default()
+        };
+        let r = pseudo_labels(Backend::Cpu, feats, &fixed, None, None).unwrap();
+        assert_eq!(r.eps, Some(0.55));
+        // The override (an eps fixed earlier) wins over both.
+        let r = pseudo_labels(Backend::Cpu, feats, &fixed, Some(0.3), None).unwrap();
+        assert_eq!(r.eps, Some(0.3));
+        let rho = ClusterConfig {
+            eps_from: EpsFrom::Rho,
+            rho: 0.1,
+            ..fixed.clone()
+        };
+        let r = pseudo_labels(Backend::Cpu, feats, &rho, None, None).unwrap();
+        // 28 pairs, rho 0.1 -> the mean of the 3 smallest Jaccard distances of the graph.
+        let nb = knn(Backend::Cpu, feats, 4).unwrap();
+        let g = jaccard_graph(feats, &nb, JaccardParams { k1: 4, k2: 2 }, 1.0).unwrap();
+        let expected = rho_eps(&g, 0.1).unwrap();
+        assert_eq!(r.eps, Some(expected));
+        assert_ne!(r.eps, Some(0.55));
+        let r = pseudo_labels(Backend::Cpu, feats, &rho, Some(0.3), None).unwrap();
+        assert_eq!(r.eps, Some(0.3));
     }
 }

@@ -29,8 +29,8 @@ use super::{
     EpochPlan, RunConfig, Session, Stream, TrainBatch, TrainError, STAGE_CLUSTER, STAGE_EXTRACT,
 };
 use crate::cluster::{
-    camera_centered, label_quality, pseudo_labels, Backend, ClusterAlgo, ClusterConfig, Features,
-    PseudoLabels,
+    camera_centered, label_quality, pseudo_labels, Backend, ClusterAlgo, ClusterConfig, EpsFrom,
+    Features, PseudoLabels,
 };
 use crate::data::ReidItem;
 use crate::memory::{ClusterMemory, MemoryUpdate};
@@ -67,7 +67,7 @@ pub struct ClusterContrastConfig {
     /// `momentum` (the reference's default since 2021-11-19) or `hard` (`--use-hard`).
     pub update: UpdateRule,
     /// Pseudo-labelling of the re-extracted features: Jaccard (k1 30, k2 6), DBSCAN eps 0.6,
-    /// min_samples 4 (one run: no `eps_gap`, no `rho`).
+    /// min_samples 4 (one run: no `eps_gap`; `eps_from = "fixed"`).
     pub cluster: ClusterConfig,
     /// Cluster camera-centred features (`cluster::camera_centered`: each camera's mean feature
     /// removed) instead of the features themselves; the memory still starts from the means of
@@ -136,9 +136,10 @@ impl MemorySettings {
                     "{method}.cluster.eps_gap is SpCL's self-paced criterion; {method} clusters with one DBSCAN run (remove the key)"
                 ));
             }
-            if self.cluster.rho.is_some() {
+            if self.cluster.eps_from != EpsFrom::Fixed {
                 return bad(format!(
-                    "{method}.cluster.rho (MMT's automatic eps) is not used by {method}: set {method}.cluster.eps (remove rho)"
+                    "{method}.cluster.eps_from = \"{}\" (MMT's automatic eps) is not used by {method}: set {method}.cluster.eps_from = \"fixed\" and {method}.cluster.eps",
+                    self.cluster.eps_from
                 ));
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! Two nets (source-pretrained, `model.init` / `model.init2`) and their EMA mean nets. Every
 //! epoch the averaged, L2-normalised mean-net features of the target train split are clustered
-//! (k-means, or Jaccard-DBSCAN with eps fixed at epoch 0 from rho), outliers are dropped and the
+//! (k-means, or Jaccard-DBSCAN with eps fixed at epoch 0 from rho, or at a configured eps),
+//! outliers are dropped and the
 //! classifier rows of all four nets are overwritten by the normalised centroids; the optimiser's
 //! moments are reset. Every step, net 1 and mean net 1 see view 1 of the batch, net 2 and mean
 //! net 2 view 2 (two independent augmentations); net i learns from the *other* mean net:
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use super::methods::{initial_model, prefixed};
 use super::{EpochPlan, Method, RunConfig, Session, Stream, TrainBatch, TrainError};
 use crate::cluster::{
-    label_quality, pseudo_labels, ClusterAlgo, ClusterConfig, ClusterDistance, Features,
+    label_quality, pseudo_labels, ClusterAlgo, ClusterConfig, ClusterDistance, EpsFrom, Features,
 };
 use crate::data::ReidItem;
 use crate::loss::{
@@ -34,7 +35,10 @@ use crate::Tensor;
 pub struct MmtConfig {
     /// Pseudo-labelling: k-means with `cluster.k` clusters (MMT's default, k = 500 for
     /// Duke->Market), or `algo = "dbscan"` on the Jaccard distance (k1 20, k2 6, min_samples 4)
-    /// with eps fixed at epoch 0 as the mean of the smallest `rho` = 1.6e-3 fraction of distances.
+    /// with eps fixed at epoch 0 as the mean of the smallest `rho` = 1.6e-3 fraction of the
+    /// N(N-1)/2 distances (`eps_from = "rho"`, MMT's `mmt_train_dbscan.py`), or at `cluster.eps`
+    /// for every epoch (`eps_from = "fixed"`; rho is a fraction of all pairs, so its eps shrinks
+    /// with a smaller target set).
     pub cluster: ClusterConfig,
     /// Weight l_id of the soft cross-entropy (the hard CE gets 1 - l_id).
     pub soft_ce_weight: f64,
@@ -57,7 +61,8 @@ impl Default for MmtConfig {
                 eps: 0.6,
                 min_samples: 4,
                 eps_gap: None,
-                rho: Some(1.6e-3),
+                eps_from: EpsFrom::Rho,
+                rho: 1.6e-3,
                 k: 500,
                 max_iter: 300,
                 seed: 0,
@@ -211,7 +216,9 @@ pub(crate) struct TargetClusters {
 }
 
 /// Clusters the L2-normalised target features `feats` ([N, D], one row per `target` item) with
-/// `cluster`; DBSCAN's eps is fixed at the first call (`fixed_eps`, from rho) and reused after.
+/// `cluster`. DBSCAN's eps: with `eps_from = "rho"` it is derived at the first call, stored in
+/// `fixed_eps` and reused after (MMT fixes it at epoch 0); with `eps_from = "fixed"` it is
+/// `cluster.eps` at every call and `fixed_eps` stays None.
 /// Too few clusters for a batch is an error naming the counts and the `[method]` keys to change.
 /// Says one line (counts and the label quality against the ground-truth ids).
 pub(crate) fn cluster_target(
@@ -228,11 +235,15 @@ pub(crate) fn cluster_target(
     let pseudo = session.timed(super::STAGE_CLUSTER, || {
         pseudo_labels(session.cluster_backend(), feats, cluster, *fixed_eps, None)
     })?;
-    if cluster.algo == ClusterAlgo::Dbscan && fixed_eps.is_none() {
+    if cluster.algo == ClusterAlgo::Dbscan
+        && cluster.eps_from == EpsFrom::Rho
+        && fixed_eps.is_none()
+    {
         *fixed_eps = pseudo.eps;
-        if let (Some(e), Some(rho)) = (pseudo.eps, cluster.rho) {
+        if let Some(e) = pseudo.eps {
             session.say(format!(
-                "{method}: DBSCAN eps fixed at {e:.4} (mean of the smallest rho = {rho} fraction of the Jaccard distances, epoch {epoch})"
+                "{method}: DBSCAN eps fixed at {e:.4} (mean of the smallest rho = {} fraction of the Jaccard distances, epoch {epoch})",
+                cluster.rho
             ));
         }
     }
@@ -240,8 +251,15 @@ pub(crate) fn cluster_target(
     let outliers = labels.iter().filter(|&&l| l < 0).count();
     let ids_per_batch = t.batch_size / t.num_instances;
     if clusters < ids_per_batch.max(2) {
+        let change = match (cluster.algo, cluster.eps_from) {
+            (ClusterAlgo::Kmeans, _) => format!("raise {method}.cluster.k"),
+            (ClusterAlgo::Dbscan, EpsFrom::Rho) => format!(
+                "raise {method}.cluster.rho, or set {method}.cluster.eps_from = \"fixed\" and {method}.cluster.eps"
+            ),
+            (ClusterAlgo::Dbscan, EpsFrom::Fixed) => format!("raise {method}.cluster.eps"),
+        };
         return Err(TrainError::Method(format!(
-            "{method} epoch {epoch}: clustering gave {clusters} clusters and {outliers} outliers of {n} images (eps {}); a batch needs {} identities — lower train.batch_size / raise the eps ({method}.cluster.rho or {method}.cluster.eps)",
+            "{method} epoch {epoch}: clustering gave {clusters} clusters and {outliers} outliers of {n} images (eps {}); a batch needs {} identities — lower train.batch_size / {change}",
             pseudo.eps.map_or("-".into(), |e| format!("{e:.4}")),
             ids_per_batch.max(2)
         )));
@@ -309,7 +327,8 @@ pub struct MmtMethod {
     mean2: ReidNet,
     /// The target train split; `pid` is replaced by the pseudo label every epoch.
     target: Vec<ReidItem>,
-    /// DBSCAN's eps, fixed at epoch 0 (None until then, and for k-means).
+    /// DBSCAN's eps derived from rho at epoch 0 (None until then, for k-means, and for
+    /// `eps_from = "fixed"`, which clusters at `cluster.eps`).
     eps: Option<f32>,
     teacher: MeanTeacher,
 }

@@ -5,9 +5,9 @@
 //!
 //! One net (source-pretrained, `model.init`) and its EMA mean net. Every epoch the mean net's
 //! L2-normalised features of the target train split are clustered as in MMT (k-means, or
-//! Jaccard-DBSCAN with eps fixed at epoch 0 from rho; outliers dropped); the classifier rows of
-//! both nets become the normalised centroids, the prototypes eta_k the plain cluster means, and
-//! the optimiser's moments are reset. Then, as ProDA stores its soft pseudo labels once per stage
+//! Jaccard-DBSCAN with eps fixed at epoch 0 from rho or at a configured eps; outliers dropped);
+//! the classifier rows of both nets become the normalised centroids, the prototypes eta_k the
+//! plain cluster means, and the optimiser's moments are reset. Then, as ProDA stores its soft pseudo labels once per stage
 //! (computed offline by the fixed model in eval mode on un-augmented images), every target train
 //! image i gets its stored soft label `p_i = softmax(W n_i)`: n_i the mean net's eval-mode BN-neck
 //! output on the test transform (from the same extraction pass as the clustering features), W the
@@ -73,7 +73,7 @@ use crate::Tensor;
 pub struct ProdaConfig {
     /// Pseudo-labelling each epoch, as `[mmt.cluster]`: k-means with `k` clusters (500), or
     /// `algo = "dbscan"` on the Jaccard distance (k1 20, k2 6, min_samples 4) with eps fixed at
-    /// epoch 0 from `rho` = 1.6e-3.
+    /// epoch 0 from `rho` = 1.6e-3 (`eps_from = "rho"`) or at `eps` (`eps_from = "fixed"`).
     pub cluster: ClusterConfig,
     /// Rectify the cluster labels with the prototype weights (ProDA `--proto_rectify`); false
     /// trains on the cluster labels themselves (an ablation).
@@ -318,7 +318,8 @@ pub struct ProdaMethod {
     mean: ReidNet,
     /// The target train split (`raw_pid` = ground truth for the logs only).
     target: Vec<ReidItem>,
-    /// DBSCAN's eps, fixed at epoch 0 (None until then, and for k-means).
+    /// DBSCAN's eps derived from rho at epoch 0 (None until then, for k-means, and for
+    /// `eps_from = "fixed"`, which clusters at `cluster.eps`).
     eps: Option<f32>,
     teacher: MeanTeacher,
     /// The epoch's prototypes (set by `relabel`).
