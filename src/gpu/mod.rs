@@ -339,6 +339,10 @@ impl GpuBuffer {
     pub fn capacity(&self) -> u64 {
         self.class
     }
+    /// Unique in the process for the life of the underlying buffer (bind groups are cached by it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for GpuBuffer {
@@ -587,6 +591,33 @@ impl Gpu {
         let encoder = self.encoder(&mut stream);
         encoder.copy_buffer_to_buffer(&staging, 0, out.raw(), 0, padded as u64);
         Ok(out)
+    }
+
+    /// Copies the first `bytes` of `src` into `dst`, in stream order (after every command recorded
+    /// so far, before every later one). `bytes` is rounded up to a whole word; both buffers must
+    /// hold that much (an error otherwise, nothing recorded).
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Result<(), GpuError> {
+        let padded = bytes.div_ceil(4) * 4;
+        if padded > src.capacity() || padded > dst.capacity() {
+            return Err(GpuError::Validation(format!(
+                "copy of {padded} bytes between buffers of {} and {} bytes",
+                src.capacity(),
+                dst.capacity()
+            )));
+        }
+        if !std::ptr::eq(Arc::as_ptr(&src.gpu), self) || !std::ptr::eq(Arc::as_ptr(&dst.gpu), self)
+        {
+            return Err(GpuError::Validation(
+                "copy between buffers of another device".into(),
+            ));
+        }
+        if padded == 0 {
+            return Ok(());
+        }
+        let mut stream = self.stream.lock().unwrap();
+        self.encoder(&mut stream)
+            .copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, padded);
+        Ok(())
     }
 
     /// Fills the whole buffer with one 32-bit pattern (zeros, ones, NaN poison), in stream order.

@@ -8,7 +8,7 @@ mod schedule;
 
 pub use schedule::{LrSchedule, Warmup};
 
-use crate::ops::optim::{adam_update, ema_update, sgd_update};
+use crate::ops::optim::{adam_update_donated, ema_update_donated, sgd_update_donated};
 use std::collections::BTreeMap;
 
 use crate::nn::{Module, Param, ParamKind};
@@ -108,7 +108,7 @@ impl Optimizer for Adam {
     fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
         check_unique(params)?;
         for (name, param) in params {
-            let p = param.get();
+            let (p, p_alone) = param.get_for_update();
             let Some(g) = p.grad() else {
                 continue;
             };
@@ -128,7 +128,11 @@ impl Optimizer for Adam {
                 weight_decay: self.weight_decay,
                 step: state.steps + 1,
             };
-            let (new_p, m, v) = adam_update(&p.detach(), &g, &state.m, &state.v, hyper)?;
+            // In place when nothing else shares the parameter's or the moments' storage.
+            let donated = p_alone && state.m.owns_storage_alone() && state.v.owns_storage_alone();
+            let (new_p, m, v) =
+                adam_update_donated(&p.detach(), &g, &state.m, &state.v, hyper, donated)?;
+            drop(p);
             param.set(new_p);
             self.state.insert(
                 name.clone(),
@@ -231,7 +235,7 @@ impl Optimizer for Sgd {
     fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
         check_unique(params)?;
         for (name, param) in params {
-            let p = param.get();
+            let (p, p_alone) = param.get_for_update();
             let Some(g) = p.grad() else {
                 continue;
             };
@@ -247,7 +251,9 @@ impl Optimizer for Sgd {
                 nesterov: self.nesterov,
                 first,
             };
-            let (new_p, new_buf) = sgd_update(&p.detach(), &g, &old, hyper)?;
+            let donated = p_alone && old.owns_storage_alone();
+            let (new_p, new_buf) = sgd_update_donated(&p.detach(), &g, &old, hyper, donated)?;
+            drop(p);
             param.set(new_p);
             self.buffers.insert(name.clone(), new_buf);
         }
@@ -344,7 +350,10 @@ impl MeanTeacher {
                     s.shape()
                 )));
             }
-            e.set(ema_update(&e.get().detach(), &s.get().detach(), a)?);
+            let (mean, alone) = e.get_for_update();
+            let updated = ema_update_donated(&mean.detach(), &s.get().detach(), a, alone)?;
+            drop(mean);
+            e.set(updated);
         }
         Ok(())
     }
