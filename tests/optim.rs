@@ -317,3 +317,83 @@ fn gradient_clipping_scales_to_the_max_norm() {
     let (same, _) = clip_grad_norm(&[a, b], 10.0).unwrap();
     assert_eq!(same[0].to_vec().unwrap(), vec![3.0, 0.0]);
 }
+
+/// Multi-tensor Adam (a few dispatches for all tensors) against the per-tensor path on the GPU and
+/// the f64 reference: 17 tensors of odd sizes (more than two dispatches' worth of slots, a partly
+/// filled last one), weight decay, 4 steps, and one tensor that joins at step 3 (its own bias
+/// corrections within a shared dispatch).
+#[test]
+fn multi_tensor_adam_matches_the_per_tensor_path_and_the_reference() {
+    let sizes = [
+        1usize, 3, 255, 256, 257, 700, 5, 64, 1000, 2, 17, 513, 9, 31, 128, 300, 7,
+    ];
+    let run = |d: &Device, multi: bool| -> Vec<Vec<f64>> {
+        let params: Vec<Param> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let i = Input::randn(&[n], 100 + k as u64);
+                Param::new(Tensor::from_f64(&i.values, &[n], d).unwrap())
+            })
+            .collect();
+        let weights: Vec<Tensor> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let i = Input::randn(&[n], 200 + k as u64);
+                Tensor::from_f64(&i.values, &[n], d).unwrap()
+            })
+            .collect();
+        let mut adam = Adam::new(0.01, 5e-3);
+        adam.multi_tensor = multi;
+        for step in 0..4 {
+            // Tensor 5 gets no gradient before step 3 (so its state starts later).
+            let active: Vec<usize> = (0..sizes.len()).filter(|&k| k != 5 || step >= 2).collect();
+            {
+                let mut loss = Tensor::zeros(&[], d).unwrap();
+                for &k in &active {
+                    let p = params[k].get();
+                    let term = p
+                        .square()
+                        .unwrap()
+                        .mul(&weights[k])
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    loss = loss.add(&term).unwrap();
+                }
+                loss.backward().unwrap();
+            }
+            let named: Vec<(String, &Param)> = params
+                .iter()
+                .enumerate()
+                .map(|(k, p)| (format!("t{k}"), p))
+                .collect();
+            adam.step(&named).unwrap();
+        }
+        assert_eq!((adam.steps_of("t5"), adam.steps_of("t0")), (2, 4));
+        params
+            .iter()
+            .map(|p| p.get().to_vec_f64().unwrap())
+            .collect()
+    };
+    let want = run(&Device::CpuF64, false);
+    let multi = run(&common::gpu(), true);
+    let single = run(&common::gpu(), false);
+    for k in 0..sizes.len() {
+        assert_close(
+            &format!("multi-tensor adam t{k}"),
+            &multi[k],
+            &want[k],
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("multi vs per-tensor t{k}"),
+            &multi[k],
+            &single[k],
+            1e-6,
+            1e-7,
+        );
+    }
+}

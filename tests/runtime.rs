@@ -267,8 +267,8 @@ fn profiling_times_every_dispatch_or_says_it_cannot() {
 ///   distances (forward and backward).
 /// - 21 batch norms (20 + the BNNeck): one `bn_stats_running` (batch and running statistics in one
 ///   pass), `bn_apply`, `bn_bwd_reduce`, `bn_bwd_apply` each.
-/// - `adam` once per tensor with a gradient: 20 conv weights + 21 BN weights + 20 BN biases (the
-///   BNNeck bias is frozen) + the classifier = 62.
+/// - Adam: 62 tensors with a gradient (20 conv weights + 21 BN weights + 20 BN biases, the BNNeck
+///   bias being frozen, + the classifier), 7 per `adam_multi` dispatch: ceil(62 / 7) = 9.
 /// - The rest as measured when pinned: layout copies (`strided_copy`), ReLU forward / backward
 ///   masks and residual adds and gradient sums (`unary`, `binary_same`), pooling, the losses'
 ///   reductions, softmax and index ops.
@@ -289,7 +289,7 @@ const RESNET18_B4_STEP: &[(&str, u64)] = &[
     ("index:scatter_add", 3),
     ("matmul:pad", 5),
     ("matmul_subgroup:matmul_sg", 65),
-    ("optim:adam", 62),
+    ("optim:adam_multi", 9),
     ("pool:max_pool", 1),
     ("pool:max_pool_bwd", 1),
     ("reduce:reduce_thread", 12),

@@ -47,8 +47,9 @@ pub const SUBMIT_SLICE: usize = 128;
 const PARAM_SLOT: usize = 256;
 /// Largest parameter block one dispatch may pass.
 pub const MAX_PARAM_BYTES: usize = PARAM_SLOT;
-/// Bind groups of dispatches with more buffers than this are not cached (none of ours has).
-const MAX_CACHED_BINDINGS: usize = 15;
+/// Bind groups of dispatches with more buffers than this are not cached (none of ours has; the
+/// most is multi-tensor Adam's 28).
+const MAX_CACHED_BINDINGS: usize = 28;
 /// Bind groups kept per cache generation; the older generation is dropped when the newer fills.
 const BIND_GROUP_GENERATION: usize = 4096;
 

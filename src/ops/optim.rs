@@ -10,7 +10,7 @@
 pub use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
-use crate::ops::{same_device, writable_state, Params};
+use crate::ops::{alloc_f32, same_device, writable_state, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
 
@@ -134,6 +134,116 @@ pub fn adam_update_donated(
         HostFloat::F64(_) => run!(F64),
     };
     Ok((like(p, pd), like(p, md), like(p, vd)))
+}
+
+/// Tensors one `adam_multi` dispatch updates (its slots; see shaders/optim.wgsl).
+pub const ADAM_SLOTS: usize = 7;
+
+/// One tensor of a multi-tensor Adam step ([`adam_update_multi`]).
+pub struct AdamTensor<'a> {
+    pub p: &'a Tensor,
+    pub g: &'a Tensor,
+    pub m: &'a Tensor,
+    pub v: &'a Tensor,
+    /// This tensor's 1-based step count (its bias corrections).
+    pub step: u64,
+    /// As in [`adam_update_donated`].
+    pub donated: bool,
+}
+
+/// One Adam step of many tensors: the same results as [`adam_update_donated`] on each (with
+/// `h.step` replaced by each tensor's own `step`), returned in order as (param, m, v). On the GPU
+/// up to [`ADAM_SLOTS`] tensors share one dispatch (multi-tensor Adam, as torch's
+/// `foreach=True`), so a ResNet-18's 62 updates take 9 dispatches; an adapter that cannot bind
+/// the 28 storage buffers that needs (`max_storage_buffers_per_shader_stage`) gets one dispatch
+/// per tensor. Errors: devices or shapes that differ within a tensor's operands.
+pub fn adam_update_multi(
+    tensors: &[AdamTensor<'_>],
+    h: AdamHyper,
+) -> Result<Vec<(Tensor, Tensor, Tensor)>> {
+    for t in tensors {
+        check("adam", &[t.p, t.g, t.m, t.v])?;
+    }
+    let Some(first) = tensors.first() else {
+        return Ok(Vec::new());
+    };
+    let gpu = match first.p.device() {
+        Device::Gpu(g)
+            if g.limits().max_storage_buffers_per_shader_stage as usize >= 4 * ADAM_SLOTS =>
+        {
+            g
+        }
+        _ => {
+            return tensors
+                .iter()
+                .map(|t| {
+                    adam_update_donated(
+                        t.p,
+                        t.g,
+                        t.m,
+                        t.v,
+                        AdamHyper { step: t.step, ..h },
+                        t.donated,
+                    )
+                })
+                .collect()
+        }
+    };
+    let all: Vec<&Tensor> = tensors.iter().flat_map(|t| [t.p, t.g]).collect();
+    same_device("adam", &all)?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for chunk in tensors.chunks(ADAM_SLOTS) {
+        let state = chunk
+            .iter()
+            .map(|t| {
+                Ok((
+                    writable_state(t.p, t.donated, "adam_multi")?,
+                    writable_state(t.m, t.donated, "adam_multi")?,
+                    writable_state(t.v, t.donated, "adam_multi")?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Unused slots bind 1-float dummies (the layout binds every slot) and get no workgroups.
+        let dummies = (0..4 * (ADAM_SLOTS - chunk.len()))
+            .map(|_| alloc_f32(gpu, 1, "adam_multi"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut params = Params::new()
+            .f32(h.lr as f32)
+            .f32(h.beta1 as f32)
+            .f32(h.beta2 as f32)
+            .f32(h.eps as f32)
+            .f32(h.weight_decay as f32)
+            .usize(chunk.len())
+            .u32(0)
+            .u32(0);
+        let mut groups = 0usize;
+        let mut bufs = Vec::with_capacity(4 * ADAM_SLOTS);
+        for (t, (p, m, v)) in chunk.iter().zip(&state) {
+            let bc1 = 1.0 - h.beta1.powi(t.step as i32);
+            let bc2_sqrt = (1.0 - h.beta2.powi(t.step as i32)).sqrt();
+            params = params
+                .usize(t.p.numel())
+                .usize(groups)
+                .f32(bc1 as f32)
+                .f32(bc2_sqrt as f32);
+            groups += t.p.numel().div_ceil(256);
+            for x in [p, m, v, t.g] {
+                bufs.push(x.gpu_buffer().unwrap());
+            }
+        }
+        for _ in chunk.len()..ADAM_SLOTS {
+            params = params.u32(0).usize(groups).f32(1.0).f32(1.0);
+        }
+        bufs.extend(dummies.iter());
+        gpu.dispatch(
+            &Kernel::new("optim", "adam_multi"),
+            params.bytes(),
+            &bufs,
+            grid_1d((groups * 256) as u32, 256),
+        )?;
+        out.extend(state);
+    }
+    Ok(out)
 }
 
 /// One SGD step: returns (param, momentum buffer), new tensors.
