@@ -207,9 +207,11 @@ fn batch_norm_running_statistics_in_the_stats_kernel() {
         let want = run(&Device::CpuF64, false);
         // The torch update from the reference's batch statistics, here in f64.
         let unbias = m as f64 / (m.max(2) - 1) as f64;
-        for ch in 0..c {
-            let rm = (1.0 - momentum) * rm0.values[ch] + momentum * want[1][ch];
-            let rv = (1.0 - momentum) * rv0.values[ch] + momentum * want[2][ch] * unbias;
+        let oracle_mean = rm0.values.iter().zip(&want[1]);
+        let oracle_var = rv0.values.iter().zip(&want[2]);
+        for (ch, ((r, m), (q, v))) in oracle_mean.zip(oracle_var).enumerate() {
+            let rm = (1.0 - momentum) * r + momentum * m;
+            let rv = (1.0 - momentum) * q + momentum * v * unbias;
             assert!((want[3][ch] - rm).abs() < 1e-12 && (want[4][ch] - rv).abs() < 1e-12);
         }
         for donated in [false, true] {

@@ -273,6 +273,7 @@ fn profiling_times_every_dispatch_or_says_it_cannot() {
 /// - The rest as measured when pinned: layout copies (`strided_copy`), ReLU forward, residual adds
 ///   and gradient sums (`unary`, `binary_same`), pooling, the losses' reductions, softmax and
 ///   index ops.
+///
 /// A fusion that removes dispatches lowers these (update the table); a change that adds some, or
 /// that makes a step wait or submit more, fails the test below.
 const RESNET18_B4_STEP: &[(&str, u64)] = &[
