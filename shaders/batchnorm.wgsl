@@ -2,6 +2,11 @@
 //
 // bn_stats:      one workgroup (256) per channel: mean, then the biased variance (two passes).
 //                Bindings 1 x, 2 mean [C], 3 var [C]. Dispatch: C workgroups (2-D folded).
+// bn_stats_running: bn_stats, and the running statistics updated in place in the same pass
+//                (torch.nn.BatchNorm, momentum m): rmean = (1 - m) rmean + m mean,
+//                rvar = (1 - m) rvar + m var * unbias (unbias = M / (M - 1), M = N*S, from the host).
+//                Bindings 1 x, 2 mean [C], 3 var [C], 4 running mean [C] (in/out),
+//                5 running var [C] (in/out). Dispatch: C workgroups (2-D folded).
 // bn_apply:      y = (x - mean) / sqrt(var + eps) * gamma + beta (batch or running statistics).
 //                Bindings 1 x, 2 mean, 3 var, 4 gamma, 5 beta, 6 y. One invocation per element.
 // bn_bwd_reduce: per channel sum(g) and sum(g * xhat). Bindings 1 x, 2 g, 3 mean, 4 var,
@@ -12,7 +17,7 @@
 
 override TRAIN: u32 = 1u;
 
-struct Params { n: u32, c: u32, s: u32, eps: f32 }
+struct Params { n: u32, c: u32, s: u32, eps: f32, momentum: f32, unbias: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 const WG: u32 = 256u;
@@ -38,34 +43,57 @@ fn tree2(lid: u32) {
 @group(0) @binding(2) var<storage, read_write> st_mean: array<f32>;
 @group(0) @binding(3) var<storage, read_write> st_var: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = wid.y * nwg.x + wid.x;
+// Mean and biased variance of channel c (two passes), the same in every invocation of the
+// workgroup. Called in uniform control flow (it has barriers).
+fn channel_stats(c: u32, lid: u32) -> vec2<f32> {
     let valid = c < p.c;
     let m = p.n * p.s;
     var s = 0.0;
     if (valid) {
-        for (var i = lid.x; i < m; i = i + WG) { s = s + st_x[elem(i, c)]; }
+        for (var i = lid; i < m; i = i + WG) { s = s + st_x[elem(i, c)]; }
     }
-    red_a[lid.x] = s;
-    red_b[lid.x] = 0.0;
-    tree2(lid.x);
+    red_a[lid] = s;
+    red_b[lid] = 0.0;
+    tree2(lid);
     let mean = red_a[0] / f32(max(m, 1u));
     workgroupBarrier();
     var q = 0.0;
     if (valid) {
-        for (var i = lid.x; i < m; i = i + WG) {
+        for (var i = lid; i < m; i = i + WG) {
             let d = st_x[elem(i, c)] - mean;
             q = q + d * d;
         }
     }
-    red_a[lid.x] = 0.0;
-    red_b[lid.x] = q;
-    tree2(lid.x);
-    if (valid && lid.x == 0u) {
-        st_mean[c] = mean;
-        st_var[c] = red_b[0] / f32(max(m, 1u));
+    red_a[lid] = 0.0;
+    red_b[lid] = q;
+    tree2(lid);
+    return vec2<f32>(mean, red_b[0] / f32(max(m, 1u)));
+}
+
+@compute @workgroup_size(256)
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wid.y * nwg.x + wid.x;
+    let mv = channel_stats(c, lid.x);
+    if (c < p.c && lid.x == 0u) {
+        st_mean[c] = mv.x;
+        st_var[c] = mv.y;
+    }
+}
+
+@group(0) @binding(4) var<storage, read_write> st_rmean: array<f32>;
+@group(0) @binding(5) var<storage, read_write> st_rvar: array<f32>;
+
+@compute @workgroup_size(256)
+fn bn_stats_running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wid.y * nwg.x + wid.x;
+    let mv = channel_stats(c, lid.x);
+    if (c < p.c && lid.x == 0u) {
+        st_mean[c] = mv.x;
+        st_var[c] = mv.y;
+        st_rmean[c] = (1.0 - p.momentum) * st_rmean[c] + p.momentum * mv.x;
+        st_rvar[c] = (1.0 - p.momentum) * st_rvar[c] + p.momentum * mv.y * p.unbias;
     }
 }
 

@@ -177,3 +177,22 @@ fn where_select(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let off = offsets(i);
     wh_out[i] = select(wh_b[off.z], wh_a[off.y], wh_cond[off.x] != 0.0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// relu_backward: bindings 1 = g, 2 = x, 3 = dx (all n). dx = g where 0 < x (and x < 6 when
+// OP = 1, ReLU6), else 0: ReLU's gradient in one pass (not a mask and a multiply). Params: n.
+struct ReluBwdParams { n: u32 }
+@group(0) @binding(0) var<uniform> rb_p: ReluBwdParams;
+@group(0) @binding(1) var<storage, read> rb_g: array<f32>;
+@group(0) @binding(2) var<storage, read> rb_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rb_dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= rb_p.n) { return; }
+    let x = rb_x[i];
+    let pass_through = x > 0.0 && (OP == 0u || x < 6.0);
+    rb_dx[i] = select(0.0, rb_g[i], pass_through);
+}

@@ -96,6 +96,27 @@ impl Tensor {
         }
     }
 
+    /// Whether this handle is the only holder of its storage: no clone of this tensor and no
+    /// other tensor (a view, a detached copy, a saved activation) shares its buffer. An op may then
+    /// overwrite the storage in place (buffer donation, as JAX's `donate_argnums`) and no other
+    /// tensor sees a value change, so tensors stay immutable values to every observer.
+    pub(crate) fn owns_storage_alone(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+            && match &self.inner.data {
+                Data::Gpu(b) => Arc::strong_count(b) == 1,
+                Data::F32(v) => Arc::strong_count(v) == 1,
+                Data::F64(v) => Arc::strong_count(v) == 1,
+                Data::I32(v) => Arc::strong_count(v) == 1,
+            }
+    }
+
+    /// The id of this tensor's GPU buffer (unique in the process while the buffer lives), None
+    /// on the CPU devices. Tensors with one id share storage; tests use it to check that an
+    /// in-place update kept a parameter in its buffer.
+    pub fn storage_id(&self) -> Option<u64> {
+        self.gpu_buffer().map(GpuBuffer::id)
+    }
+
     pub(crate) fn node(&self) -> Option<&Arc<Node>> {
         self.inner.node.as_ref()
     }

@@ -152,3 +152,82 @@ fn linear_normalize_dropout() {
         .unwrap();
     assert_eq!(g, ones);
 }
+
+/// The running-statistics update folded into the statistics kernel: output, batch statistics and
+/// running statistics vs the CPU reference and the torch formula computed here in f64, in place
+/// (donated) and into copies (the given running tensors keep their values).
+#[test]
+fn batch_norm_running_statistics_in_the_stats_kernel() {
+    use unreid::ops::batchnorm::RunningStats;
+    for (shape, seed) in [
+        (vec![3, 5, 3, 7], 1u64),
+        (vec![1, 3, 1, 1], 2),
+        (vec![9, 6], 3),
+    ] {
+        let c = shape[1];
+        let m = shape.iter().product::<usize>() / c;
+        let x = Input::randn(&shape, seed);
+        let gamma = Input::uniform(&[c], 0.5, 1.5, seed + 10);
+        let beta = Input::randn(&[c], seed + 20);
+        let rm0 = Input::randn(&[c], seed + 30);
+        let rv0 = Input::uniform(&[c], 0.5, 2.0, seed + 40);
+        let momentum = 0.1;
+        let run = |device: &Device, donated: bool| {
+            let t = |i: &Input| Tensor::from_f64(&i.values, &i.shape, device).unwrap();
+            let (rm, rv) = (t(&rm0), t(&rv0));
+            let out = t(&x)
+                .batch_norm_train_running(
+                    &t(&gamma),
+                    &t(&beta),
+                    1e-5,
+                    RunningStats {
+                        mean: &rm,
+                        var: &rv,
+                        momentum,
+                        donated,
+                    },
+                )
+                .unwrap();
+            let v = |t: &Tensor| t.to_vec_f64().unwrap();
+            if !donated {
+                assert_eq!(v(&rm), rm0.values, "the given running mean kept its values");
+                assert_eq!(v(&rv), rv0.values, "the given running var kept its values");
+            } else if device.is_gpu() {
+                assert_eq!(out.running_mean.storage_id(), rm.storage_id(), "in place");
+                assert_eq!(out.running_var.storage_id(), rv.storage_id(), "in place");
+            }
+            [
+                v(&out.y),
+                v(&out.mean),
+                v(&out.var),
+                v(&out.running_mean),
+                v(&out.running_var),
+            ]
+        };
+        let want = run(&Device::CpuF64, false);
+        // The torch update from the reference's batch statistics, here in f64.
+        let unbias = m as f64 / (m.max(2) - 1) as f64;
+        let oracle_mean = rm0.values.iter().zip(&want[1]);
+        let oracle_var = rv0.values.iter().zip(&want[2]);
+        for (ch, ((r, m), (q, v))) in oracle_mean.zip(oracle_var).enumerate() {
+            let rm = (1.0 - momentum) * r + momentum * m;
+            let rv = (1.0 - momentum) * q + momentum * v * unbias;
+            assert!((want[3][ch] - rm).abs() < 1e-12 && (want[4][ch] - rv).abs() < 1e-12);
+        }
+        for donated in [false, true] {
+            let got = run(&common::gpu(), donated);
+            for (k, what) in ["y", "mean", "var", "running mean", "running var"]
+                .iter()
+                .enumerate()
+            {
+                unreid::autograd::gradcheck::assert_close(
+                    &format!("{what} of {shape:?}, donated {donated}"),
+                    &got[k],
+                    &want[k],
+                    1e-4,
+                    1e-5,
+                );
+            }
+        }
+    }
+}

@@ -165,3 +165,46 @@ fn broadcasting_over_many_unmergeable_dims() {
     let b = Input::randn(&[1, 3, 1, 3, 1, 3], 16);
     check("mul rank 6 broadcast", &|xs, _| xs[0].mul(&xs[1]), &[a, b]);
 }
+
+/// ReLU / ReLU6 backward (one kernel on the GPU) against the rule written here: the upstream
+/// gradient passes where 0 < x (and x < 6), exactly, with values at the kinks (0 and 6, which get
+/// no gradient), odd sizes and a single element.
+#[test]
+fn relu_backward_passes_the_gradient_exactly_where_the_input_is_active() {
+    for (n, seed) in [(1usize, 1u64), (257, 2), (1000, 3)] {
+        let mut x = Input::uniform(&[n], -3.0, 9.0, seed).values;
+        // Kinks and values either side of them.
+        for (i, v) in [0.0, 6.0, -0.0, 5.999, 1e-6, 6.001].into_iter().enumerate() {
+            if i < n {
+                x[i] = v;
+            }
+        }
+        let g = Input::randn(&[n], seed + 10).values;
+        for relu6 in [false, true] {
+            let want: Vec<f64> = x
+                .iter()
+                .zip(&g)
+                .map(|(&x, &g)| {
+                    if x > 0.0 && (!relu6 || x < 6.0) {
+                        g
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for device in [common::gpu(), Device::CpuF64] {
+                let xt = Tensor::from_f64(&x, &[n], &device)
+                    .unwrap()
+                    .with_requires_grad();
+                let gt = Tensor::from_f64(&g, &[n], &device).unwrap();
+                let y = if relu6 { xt.relu6() } else { xt.relu() }.unwrap();
+                y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
+                let got = xt.grad().unwrap().to_vec_f64().unwrap();
+                // f32 on the GPU: compare with the f32 rounding of g.
+                let want: Vec<f64> = want.iter().map(|&v| v as f32 as f64).collect();
+                let got: Vec<f64> = got.iter().map(|&v| v as f32 as f64).collect();
+                assert_eq!(got, want, "relu6={relu6} n={n} on {device}");
+            }
+        }
+    }
+}

@@ -50,6 +50,80 @@ fn adam_matches_the_torch_update_on_the_gpu() {
     }
 }
 
+/// `train` with nothing but the parameters holding their values at each step (the leaves and the
+/// loss dropped first, as the training loop does): the optimiser may then update in place. Returns
+/// the final values and, on the GPU, whether every parameter kept its buffer through all steps.
+fn train_alone(d: &Device, opt: &mut dyn Optimizer) -> (Vec<Vec<f64>>, bool) {
+    let init = [Input::randn(&[4, 3], 3), Input::randn(&[4], 4)];
+    let params: Vec<Param> = init
+        .iter()
+        .map(|i| Param::new(Tensor::from_f64(&i.values, &i.shape, d).unwrap()))
+        .collect();
+    let ids = |ps: &[Param]| ps.iter().map(|p| p.get().storage_id()).collect::<Vec<_>>();
+    let first = ids(&params);
+    let frozen = Tensor::from_slice(&[0.5; 4], &[4], d).unwrap();
+    for _ in 0..5 {
+        {
+            let leaves: Vec<Tensor> = params.iter().map(Param::get).collect();
+            loss(&leaves, &frozen, d).unwrap().backward().unwrap();
+        }
+        opt.step(&[("weight".into(), &params[0]), ("bias".into(), &params[1])])
+            .unwrap();
+    }
+    let kept = ids(&params) == first;
+    let values = params
+        .iter()
+        .map(|p| p.get().to_vec_f64().unwrap())
+        .collect();
+    (values, kept)
+}
+
+#[test]
+fn optimisers_update_in_place_when_they_hold_the_parameters_alone() {
+    let mut adams = (Adam::new(0.05, 5e-4), Adam::new(0.05, 5e-4));
+    let mut sgds = (
+        Sgd::new(0.1, 0.9, 1e-3, true),
+        Sgd::new(0.1, 0.9, 1e-3, true),
+    );
+    let cases: [(&str, &mut dyn Optimizer, &mut dyn Optimizer); 2] = [
+        ("adam", &mut adams.0, &mut adams.1),
+        ("sgd", &mut sgds.0, &mut sgds.1),
+    ];
+    for (name, gpu_opt, ref_opt) in cases {
+        let (got, kept) = train_alone(&common::gpu(), gpu_opt);
+        let (want, _) = train_alone(&Device::CpuF64, ref_opt);
+        assert!(kept, "{name}: the parameters kept their GPU buffers");
+        for (g, w) in got.iter().zip(&want) {
+            assert_close(&format!("{name} in place after 5 steps"), g, w, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_of_a_parameter_keeps_its_values_through_a_step() {
+    // A clone held elsewhere (a best-model snapshot) forbids the in-place update: the step then
+    // writes a copy, the snapshot keeps the old values, and the parameter moves to a new buffer.
+    let d = common::gpu();
+    let p = Param::new(Tensor::from_slice(&[1.0, -2.0, 3.0], &[3], &d).unwrap());
+    p.get()
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let snapshot = p.get();
+    let mut adam = Adam::new(0.1, 0.0);
+    adam.step(&[("p".into(), &p)]).unwrap();
+    assert_eq!(snapshot.to_vec().unwrap(), vec![1.0, -2.0, 3.0]);
+    assert_ne!(p.get().storage_id(), snapshot.storage_id());
+    // torch's first Adam step moves each value by lr against its gradient's sign.
+    let moved = p.get().to_vec().unwrap();
+    for (m, w) in moved.iter().zip([0.9f32, -1.9, 2.9]) {
+        assert!((m - w).abs() < 1e-5, "{moved:?}");
+    }
+}
+
 #[test]
 fn adam_first_step_moves_by_lr_in_the_gradient_sign() {
     // With bias correction, step 1 is lr * g / (|g| + eps): exactly lr for any nonzero g.
@@ -242,4 +316,84 @@ fn gradient_clipping_scales_to_the_max_norm() {
     // Under the limit nothing changes.
     let (same, _) = clip_grad_norm(&[a, b], 10.0).unwrap();
     assert_eq!(same[0].to_vec().unwrap(), vec![3.0, 0.0]);
+}
+
+/// Multi-tensor Adam (a few dispatches for all tensors) against the per-tensor path on the GPU and
+/// the f64 reference: 17 tensors of odd sizes (more than two dispatches' worth of slots, a partly
+/// filled last one), weight decay, 4 steps, and one tensor that joins at step 3 (its own bias
+/// corrections within a shared dispatch).
+#[test]
+fn multi_tensor_adam_matches_the_per_tensor_path_and_the_reference() {
+    let sizes = [
+        1usize, 3, 255, 256, 257, 700, 5, 64, 1000, 2, 17, 513, 9, 31, 128, 300, 7,
+    ];
+    let run = |d: &Device, multi: bool| -> Vec<Vec<f64>> {
+        let params: Vec<Param> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let i = Input::randn(&[n], 100 + k as u64);
+                Param::new(Tensor::from_f64(&i.values, &[n], d).unwrap())
+            })
+            .collect();
+        let weights: Vec<Tensor> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let i = Input::randn(&[n], 200 + k as u64);
+                Tensor::from_f64(&i.values, &[n], d).unwrap()
+            })
+            .collect();
+        let mut adam = Adam::new(0.01, 5e-3);
+        adam.multi_tensor = multi;
+        for step in 0..4 {
+            // Tensor 5 gets no gradient before step 3 (so its state starts later).
+            let active: Vec<usize> = (0..sizes.len()).filter(|&k| k != 5 || step >= 2).collect();
+            {
+                let mut loss = Tensor::zeros(&[], d).unwrap();
+                for &k in &active {
+                    let p = params[k].get();
+                    let term = p
+                        .square()
+                        .unwrap()
+                        .mul(&weights[k])
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    loss = loss.add(&term).unwrap();
+                }
+                loss.backward().unwrap();
+            }
+            let named: Vec<(String, &Param)> = params
+                .iter()
+                .enumerate()
+                .map(|(k, p)| (format!("t{k}"), p))
+                .collect();
+            adam.step(&named).unwrap();
+        }
+        assert_eq!((adam.steps_of("t5"), adam.steps_of("t0")), (2, 4));
+        params
+            .iter()
+            .map(|p| p.get().to_vec_f64().unwrap())
+            .collect()
+    };
+    let want = run(&Device::CpuF64, false);
+    let multi = run(&common::gpu(), true);
+    let single = run(&common::gpu(), false);
+    for k in 0..sizes.len() {
+        assert_close(
+            &format!("multi-tensor adam t{k}"),
+            &multi[k],
+            &want[k],
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("multi vs per-tensor t{k}"),
+            &multi[k],
+            &single[k],
+            1e-6,
+            1e-7,
+        );
+    }
 }

@@ -73,7 +73,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.arch.is_none() {
             cases = vec![ModelCase::new("resnet18", 8, 128, 64, Mode::Train)];
         }
-        let report = bench::profile(&device, &cases, args.warmup.max(1), 10_000)?;
+        // At least two warm-up steps: the first makes the optimiser's moments, which take pool
+        // buffers the second step's forward then has to create anew; the third step is steady.
+        let report = bench::profile(&device, &cases, args.warmup.max(2), 10_000)?;
         let text = serde_json::to_string_pretty(&report)?;
         println!("{text}");
         if let Some(path) = &args.json {

@@ -28,6 +28,26 @@ pub fn stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<T>, Vec<T>
         .unzip()
 }
 
+/// Running statistics after one training batch, in place (torch.nn.BatchNorm's update with
+/// momentum m): `rmean = (1 - m) rmean + m mean`, `rvar = (1 - m) rvar + m var unbias`, where
+/// `var` is the biased batch variance and `unbias = M / (M - 1)` for M values per channel.
+pub fn running_update<T: Float>(
+    rmean: &mut [T],
+    rvar: &mut [T],
+    mean: &[T],
+    var: &[T],
+    momentum: f64,
+    unbias: f64,
+) {
+    let m = T::from_f64(momentum).unwrap();
+    let keep = T::from_f64(1.0 - momentum).unwrap();
+    let u = T::from_f64(unbias).unwrap();
+    for c in 0..rmean.len() {
+        rmean[c] = keep * rmean[c] + m * mean[c];
+        rvar[c] = keep * rvar[c] + m * var[c] * u;
+    }
+}
+
 /// y = (x - mean) / sqrt(var + eps) * gamma + beta.
 #[allow(clippy::too_many_arguments)]
 pub fn apply<T: Float>(

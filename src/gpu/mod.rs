@@ -47,8 +47,9 @@ pub const SUBMIT_SLICE: usize = 128;
 const PARAM_SLOT: usize = 256;
 /// Largest parameter block one dispatch may pass.
 pub const MAX_PARAM_BYTES: usize = PARAM_SLOT;
-/// Bind groups of dispatches with more buffers than this are not cached (none of ours has).
-const MAX_CACHED_BINDINGS: usize = 15;
+/// Bind groups of dispatches with more buffers than this are not cached (none of ours has; the
+/// most is multi-tensor Adam's 28).
+const MAX_CACHED_BINDINGS: usize = 28;
 /// Bind groups kept per cache generation; the older generation is dropped when the newer fills.
 const BIND_GROUP_GENERATION: usize = 4096;
 
@@ -339,6 +340,10 @@ impl GpuBuffer {
     pub fn capacity(&self) -> u64 {
         self.class
     }
+    /// Unique in the process for the life of the underlying buffer (bind groups are cached by it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for GpuBuffer {
@@ -587,6 +592,33 @@ impl Gpu {
         let encoder = self.encoder(&mut stream);
         encoder.copy_buffer_to_buffer(&staging, 0, out.raw(), 0, padded as u64);
         Ok(out)
+    }
+
+    /// Copies the first `bytes` of `src` into `dst`, in stream order (after every command recorded
+    /// so far, before every later one). `bytes` is rounded up to a whole word; both buffers must
+    /// hold that much (an error otherwise, nothing recorded).
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Result<(), GpuError> {
+        let padded = bytes.div_ceil(4) * 4;
+        if padded > src.capacity() || padded > dst.capacity() {
+            return Err(GpuError::Validation(format!(
+                "copy of {padded} bytes between buffers of {} and {} bytes",
+                src.capacity(),
+                dst.capacity()
+            )));
+        }
+        if !std::ptr::eq(Arc::as_ptr(&src.gpu), self) || !std::ptr::eq(Arc::as_ptr(&dst.gpu), self)
+        {
+            return Err(GpuError::Validation(
+                "copy between buffers of another device".into(),
+            ));
+        }
+        if padded == 0 {
+            return Ok(());
+        }
+        let mut stream = self.stream.lock().unwrap();
+        self.encoder(&mut stream)
+            .copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, padded);
+        Ok(())
     }
 
     /// Fills the whole buffer with one 32-bit pattern (zeros, ones, NaN poison), in stream order.

@@ -1,8 +1,9 @@
 //! Conv2d, BatchNorm (plain or domain-specific) and Linear.
 
 use super::{Ctx, Init, Module, Param};
+use crate::ops::batchnorm::RunningStats;
 use crate::ops::conv2d::Conv2dSpec;
-use crate::{no_grad, Result, Tensor};
+use crate::{Result, Tensor};
 
 /// A 2-D convolution layer (`weight`, optional `bias`).
 pub struct Conv2d {
@@ -143,27 +144,25 @@ impl BatchNorm {
             };
             start += count;
             let y = if ctx.training {
-                let (y, mean, var) =
-                    xp.batch_norm_train(&s.weight.get(), &s.bias.get(), self.eps)?;
-                let m = self.momentum as f32;
-                let per_channel = xp.numel() / self.channels().max(1);
-                let unbias = per_channel as f32 / (per_channel.max(2) - 1) as f32;
-                no_grad(|| -> Result<()> {
-                    let rm = s
-                        .running_mean
-                        .get()
-                        .mul_scalar(1.0 - m)?
-                        .add(&mean.mul_scalar(m)?)?;
-                    let rv = s
-                        .running_var
-                        .get()
-                        .mul_scalar(1.0 - m)?
-                        .add(&var.mul_scalar(m * unbias)?)?;
-                    s.running_mean.set(rm);
-                    s.running_var.set(rv);
-                    Ok(())
-                })?;
-                y
+                // The running statistics are updated by the statistics kernel, in place when
+                // this layer holds them alone (they then keep their GPU buffers).
+                let (rmean, mean_alone) = s.running_mean.get_for_update();
+                let (rvar, var_alone) = s.running_var.get_for_update();
+                let out = xp.batch_norm_train_running(
+                    &s.weight.get(),
+                    &s.bias.get(),
+                    self.eps,
+                    RunningStats {
+                        mean: &rmean,
+                        var: &rvar,
+                        momentum: self.momentum,
+                        donated: mean_alone && var_alone,
+                    },
+                )?;
+                drop((rmean, rvar));
+                s.running_mean.set(out.running_mean);
+                s.running_var.set(out.running_var);
+                out.y
             } else {
                 xp.batch_norm_eval(
                     &s.weight.get(),

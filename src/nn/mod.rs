@@ -73,6 +73,18 @@ impl Param {
         self.value.read().unwrap().clone()
     }
 
+    /// The current value (as [`Param::get`]) and whether this Param held its storage alone
+    /// before the call (no clone of the value, no tensor sharing its buffer, elsewhere). When it
+    /// did, an update may overwrite that storage in place and `set` the result back: the
+    /// parameter then keeps its GPU buffer step after step, so the runtime's cached bind groups
+    /// keep matching (issue 16). Single-threaded use: a clone taken by another thread between
+    /// this call and the update would see the new values.
+    pub fn get_for_update(&self) -> (Tensor, bool) {
+        let value = self.value.read().unwrap();
+        let alone = value.owns_storage_alone();
+        (value.clone(), alone)
+    }
+
     /// Stores a new value (an optimiser's update, loaded weights) as a fresh leaf.
     pub fn set(&self, value: Tensor) {
         let v = value.detach();

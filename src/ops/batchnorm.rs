@@ -6,7 +6,7 @@
 use crate::autograd::record;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
-use crate::ops::{alloc_f32, same_device, HostElem, Params};
+use crate::ops::{alloc_f32, same_device, writable_state, HostElem, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
 
@@ -259,6 +259,33 @@ fn record_bn(
     })
 }
 
+/// The running statistics a training-mode batch norm updates
+/// ([`Tensor::batch_norm_train_running`]).
+pub struct RunningStats<'a> {
+    /// Running mean [C].
+    pub mean: &'a Tensor,
+    /// Running (unbiased) variance [C].
+    pub var: &'a Tensor,
+    /// Weight of the new batch (torch's `momentum`, 0.1 by default).
+    pub momentum: f64,
+    /// The caller holds `mean` and `var` storage alone: the GPU may update it in place.
+    pub donated: bool,
+}
+
+/// What [`Tensor::batch_norm_train_running`] returns.
+pub struct BatchNormTrain {
+    /// The normalised output (tracked), shaped like the input.
+    pub y: Tensor,
+    /// Batch mean [C] (a constant).
+    pub mean: Tensor,
+    /// Biased batch variance [C] (a constant).
+    pub var: Tensor,
+    /// Updated running mean [C].
+    pub running_mean: Tensor,
+    /// Updated running variance [C].
+    pub running_var: Tensor,
+}
+
 impl Tensor {
     /// Training-mode batch norm over [N, C, ...] with per-channel `gamma`, `beta` [C]: normalises
     /// with this batch's statistics. Returns the output, the batch mean and the biased batch
@@ -292,6 +319,106 @@ impl Tensor {
             true,
         );
         Ok((y, mean, var))
+    }
+
+    /// [`Tensor::batch_norm_train`] that also updates running statistics (torch.nn.BatchNorm,
+    /// momentum `running.momentum`): returns (output, batch mean, biased batch variance, new
+    /// running mean, new running variance), the last two
+    /// `(1 - m) running + m batch` with the variance unbiased by `M / (M - 1)` (M = N*H*W values
+    /// per channel, at least 2 in the divisor as before). On the GPU the update happens in the
+    /// statistics kernel itself (one dispatch, no elementwise ops), in place when
+    /// `running.donated` (the caller holds the running tensors' storage alone, see
+    /// `Param::get_for_update`), else into copies. Errors: shapes, devices, an empty batch.
+    pub fn batch_norm_train_running(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+        running: RunningStats<'_>,
+    ) -> Result<BatchNormTrain> {
+        same_device(
+            "batch_norm",
+            &[self, gamma, beta, running.mean, running.var],
+        )?;
+        self.expect_dtype("batch_norm", DType::F32)?;
+        let d = dims(self, &[gamma, beta, running.mean, running.var])?;
+        if d.n * d.s == 0 {
+            return shape_err(
+                "batch_norm",
+                format!("no values per channel in {:?}", self.shape()),
+            );
+        }
+        let per_channel = d.n * d.s;
+        let unbias = per_channel as f64 / (per_channel.max(2) - 1) as f64;
+        let (mean, var, rmean, rvar) = if let Some(gpu) = self.device().as_gpu() {
+            let rmean = writable_state(running.mean, running.donated, "bn_stats_running")?;
+            let rvar = writable_state(running.var, running.donated, "bn_stats_running")?;
+            let mean = alloc_f32(gpu, d.c, "bn_stats_running")?;
+            let var = alloc_f32(gpu, d.c, "bn_stats_running")?;
+            let params = params(d, 0.0)
+                .f32(running.momentum as f32)
+                .f32(unbias as f32);
+            gpu.dispatch(
+                &Kernel::new("batchnorm", "bn_stats_running"),
+                params.bytes(),
+                &[
+                    self.gpu_buffer().unwrap(),
+                    &mean,
+                    &var,
+                    rmean.gpu_buffer().unwrap(),
+                    rvar.gpu_buffer().unwrap(),
+                ],
+                grid_1d(d.c as u32, 1),
+            )?;
+            let wrap = |b| Tensor::from_gpu(vec![d.c], DType::F32, self.device(), b);
+            (wrap(mean), wrap(var), rmean, rvar)
+        } else {
+            let (mean, var) = stats_raw(self, d)?;
+            fn run<T: HostElem>(
+                mean: &Tensor,
+                var: &Tensor,
+                r: &RunningStats<'_>,
+                unbias: f64,
+            ) -> (Data, Data) {
+                let mut rm = T::slice(r.mean).to_vec();
+                let mut rv = T::slice(r.var).to_vec();
+                cpu::batchnorm::running_update(
+                    &mut rm,
+                    &mut rv,
+                    T::slice(mean),
+                    T::slice(var),
+                    r.momentum,
+                    unbias,
+                );
+                (T::wrap(rm), T::wrap(rv))
+            }
+            let (rm, rv) = match self.host_float().unwrap() {
+                HostFloat::F32(_) => run::<f32>(&mean, &var, &running, unbias),
+                HostFloat::F64(_) => run::<f64>(&mean, &var, &running, unbias),
+            };
+            let rm = vec_tensor(self, vec![d.c], rm);
+            let rv = vec_tensor(self, vec![d.c], rv);
+            (mean, var, rm, rv)
+        };
+        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
+        let y = record_bn(
+            out,
+            self,
+            gamma,
+            beta,
+            mean.clone(),
+            var.clone(),
+            d,
+            eps,
+            true,
+        );
+        Ok(BatchNormTrain {
+            y,
+            mean,
+            var,
+            running_mean: rmean,
+            running_var: rvar,
+        })
     }
 
     /// Evaluation-mode batch norm with given (running) `mean` and `var` [C], which get no gradient.

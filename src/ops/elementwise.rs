@@ -112,16 +112,24 @@ fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     ))
 }
 
-/// ReLU (ReLU6) backward: `g` where `0 < x` (`< 6`). The GPU multiplies by mask tensors; the CPU
-/// devices do it in one pass.
+/// ReLU (ReLU6) backward: `g` where `0 < x` (`< 6`), else 0, in one pass on every device
+/// (`elementwise:relu_backward` on the GPU). `g` and `x` have one shape (the op's output's).
 fn relu_grad(g: &Tensor, x: &Tensor, relu6: bool) -> Result<Tensor> {
-    if g.device().is_gpu() {
-        let dx = g.mul(&x.gt_scalar(0.0)?)?;
-        return if relu6 {
-            dx.mul(&x.lt_scalar(6.0)?)
-        } else {
-            Ok(dx)
-        };
+    if let Device::Gpu(gpu) = g.device() {
+        let n = g.numel();
+        let out = alloc_f32(gpu, n, "relu backward")?;
+        gpu.dispatch(
+            &Kernel::new("elementwise", "relu_backward").with("OP", relu6 as u32),
+            Params::new().usize(n).bytes(),
+            &[g.gpu_buffer().unwrap(), x.gpu_buffer().unwrap(), &out],
+            grid_1d(n as u32, 256),
+        )?;
+        return Ok(Tensor::from_gpu(
+            g.shape().to_vec(),
+            DType::F32,
+            g.device(),
+            out,
+        ));
     }
     let data = host_float2!(g, x, |gv, xv| cpu::elementwise::relu_backward(
         gv, xv, relu6

@@ -118,6 +118,28 @@ impl Params {
     }
 }
 
+/// The tensor an in-place kernel may overwrite for state tensor `t` (GPU only): `t` itself
+/// (detached, same buffer) when the caller donated it (no other tensor shares its storage),
+/// else a fresh copy of it, recorded in stream order, so `t` keeps its values.
+pub(crate) fn writable_state(t: &Tensor, donated: bool, op: &str) -> Result<Tensor> {
+    if donated {
+        return Ok(t.detach());
+    }
+    let gpu = t
+        .device()
+        .as_gpu()
+        .expect("writable_state is for GPU tensors");
+    let out = alloc_f32(gpu, t.numel(), op)?;
+    let src = t.gpu_buffer().expect("a GPU tensor has a buffer");
+    gpu.copy(src, &out, (t.numel() * 4) as u64)?;
+    Ok(Tensor::from_gpu(
+        t.shape().to_vec(),
+        t.dtype(),
+        t.device(),
+        out,
+    ))
+}
+
 /// A float output buffer of `n` elements.
 pub(crate) fn alloc_f32(gpu: &Arc<Gpu>, n: usize, op: &str) -> Result<GpuBuffer> {
     Ok(gpu.alloc((n.max(1) * 4) as u64, op)?)

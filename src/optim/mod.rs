@@ -8,7 +8,9 @@ mod schedule;
 
 pub use schedule::{LrSchedule, Warmup};
 
-use crate::ops::optim::{adam_update, ema_update, sgd_update};
+use crate::ops::optim::{
+    adam_update_donated, adam_update_multi, ema_update_donated, sgd_update_donated, AdamTensor,
+};
 use std::collections::BTreeMap;
 
 use crate::nn::{Module, Param, ParamKind};
@@ -82,6 +84,9 @@ pub struct Adam {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Update all tensors of a step in a few dispatches (`ops::optim::adam_update_multi`,
+    /// default) rather than one per tensor (the same results).
+    pub multi_tensor: bool,
     state: BTreeMap<String, AdamState>,
 }
 
@@ -94,6 +99,7 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
+            multi_tensor: true,
             state: BTreeMap::new(),
         }
     }
@@ -107,8 +113,18 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
         check_unique(params)?;
+        // Every parameter with a gradient, with its state (taken out, keyed by name).
+        struct Update<'p> {
+            name: &'p str,
+            param: &'p Param,
+            p: Tensor,
+            alone: bool,
+            g: Tensor,
+            state: AdamState,
+        }
+        let mut updates = Vec::new();
         for (name, param) in params {
-            let p = param.get();
+            let (p, alone) = param.get_for_update();
             let Some(g) = p.grad() else {
                 continue;
             };
@@ -120,24 +136,59 @@ impl Optimizer for Adam {
                     v: Tensor::zeros(p.shape(), p.device())?,
                 },
             };
-            let hyper = AdamHyper {
-                lr: self.lr,
-                beta1: self.beta1,
-                beta2: self.beta2,
-                eps: self.eps,
-                weight_decay: self.weight_decay,
-                step: state.steps + 1,
-            };
-            let (new_p, m, v) = adam_update(&p.detach(), &g, &state.m, &state.v, hyper)?;
-            param.set(new_p);
-            self.state.insert(
-                name.clone(),
-                AdamState {
-                    steps: state.steps + 1,
-                    m,
-                    v,
-                },
-            );
+            updates.push(Update {
+                name,
+                param,
+                p: p.detach(),
+                alone,
+                g,
+                state,
+            });
+        }
+        let hyper = AdamHyper {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            step: 0,
+        };
+        let results = {
+            let tensors: Vec<AdamTensor<'_>> = updates
+                .iter()
+                .map(|u| AdamTensor {
+                    p: &u.p,
+                    g: &u.g,
+                    m: &u.state.m,
+                    v: &u.state.v,
+                    step: u.state.steps + 1,
+                    // In place when nothing else shares the parameter's or the moments' storage.
+                    donated: u.alone
+                        && u.state.m.owns_storage_alone()
+                        && u.state.v.owns_storage_alone(),
+                })
+                .collect();
+            if self.multi_tensor {
+                adam_update_multi(&tensors, hyper)?
+            } else {
+                tensors
+                    .iter()
+                    .map(|t| {
+                        let h = AdamHyper {
+                            step: t.step,
+                            ..hyper
+                        };
+                        adam_update_donated(t.p, t.g, t.m, t.v, h, t.donated)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        for (u, (new_p, m, v)) in updates.into_iter().zip(results) {
+            let steps = u.state.steps + 1;
+            drop((u.p, u.g, u.state));
+            u.param.set(new_p);
+            self.state
+                .insert(u.name.to_string(), AdamState { steps, m, v });
         }
         Ok(())
     }
@@ -231,7 +282,7 @@ impl Optimizer for Sgd {
     fn step(&mut self, params: &[NamedParam<'_>]) -> Result<()> {
         check_unique(params)?;
         for (name, param) in params {
-            let p = param.get();
+            let (p, p_alone) = param.get_for_update();
             let Some(g) = p.grad() else {
                 continue;
             };
@@ -247,7 +298,9 @@ impl Optimizer for Sgd {
                 nesterov: self.nesterov,
                 first,
             };
-            let (new_p, new_buf) = sgd_update(&p.detach(), &g, &old, hyper)?;
+            let donated = p_alone && old.owns_storage_alone();
+            let (new_p, new_buf) = sgd_update_donated(&p.detach(), &g, &old, hyper, donated)?;
+            drop(p);
             param.set(new_p);
             self.buffers.insert(name.clone(), new_buf);
         }
@@ -344,7 +397,10 @@ impl MeanTeacher {
                     s.shape()
                 )));
             }
-            e.set(ema_update(&e.get().detach(), &s.get().detach(), a)?);
+            let (mean, alone) = e.get_for_update();
+            let updated = ema_update_donated(&mean.detach(), &s.get().detach(), a, alone)?;
+            drop(mean);
+            e.set(updated);
         }
         Ok(())
     }
