@@ -433,30 +433,8 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
         // Deep layers: a large dW that the part split below would write (and sum) once per
         // part; one multi-threaded GEMM per chunk of images writes it once. The gemm crate
         // splits over output blocks, so the sum order does not depend on the thread count.
-        let nc = chunk_images(g);
         let mut dw = vec![0f32; g.cout * kg];
-        let mut dyt = Scratch::overwritten(g.cout * nc * p);
-        let mut cols = Scratch::overwritten(kg * nc * p);
-        for (i, img0) in (0..g.n).step_by(nc).enumerate() {
-            let c = nc.min(g.n - img0);
-            let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
-            gather_chunk(dy, g.cout, p, img0, c, dyt);
-            if pointwise(g) {
-                gather_chunk(x, g.c, p, img0, c, cols);
-            } else {
-                im2col_chunk(x, g, img0, c, cols);
-            }
-            gemm_into(
-                &mut dw,
-                dyt,
-                cols,
-                (g.cout, c * p, kg),
-                false,
-                true,
-                i > 0,
-                true,
-            );
-        }
+        weight_grad_chunks(dy, x, g, 0..g.n, chunk_images(g), &mut dw, true);
         return dw;
     }
     let parts = WEIGHT_GRAD_PARTS.min(g.n);
@@ -493,28 +471,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
                 }
                 return dw;
             }
-            let mut dyt = Scratch::overwritten(g.cout * nc * p);
-            let mut cols = Scratch::overwritten(kg * nc * p);
-            for (i, img0) in (lo..hi).step_by(nc).enumerate() {
-                let c = nc.min(hi - img0);
-                let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
-                gather_chunk(dy, g.cout, p, img0, c, dyt);
-                if pointwise(g) {
-                    gather_chunk(x, g.c, p, img0, c, cols);
-                } else {
-                    im2col_chunk(x, g, img0, c, cols);
-                }
-                gemm_into(
-                    &mut dw,
-                    dyt,
-                    cols,
-                    (g.cout, c * p, kg),
-                    false,
-                    true,
-                    i > 0,
-                    false,
-                );
-            }
+            weight_grad_chunks(dy, x, g, lo..hi, nc, &mut dw, false);
             dw
         })
         .collect();
@@ -526,6 +483,35 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
         }
     }
     dw
+}
+
+/// `dw = dY cols^T` over images `imgs`, `nc` images side by side per GEMM (K = nc * P), the
+/// first chunk overwriting `dw` and the others adding to it; `parallel` lets the GEMM use the
+/// thread pool (split over output blocks: the same sums whatever the thread count).
+fn weight_grad_chunks(
+    dy: &[f32],
+    x: &[f32],
+    g: &ConvGeom,
+    imgs: std::ops::Range<usize>,
+    nc: usize,
+    dw: &mut [f32],
+    parallel: bool,
+) {
+    let (p, kg) = (g.p(), g.kg());
+    let mut dyt = Scratch::overwritten(g.cout * nc * p);
+    let mut cols = Scratch::overwritten(kg * nc * p);
+    for (i, img0) in imgs.clone().step_by(nc).enumerate() {
+        let c = nc.min(imgs.end - img0);
+        let (dyt, cols) = (&mut dyt[..g.cout * c * p], &mut cols[..kg * c * p]);
+        gather_chunk(dy, g.cout, p, img0, c, dyt);
+        if pointwise(g) {
+            gather_chunk(x, g.c, p, img0, c, cols);
+        } else {
+            im2col_chunk(x, g, img0, c, cols);
+        }
+        let dims = (g.cout, c * p, kg);
+        gemm_into(dw, dyt, cols, dims, false, true, i > 0, parallel);
+    }
 }
 
 /// Calls `f(oy, iy, xlo, xhi, ix0)` for every output row of tap (ki, kj) that reads the input:
