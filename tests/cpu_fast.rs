@@ -322,12 +322,12 @@ fn geom(
 
 #[test]
 fn conv2d_fast_weight_gradient_of_deep_layers_is_one_parallel_gemm() {
-    // A narrow output (P = 12 < 256) with a large dW (64 x 4608 = 294,912 values >= 2^18): the
+    // A narrow output (P = 12 < 256) with a large dW (128 x 4608 = 589,824 values >= 2^19): the
     // multi-threaded path; stride 1 pad 1 also takes the row-aligned im2col / col2im blocks.
     use unreid::cpu::{conv2d as r, fast::conv2d as f};
     for g in [
-        geom(3, 512, (4, 3), 64, 3, 1, 1),
-        geom(1, 512, (4, 3), 64, 3, 1, 1),
+        geom(3, 512, (4, 3), 128, 3, 1, 1),
+        geom(1, 512, (4, 3), 128, 3, 1, 1),
     ] {
         let (x, w, dy) = (
             seeded(g.n * g.c * g.h * g.w, 11),

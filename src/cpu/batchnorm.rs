@@ -31,20 +31,26 @@ pub fn stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<T>, Vec<T>
 /// Running statistics after one training batch, in place (torch.nn.BatchNorm's update with
 /// momentum m): `rmean = (1 - m) rmean + m mean`, `rvar = (1 - m) rvar + m var unbias`, where
 /// `var` is the biased batch variance and `unbias = M / (M - 1)` for M values per channel.
+///
+/// The constants are rounded to f32 and combined as the op always did, (1 - m) and m * unbias
+/// in f32, so the statistics (and every evaluation-mode feature computed from them, such as the
+/// features pseudo labels are clustered on) stay bit-identical across versions.
 pub fn running_update<T: Float>(
     rmean: &mut [T],
     rvar: &mut [T],
     mean: &[T],
     var: &[T],
     momentum: f64,
-    unbias: f64,
+    per_channel: usize,
 ) {
-    let m = T::from_f64(momentum).unwrap();
-    let keep = T::from_f64(1.0 - momentum).unwrap();
-    let u = T::from_f64(unbias).unwrap();
+    let m32 = momentum as f32;
+    let unbias32 = per_channel as f32 / (per_channel.max(2) - 1) as f32;
+    let m = T::from_f32(m32).unwrap();
+    let keep = T::from_f32(1.0 - m32).unwrap();
+    let m_unbias = T::from_f32(m32 * unbias32).unwrap();
     for c in 0..rmean.len() {
-        rmean[c] = keep * rmean[c] + m * mean[c];
-        rvar[c] = keep * rvar[c] + m * var[c] * u;
+        rmean[c] = rmean[c] * keep + mean[c] * m;
+        rvar[c] = rvar[c] * keep + var[c] * m_unbias;
     }
 }
 

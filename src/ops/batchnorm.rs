@@ -378,7 +378,7 @@ impl Tensor {
                 mean: &Tensor,
                 var: &Tensor,
                 r: &RunningStats<'_>,
-                unbias: f64,
+                per_channel: usize,
             ) -> (Data, Data) {
                 let mut rm = T::slice(r.mean).to_vec();
                 let mut rv = T::slice(r.var).to_vec();
@@ -388,13 +388,13 @@ impl Tensor {
                     T::slice(mean),
                     T::slice(var),
                     r.momentum,
-                    unbias,
+                    per_channel,
                 );
                 (T::wrap(rm), T::wrap(rv))
             }
             let (rm, rv) = match self.host_float().unwrap() {
-                HostFloat::F32(_) => run::<f32>(&mean, &var, &running, unbias),
-                HostFloat::F64(_) => run::<f64>(&mean, &var, &running, unbias),
+                HostFloat::F32(_) => run::<f32>(&mean, &var, &running, per_channel),
+                HostFloat::F64(_) => run::<f64>(&mean, &var, &running, per_channel),
             };
             let rm = vec_tensor(self, vec![d.c], rm);
             let rv = vec_tensor(self, vec![d.c], rv);

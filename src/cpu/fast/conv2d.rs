@@ -411,9 +411,10 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// Fixed number of image ranges the weight gradient is split into (independent of the thread
 /// count, so the summation order, and so the result, is the same on every machine).
 const WEIGHT_GRAD_PARTS: usize = 4;
-/// Weight gradients of at least this many values (narrow outputs only) are one multi-threaded
-/// GEMM instead of `WEIGHT_GRAD_PARTS` single-threaded ones.
-const PARALLEL_GEMM_MIN_OUT: usize = 1 << 18;
+/// Weight gradients of at least this many values (2 MB; narrow outputs only) are one
+/// multi-threaded GEMM instead of `WEIGHT_GRAD_PARTS` single-threaded ones (ResNet's layer3/4
+/// 3x3 convolutions; MobileNetV2's largest, 320 -> 1280, keeps the part split).
+const PARALLEL_GEMM_MIN_OUT: usize = 1 << 19;
 
 /// dL/dW [cout, c/groups, kh, kw] from dL/dy and x: `WEIGHT_GRAD_PARTS` image ranges in
 /// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for wide outputs, per
