@@ -32,9 +32,10 @@ pub fn stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<T>, Vec<T>
 /// momentum m): `rmean = (1 - m) rmean + m mean`, `rvar = (1 - m) rvar + m var unbias`, where
 /// `var` is the biased batch variance and `unbias = M / (M - 1)` for M values per channel.
 ///
-/// The constants are rounded to f32 and combined as the op always did, (1 - m) and m * unbias
-/// in f32, so the statistics (and every evaluation-mode feature computed from them, such as the
-/// features pseudo labels are clustered on) stay bit-identical across versions.
+/// The constants are formed in `T`, in the order the op always used ((1 - m) and m * unbias
+/// first), so the CPU device's f32 statistics (and every evaluation-mode feature computed from
+/// them, such as the features pseudo labels are clustered on) stay bit-identical across versions,
+/// and the f64 reference stays exact.
 pub fn running_update<T: Float>(
     rmean: &mut [T],
     rvar: &mut [T],
@@ -43,11 +44,11 @@ pub fn running_update<T: Float>(
     momentum: f64,
     per_channel: usize,
 ) {
-    let m32 = momentum as f32;
-    let unbias32 = per_channel as f32 / (per_channel.max(2) - 1) as f32;
-    let m = T::from_f32(m32).unwrap();
-    let keep = T::from_f32(1.0 - m32).unwrap();
-    let m_unbias = T::from_f32(m32 * unbias32).unwrap();
+    let m = T::from_f64(momentum).unwrap();
+    let keep = T::one() - m;
+    let unbias =
+        T::from_usize(per_channel).unwrap() / T::from_usize(per_channel.max(2) - 1).unwrap();
+    let m_unbias = m * unbias;
     for c in 0..rmean.len() {
         rmean[c] = rmean[c] * keep + mean[c] * m;
         rvar[c] = rvar[c] * keep + var[c] * m_unbias;
