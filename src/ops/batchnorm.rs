@@ -296,18 +296,42 @@ impl Tensor {
         beta: &Tensor,
         eps: f64,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        same_device("batch_norm", &[self, gamma, beta])?;
+        let d = self.train_dims(&[gamma, beta])?;
+        let (mean, var) = stats_raw(self, d)?;
+        let y = self.normalize_train(&mean, &var, gamma, beta, d, eps)?;
+        Ok((y, mean, var))
+    }
+
+    /// Training-mode checks shared by both training entry points: one device, f32, per-channel
+    /// tensors of C values (`per_channel`), and at least one value per channel.
+    fn train_dims(&self, per_channel: &[&Tensor]) -> Result<Dims> {
+        let mut all = vec![self];
+        all.extend_from_slice(per_channel);
+        same_device("batch_norm", &all)?;
         self.expect_dtype("batch_norm", DType::F32)?;
-        let d = dims(self, &[gamma, beta])?;
+        let d = dims(self, per_channel)?;
         if d.n * d.s == 0 {
             return shape_err(
                 "batch_norm",
                 format!("no values per channel in {:?}", self.shape()),
             );
         }
-        let (mean, var) = stats_raw(self, d)?;
-        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
-        let y = record_bn(
+        Ok(d)
+    }
+
+    /// The normalised output with the batch statistics `mean`, `var`, recorded for autograd
+    /// (their own gradient included).
+    fn normalize_train(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        d: Dims,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let out = apply_raw(self, mean, var, gamma, beta, d, eps)?;
+        Ok(record_bn(
             out,
             self,
             gamma,
@@ -317,8 +341,7 @@ impl Tensor {
             d,
             eps,
             true,
-        );
-        Ok((y, mean, var))
+        ))
     }
 
     /// [`Tensor::batch_norm_train`] that also updates running statistics (torch.nn.BatchNorm,
@@ -336,18 +359,7 @@ impl Tensor {
         eps: f64,
         running: RunningStats<'_>,
     ) -> Result<BatchNormTrain> {
-        same_device(
-            "batch_norm",
-            &[self, gamma, beta, running.mean, running.var],
-        )?;
-        self.expect_dtype("batch_norm", DType::F32)?;
-        let d = dims(self, &[gamma, beta, running.mean, running.var])?;
-        if d.n * d.s == 0 {
-            return shape_err(
-                "batch_norm",
-                format!("no values per channel in {:?}", self.shape()),
-            );
-        }
+        let d = self.train_dims(&[gamma, beta, running.mean, running.var])?;
         let per_channel = d.n * d.s;
         let unbias = per_channel as f64 / (per_channel.max(2) - 1) as f64;
         let (mean, var, rmean, rvar) = if let Some(gpu) = self.device().as_gpu() {
@@ -400,18 +412,7 @@ impl Tensor {
             let rv = vec_tensor(self, vec![d.c], rv);
             (mean, var, rm, rv)
         };
-        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
-        let y = record_bn(
-            out,
-            self,
-            gamma,
-            beta,
-            mean.clone(),
-            var.clone(),
-            d,
-            eps,
-            true,
-        );
+        let y = self.normalize_train(&mean, &var, gamma, beta, d, eps)?;
         Ok(BatchNormTrain {
             y,
             mean,
