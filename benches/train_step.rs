@@ -12,6 +12,7 @@ use common::{devices, env_usize, timed};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use unreid::bench::{Mode, ModelCase, TrainStep};
+use unreid::ops::batchnorm::Activation;
 use unreid::Tensor;
 
 fn train_step(c: &mut Criterion) {
@@ -82,7 +83,9 @@ fn batch_norm(c: &mut Criterion) {
             group.bench_function(format!("{name} [{dev_name}]"), |b| {
                 b.iter_custom(|iters| {
                     timed(iters, &mut || {
-                        let (y, _, _) = x.batch_norm_train(&gamma, &beta, 1e-5).unwrap();
+                        let (y, _, _) = x
+                            .batch_norm_train(&gamma, &beta, 1e-5, Activation::None)
+                            .unwrap();
                         y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
                         dev.sync().unwrap();
                         x.zero_grad();

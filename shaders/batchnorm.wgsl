@@ -7,15 +7,37 @@
 //                rvar = (1 - m) rvar + m var * unbias (unbias = M / (M - 1), M = N*S, from the host).
 //                Bindings 1 x, 2 mean [C], 3 var [C], 4 running mean [C] (in/out),
 //                5 running var [C] (in/out). Dispatch: C workgroups (2-D folded).
-// bn_apply:      y = (x - mean) / sqrt(var + eps) * gamma + beta (batch or running statistics).
+// bn_apply:      y = act((x - mean) / sqrt(var + eps) * gamma + beta) (batch or running
+//                statistics; act by ACT, torch.nn.BatchNorm2d then ReLU / ReLU6).
 //                Bindings 1 x, 2 mean, 3 var, 4 gamma, 5 beta, 6 y. One invocation per element.
-// bn_bwd_reduce: per channel sum(g) and sum(g * xhat). Bindings 1 x, 2 g, 3 mean, 4 var,
-//                5 sum_g [C], 6 sum_gx [C]. One workgroup per channel.
-// bn_bwd_apply:  TRAIN = 1: dx = gamma * invstd * (g - sum_g / M - xhat * sum_gx / M), M = N*S;
-//                TRAIN = 0 (running statistics are constants): dx = g * gamma * invstd.
-//                Bindings 1 x, 2 g, 3 mean, 4 var, 5 gamma, 6 sum_g, 7 sum_gx, 8 dx.
+// bn_bwd_reduce: per channel sum(g') and sum(g' * xhat), g' = g masked by the activation's
+//                derivative at the forward's output y (g itself for ACT = 0). Bindings 1 x, 2 g,
+//                3 y (any read-only buffer of N*C*S floats, unread, for ACT = 0), 4 mean, 5 var,
+//                6 sum_g [C], 7 sum_gx [C]. One workgroup per channel.
+// bn_bwd_apply:  TRAIN = 1: dx = gamma * invstd * (g' - sum_g / M - xhat * sum_gx / M), M = N*S;
+//                TRAIN = 0 (running statistics are constants): dx = g' * gamma * invstd.
+//                Bindings 1 x, 2 g, 3 y (as bn_bwd_reduce), 4 mean, 5 var, 6 gamma, 7 sum_g,
+//                8 sum_gx, 9 dx.
+//
+// ACT (the activation fused into the epilogue, cpu::elementwise::Activation): 0 none,
+// 1 ReLU max(v, 0), 2 ReLU6 min(max(v, 0), 6); the backward's mask from the output y: ReLU 0 < y,
+// ReLU6 0 < y < 6 (elementwise.wgsl's relu_backward, zero at the kinks).
 
 override TRAIN: u32 = 1u;
+override ACT: u32 = 0u;
+
+fn activate(v: f32) -> f32 {
+    if (ACT == 1u) { return max(v, 0.0); }
+    if (ACT == 2u) { return min(max(v, 0.0), 6.0); }
+    return v;
+}
+
+// The gradient g through the activation, given the forward's output y.
+fn act_grad(g: f32, y: f32) -> f32 {
+    if (ACT == 0u) { return g; }
+    let pass_through = y > 0.0 && (ACT == 1u || y < 6.0);
+    return select(0.0, g, pass_through);
+}
 
 struct Params { n: u32, c: u32, s: u32, eps: f32, momentum: f32, unbias: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -111,15 +133,16 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (t >= p.n * p.c * p.s) { return; }
     let c = (t / p.s) % p.c;
     let invstd = 1.0 / sqrt(ap_var[c] + p.eps);
-    ap_y[t] = (ap_x[t] - ap_mean[c]) * invstd * ap_gamma[c] + ap_beta[c];
+    ap_y[t] = activate((ap_x[t] - ap_mean[c]) * invstd * ap_gamma[c] + ap_beta[c]);
 }
 
 @group(0) @binding(1) var<storage, read> br_x: array<f32>;
 @group(0) @binding(2) var<storage, read> br_g: array<f32>;
-@group(0) @binding(3) var<storage, read> br_mean: array<f32>;
-@group(0) @binding(4) var<storage, read> br_var: array<f32>;
-@group(0) @binding(5) var<storage, read_write> br_sum_g: array<f32>;
-@group(0) @binding(6) var<storage, read_write> br_sum_gx: array<f32>;
+@group(0) @binding(3) var<storage, read> br_y: array<f32>;
+@group(0) @binding(4) var<storage, read> br_mean: array<f32>;
+@group(0) @binding(5) var<storage, read> br_var: array<f32>;
+@group(0) @binding(6) var<storage, read_write> br_sum_g: array<f32>;
+@group(0) @binding(7) var<storage, read_write> br_sum_gx: array<f32>;
 
 @compute @workgroup_size(256)
 fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -133,7 +156,7 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let invstd = 1.0 / sqrt(br_var[c] + p.eps);
         for (var i = lid.x; i < p.n * p.s; i = i + WG) {
             let e = elem(i, c);
-            let gv = br_g[e];
+            let gv = act_grad(br_g[e], br_y[e]);
             sg = sg + gv;
             sgx = sgx + gv * (br_x[e] - mean) * invstd;
         }
@@ -149,12 +172,13 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 @group(0) @binding(1) var<storage, read> ba_x: array<f32>;
 @group(0) @binding(2) var<storage, read> ba_g: array<f32>;
-@group(0) @binding(3) var<storage, read> ba_mean: array<f32>;
-@group(0) @binding(4) var<storage, read> ba_var: array<f32>;
-@group(0) @binding(5) var<storage, read> ba_gamma: array<f32>;
-@group(0) @binding(6) var<storage, read> ba_sum_g: array<f32>;
-@group(0) @binding(7) var<storage, read> ba_sum_gx: array<f32>;
-@group(0) @binding(8) var<storage, read_write> ba_dx: array<f32>;
+@group(0) @binding(3) var<storage, read> ba_y: array<f32>;
+@group(0) @binding(4) var<storage, read> ba_mean: array<f32>;
+@group(0) @binding(5) var<storage, read> ba_var: array<f32>;
+@group(0) @binding(6) var<storage, read> ba_gamma: array<f32>;
+@group(0) @binding(7) var<storage, read> ba_sum_g: array<f32>;
+@group(0) @binding(8) var<storage, read> ba_sum_gx: array<f32>;
+@group(0) @binding(9) var<storage, read_write> ba_dx: array<f32>;
 
 @compute @workgroup_size(256)
 fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -164,11 +188,12 @@ fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let c = (t / p.s) % p.c;
     let invstd = 1.0 / sqrt(ba_var[c] + p.eps);
     let scale = ba_gamma[c] * invstd;
+    let gv = act_grad(ba_g[t], ba_y[t]);
     if (TRAIN == 1u) {
         let m = f32(p.n * p.s);
         let xhat = (ba_x[t] - ba_mean[c]) * invstd;
-        ba_dx[t] = scale * (ba_g[t] - ba_sum_g[c] / m - xhat * ba_sum_gx[c] / m);
+        ba_dx[t] = scale * (gv - ba_sum_g[c] / m - xhat * ba_sum_gx[c] / m);
     } else {
-        ba_dx[t] = ba_g[t] * scale;
+        ba_dx[t] = gv * scale;
     }
 }

@@ -10,6 +10,7 @@
 
 use unreid::autograd::gradcheck::{assert_close, check_op, evaluate, Input, TestFn};
 use unreid::cpu::conv2d::ConvGeom;
+use unreid::ops::batchnorm::Activation;
 use unreid::ops::conv2d::Conv2dSpec;
 use unreid::{Device, Tensor};
 
@@ -204,7 +205,11 @@ fn conv2d_fast_functions_match_reference_f32() {
 
 #[test]
 fn batch_norm_fast_matches_reference() {
-    let train = |xs: &[Tensor], _: &Device| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5)?.0);
+    let train = |xs: &[Tensor], _: &Device| {
+        Ok(xs[0]
+            .batch_norm_train(&xs[1], &xs[2], 1e-5, Activation::None)?
+            .0)
+    };
     // Small: finite differences too. [N, C, H, W] with odd planes, batch 1, and [N, C].
     for (i, shape) in [vec![2, 3, 5, 3], vec![1, 4, 3, 7], vec![6, 5]]
         .into_iter()
@@ -235,7 +240,7 @@ fn batch_norm_fast_matches_reference() {
         let eval = move |xs: &[Tensor], dev: &Device| {
             let m = Tensor::from_f64(&mean.values, &[c], dev)?;
             let v = Tensor::from_f64(&var.values, &[c], dev)?;
-            xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5)
+            xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5, Activation::None)
         };
         check_op(
             "bn eval",
@@ -463,6 +468,128 @@ fn adam_fast_is_bitwise_the_reference_over_several_steps() {
                 .zip(b.iter())
                 .all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "step {step}: {name} differs from the reference");
+        }
+    }
+}
+
+/// Everything one batch norm step produces on the CPU device, as f32 bit patterns: output, batch
+/// (or given) statistics, running statistics, and the gradients of x, gamma and beta.
+type BnBits = Vec<(&'static str, Vec<u32>)>;
+
+/// Batch norm then `act` on the CPU device, fused (`fused`) or as today's sequence of separate
+/// ops (`batch_norm_*` with no activation, then `relu()` / `relu6()`), in training mode with
+/// running statistics or in evaluation mode; the loss weights every output element differently.
+fn bn_step(
+    inputs: &[Vec<f32>; 5],
+    shape: &[usize],
+    act: Activation,
+    train: bool,
+    fused: bool,
+) -> BnBits {
+    use unreid::ops::batchnorm::RunningStats;
+    let dev = Device::Cpu;
+    let c = shape[1];
+    let t = |v: &[f32], s: &[usize]| Tensor::from_slice(v, s, &dev).unwrap();
+    let x = t(&inputs[0], shape).with_requires_grad();
+    let gamma = t(&inputs[1], &[c]).with_requires_grad();
+    let beta = t(&inputs[2], &[c]).with_requires_grad();
+    let (rm, rv) = (t(&inputs[3], &[c]), t(&inputs[4], &[c]));
+    let inner = if fused { act } else { Activation::None };
+    let mut stats = Vec::new();
+    let y = if train {
+        let running = RunningStats {
+            mean: &rm,
+            var: &rv,
+            momentum: 0.1,
+            donated: false,
+        };
+        let out = x
+            .batch_norm_train_running(&gamma, &beta, 1e-5, inner, running)
+            .unwrap();
+        stats = vec![
+            ("batch mean", out.mean),
+            ("batch var", out.var),
+            ("running mean", out.running_mean),
+            ("running var", out.running_var),
+        ];
+        out.y
+    } else {
+        x.batch_norm_eval(&gamma, &beta, &rm, &rv, 1e-5, inner)
+            .unwrap()
+    };
+    let y = match (fused, act) {
+        (false, Activation::Relu) => y.relu().unwrap(),
+        (false, Activation::Relu6) => y.relu6().unwrap(),
+        _ => y,
+    };
+    let w: Vec<f32> = seeded(y.numel(), 77).iter().map(|v| v + 0.5).collect();
+    y.mul(&t(&w, shape))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+    let mut out = vec![("y", bits(&y))];
+    out.extend(stats.iter().map(|(k, t)| (*k, bits(t))));
+    for (k, leaf) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+        out.push((k, bits(&leaf.grad().unwrap())));
+    }
+    out
+}
+
+/// The fused BN + activation on the CPU device gives bit-identical outputs, gradients and
+/// running statistics to BN followed by `relu()` / `relu6()` (a last-bit change moves the quick
+/// demo's mAP by points), in training and evaluation mode, for ResNet- and MobileNetV2-like
+/// shapes, odd sizes and batch 1. Channel 0 sits exactly on ReLU's kink (gamma = beta = 0: every
+/// output is 0) and channel 1 on ReLU6's (gamma = 0, beta = 6).
+#[test]
+fn fused_batch_norm_activation_is_bit_identical_to_bn_then_activation() {
+    let shapes: [&[usize]; 7] = [
+        &[4, 64, 8, 4],   // ResNet layer1 at a small image
+        &[2, 96, 16, 8],  // MobileNetV2 expansion (depthwise input)
+        &[3, 24, 17, 9],  // odd planes
+        &[1, 8, 5, 7],    // batch 1
+        &[1, 32, 1, 1],   // batch 1, one value per channel
+        &[5, 6],          // [N, C]
+        &[2, 16, 33, 29], // planes past the per-task minimum
+    ];
+    for (k, shape) in shapes.into_iter().enumerate() {
+        let c = shape[1];
+        let seed = 900 + 10 * k as u64;
+        let n: usize = shape.iter().product();
+        // A mean and a scale to remove, and outputs that reach past 6 (ReLU6's upper kink).
+        let x: Vec<f32> = seeded(n, seed).iter().map(|v| 2.0 * v + 1.5).collect();
+        let mut gamma: Vec<f32> = seeded(c, seed + 1).iter().map(|v| 2.0 + v).collect();
+        let mut beta: Vec<f32> = seeded(c, seed + 2).iter().map(|v| 2.0 * v + 1.0).collect();
+        (gamma[0], beta[0], gamma[1], beta[1]) = (0.0, 0.0, 0.0, 6.0);
+        let rm = seeded(c, seed + 3);
+        let rv: Vec<f32> = seeded(c, seed + 4)
+            .iter()
+            .map(|v| 1.0 + 0.3 * v.abs())
+            .collect();
+        let inputs = [x, gamma, beta, rm, rv];
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            for train in [true, false] {
+                let want = bn_step(&inputs, shape, act, train, false);
+                let got = bn_step(&inputs, shape, act, train, true);
+                assert_eq!(got.len(), want.len());
+                for ((name, g), (_, w)) in got.iter().zip(&want) {
+                    assert!(
+                        g == w,
+                        "{name} of {shape:?}, {act:?}, train {train}: not bit-identical"
+                    );
+                }
+                // The cases exercise the mask: some outputs are masked, some pass.
+                if act != Activation::None {
+                    let y = &got[0].1;
+                    assert!(y.iter().any(|&b| f32::from_bits(b) == 0.0));
+                    assert!(y.iter().any(|&b| f32::from_bits(b) > 0.0));
+                }
+                if act == Activation::Relu6 {
+                    assert!(got[0].1.iter().any(|&b| f32::from_bits(b) == 6.0));
+                }
+            }
         }
     }
 }

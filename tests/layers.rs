@@ -6,7 +6,8 @@
 
 mod common;
 use common::{check, compare_forward};
-use unreid::autograd::gradcheck::Input;
+use unreid::autograd::gradcheck::{assert_close, evaluate, Input};
+use unreid::ops::batchnorm::Activation;
 use unreid::{Device, Tensor};
 
 #[test]
@@ -22,7 +23,11 @@ fn batch_norm_train_and_eval() {
         let beta = Input::randn(&[c], 3);
         check(
             &format!("batch_norm_train {name}"),
-            &|xs, _| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5)?.0),
+            &|xs, _| {
+                Ok(xs[0]
+                    .batch_norm_train(&xs[1], &xs[2], 1e-5, Activation::None)?
+                    .0)
+            },
             &[x.clone(), gamma.clone(), beta.clone()],
         );
         let mean = Input::randn(&[c], 4);
@@ -32,7 +37,7 @@ fn batch_norm_train_and_eval() {
             &move |xs, dev| {
                 let m = Tensor::from_f64(&mean.values, &[c], dev)?;
                 let v = Tensor::from_f64(&var.values, &[c], dev)?;
-                xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5)
+                xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5, Activation::None)
             },
             &[x, gamma, beta],
         );
@@ -45,13 +50,71 @@ fn batch_norm_train_and_eval() {
             &move |xs, dev| {
                 let g = Tensor::ones(&[7], dev)?;
                 let b = Tensor::zeros(&[7], dev)?;
-                let (_, m, v) = xs[0].batch_norm_train(&g, &b, 1e-5)?;
+                let (_, m, v) = xs[0].batch_norm_train(&g, &b, 1e-5, Activation::None)?;
                 Ok(if which == 0 { m } else { v })
             },
             &[x.clone()],
             1e-4,
             1e-5,
         );
+    }
+}
+
+/// BN with ReLU / ReLU6 fused into its pass: the f64 reference's gradients vs finite differences,
+/// and the GPU's output and gradients vs that reference (the mask folded into both backward
+/// kernels), training and evaluation mode, 2-D with odd planes, batch 1 and [N, C]. gamma and
+/// beta spread the outputs over both kinks (ReLU6's 6 included).
+#[test]
+fn batch_norm_with_fused_activation() {
+    for act in [Activation::Relu, Activation::Relu6] {
+        for (name, shape, seed) in [
+            ("2d", vec![3, 4, 3, 5], 11u64),
+            ("2d batch 1", vec![1, 3, 2, 3], 21),
+            ("1d", vec![7, 5], 31),
+        ] {
+            let c = shape[1];
+            let x = Input::randn(&shape, seed);
+            let gamma = Input::uniform(&[c], 1.0, 4.0, seed + 1);
+            let beta = Input::uniform(&[c], -1.0, 4.0, seed + 2);
+            check(
+                &format!("batch_norm_train {act:?} {name}"),
+                &move |xs, _| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0),
+                &[x.clone(), gamma.clone(), beta.clone()],
+            );
+            let mean = Input::randn(&[c], seed + 3);
+            let var = Input::uniform(&[c], 0.5, 2.0, seed + 4);
+            check(
+                &format!("batch_norm_eval {act:?} {name}"),
+                &move |xs, dev| {
+                    let m = Tensor::from_f64(&mean.values, &[c], dev)?;
+                    let v = Tensor::from_f64(&var.values, &[c], dev)?;
+                    xs[0].batch_norm_eval(&xs[1], &xs[2], &m, &v, 1e-5, act)
+                },
+                &[x, gamma, beta],
+            );
+        }
+        // Past one workgroup per channel, odd sizes: forward and gradients vs the reference.
+        let shape = [4, 7, 9, 11];
+        let inputs = [
+            Input::randn(&shape, 41),
+            Input::uniform(&[7], 1.0, 4.0, 42),
+            Input::randn(&[7], 43),
+        ];
+        let f = move |xs: &[Tensor], _: &Device| {
+            Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0)
+        };
+        let want = evaluate(&f, &inputs, &Device::CpuF64).unwrap();
+        let got = evaluate(&f, &inputs, &common::gpu()).unwrap();
+        assert_close(
+            &format!("{act:?} large forward"),
+            &got.output,
+            &want.output,
+            1e-4,
+            1e-5,
+        );
+        for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+            assert_close(&format!("{act:?} large gradient {i}"), g, w, 1e-4, 1e-4);
+        }
     }
 }
 
@@ -159,10 +222,10 @@ fn linear_normalize_dropout() {
 #[test]
 fn batch_norm_running_statistics_in_the_stats_kernel() {
     use unreid::ops::batchnorm::RunningStats;
-    for (shape, seed) in [
-        (vec![3, 5, 3, 7], 1u64),
-        (vec![1, 3, 1, 1], 2),
-        (vec![9, 6], 3),
+    for (shape, seed, act) in [
+        (vec![3, 5, 3, 7], 1u64, Activation::None),
+        (vec![1, 3, 1, 1], 2, Activation::Relu),
+        (vec![9, 6], 3, Activation::Relu6),
     ] {
         let c = shape[1];
         let m = shape.iter().product::<usize>() / c;
@@ -180,6 +243,7 @@ fn batch_norm_running_statistics_in_the_stats_kernel() {
                     &t(&gamma),
                     &t(&beta),
                     1e-5,
+                    act,
                     RunningStats {
                         mean: &rm,
                         var: &rv,

@@ -11,6 +11,7 @@ use unreid::nn::{
     load_safetensors, save_safetensors, BatchNorm, ClassifierPolicy, Ctx, Init, LoadOptions,
     Module, Pooling, ReidConfig, ReidNet, ResNet, ResNetDepth,
 };
+use unreid::ops::batchnorm::Activation;
 use unreid::{Device, Tensor};
 
 fn v(t: &Tensor) -> Vec<f64> {
@@ -101,7 +102,7 @@ fn domain_specific_batch_norm_keeps_domains_apart() {
         let s = &bn.sets[d];
         let part = x.narrow(0, start, count).unwrap();
         let (want, mean, var) = part
-            .batch_norm_train(&s.weight.get(), &s.bias.get(), 1e-5)
+            .batch_norm_train(&s.weight.get(), &s.bias.get(), 1e-5, Activation::None)
             .unwrap();
         assert_close(
             &format!("domain {d} output"),
@@ -168,6 +169,7 @@ fn domain_specific_batch_norm_keeps_domains_apart() {
             &s.running_mean.get(),
             &s.running_var.get(),
             1e-5,
+            Activation::None,
         )
         .unwrap();
     assert_close("eval domain 1", &v(&e1), &v(&want), 1e-6, 1e-6);

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::Activation;
 use super::Float;
 
 fn channel<T: Float>(
@@ -55,7 +56,8 @@ pub fn running_update<T: Float>(
     }
 }
 
-/// y = (x - mean) / sqrt(var + eps) * gamma + beta.
+/// y = act((x - mean) / sqrt(var + eps) * gamma + beta) (torch.nn.BatchNorm2d, then ReLU /
+/// ReLU6 for `act`).
 #[allow(clippy::too_many_arguments)]
 pub fn apply<T: Float>(
     x: &[T],
@@ -66,18 +68,20 @@ pub fn apply<T: Float>(
     c: usize,
     s: usize,
     eps: f64,
+    act: Activation,
 ) -> Vec<T> {
     let eps = T::from_f64(eps).unwrap();
     x.par_iter()
         .enumerate()
         .map(|(i, &v)| {
             let ch = (i / s) % c;
-            (v - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] + beta[ch]
+            act.apply((v - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] + beta[ch])
         })
         .collect()
 }
 
-/// Per-channel sum(g) and sum(g * xhat).
+/// Per-channel sum(g) and sum(g * xhat). With a fused activation, `g` is the gradient already
+/// through it (`elementwise::activation_backward` of the output gradient at the output).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_reduce<T: Float>(
     x: &[T],

@@ -157,15 +157,64 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], alpha: T, beta: T) -> Vec<T> {
     }
 }
 
-/// ReLU's gradient: `g` where `x > 0`, else 0 (one pass, no mask tensor). ReLU6's also zeroes
-/// it where `x >= 6`.
-pub fn relu_backward<T: Float>(g: &[T], x: &[T], relu6: bool) -> Vec<T> {
-    let zero = T::zero();
-    if relu6 {
-        let six = T::from_f64(6.0).unwrap();
-        map2(g, x, |g, x| if x > zero && x < six { g } else { zero })
-    } else {
-        map2(g, x, |g, x| if x > zero { g } else { zero })
+/// An activation applied in the epilogue of another op (batch norm's, `Tensor::batch_norm_*`):
+/// the identity, ReLU `max(v, 0)` or ReLU6 `min(max(v, 0), 6)` (torch.nn.ReLU / ReLU6). The
+/// discriminant is the `ACT` constant in shaders/batchnorm.wgsl.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// No activation: the op's plain output.
+    #[default]
+    None = 0,
+    /// `max(v, 0)`.
+    Relu = 1,
+    /// `min(max(v, 0), 6)`.
+    Relu6 = 2,
+}
+
+impl Activation {
+    /// The activation of one value: the same arithmetic as [`UnaryOp::Relu`] / [`UnaryOp::Relu6`]
+    /// (so a fused op is bit-identical to the op followed by `relu()` / `relu6()`).
+    #[inline]
+    pub fn apply<T: Float>(self, v: T) -> T {
+        match self {
+            Activation::None => v,
+            Activation::Relu => unary_scalar(UnaryOp::Relu, v, T::zero(), T::zero()),
+            Activation::Relu6 => unary_scalar(UnaryOp::Relu6, v, T::zero(), T::zero()),
+        }
+    }
+
+    /// Whether the gradient passes at `v`, the activation's input or its output (the same set):
+    /// ReLU `0 < v`, ReLU6 `0 < v < 6` (zero at the kinks 0 and 6, as torch's ReLU backward from
+    /// its output and ReLU6's hardtanh backward from its input); always for `None`.
+    #[inline]
+    pub fn passes<T: Float>(self, v: T) -> bool {
+        match self {
+            Activation::None => true,
+            Activation::Relu => v > T::zero(),
+            Activation::Relu6 => v > T::zero() && v < T::from_f64(6.0).unwrap(),
+        }
+    }
+
+    /// The gradient `g` through the activation at `v` (its input or output): `g` where
+    /// [`Activation::passes`], else 0.
+    #[inline]
+    pub fn grad<T: Float>(self, g: T, v: T) -> T {
+        if self.passes(v) {
+            g
+        } else {
+            T::zero()
+        }
+    }
+}
+
+/// An activation's gradient in one pass (no mask tensor): `g` where `act` passes at `v` (the
+/// activation's input or its output, same shape as `g`), else 0.
+pub fn activation_backward<T: Float>(act: Activation, g: &[T], v: &[T]) -> Vec<T> {
+    // The activation fixed at compile time in each loop (it vectorises).
+    match act {
+        Activation::None => g.to_vec(),
+        Activation::Relu => map2(g, v, |g, v| Activation::Relu.grad(g, v)),
+        Activation::Relu6 => map2(g, v, |g, v| Activation::Relu6.grad(g, v)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Conv2d, BatchNorm (plain or domain-specific) and Linear.
 
 use super::{Ctx, Init, Module, Param};
-use crate::ops::batchnorm::RunningStats;
+use crate::ops::batchnorm::{Activation, RunningStats};
 use crate::ops::conv2d::Conv2dSpec;
 use crate::{Result, Tensor};
 
@@ -130,7 +130,17 @@ impl BatchNorm {
         })
     }
 
+    /// The normalised x [N, C, H, W] or [N, C], shaped like x (training: batch statistics per
+    /// part of the batch, running statistics updated; evaluation: running statistics).
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.forward_act(x, ctx, Activation::None)
+    }
+
+    /// [`BatchNorm::forward`] followed by `act` in the same pass (torch.nn.BatchNorm2d then
+    /// torch.nn.ReLU / ReLU6: `act(bn(x))`, see `Tensor::batch_norm_train_running` /
+    /// `Tensor::batch_norm_eval`): one pass over the activation forward and backward instead of
+    /// two; bit-identical to `forward(x)?.relu()` on the CPU device. Shaped like x.
+    pub fn forward_act(&self, x: &Tensor, ctx: &Ctx, act: Activation) -> Result<Tensor> {
         let n = x.shape().first().copied().unwrap_or(0);
         let parts = ctx.parts_for(n)?;
         let mut outs = Vec::with_capacity(parts.len());
@@ -152,6 +162,7 @@ impl BatchNorm {
                     &s.weight.get(),
                     &s.bias.get(),
                     self.eps,
+                    act,
                     RunningStats {
                         mean: &rmean,
                         var: &rvar,
@@ -170,6 +181,7 @@ impl BatchNorm {
                     &s.running_mean.get(),
                     &s.running_var.get(),
                     self.eps,
+                    act,
                 )?
             };
             outs.push(y);

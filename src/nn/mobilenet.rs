@@ -3,6 +3,7 @@
 
 use super::fit::ConvVisitor;
 use super::{BatchNorm, Conv2d, Ctx, Init, Linear, Module, Param};
+use crate::ops::batchnorm::Activation;
 use crate::ops::conv2d::Conv2dSpec;
 use crate::{Result, Tensor};
 
@@ -36,12 +37,12 @@ impl ConvBn {
         })
     }
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let y = self.bn.forward(&self.conv.forward(x)?, ctx)?;
-        if self.relu6 {
-            y.relu6()
+        let act = if self.relu6 {
+            Activation::Relu6
         } else {
-            Ok(y)
-        }
+            Activation::None
+        };
+        self.bn.forward_act(&self.conv.forward(x)?, ctx, act)
     }
 }
 

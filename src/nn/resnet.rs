@@ -4,6 +4,7 @@
 
 use super::fit::ConvVisitor;
 use super::{BatchNorm, Conv2d, Ctx, Init, Module, Param};
+use crate::ops::batchnorm::Activation;
 use crate::ops::conv2d::Conv2dSpec;
 use crate::{Result, Tensor};
 
@@ -78,11 +79,19 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let mut y = self.bn1.forward(&self.conv1.forward(x)?, ctx)?.relu()?;
-        y = self.bn2.forward(&self.conv2.forward(&y)?, ctx)?;
-        if let Some((c3, b3)) = &self.conv3 {
-            y = b3.forward(&c3.forward(&y.relu()?)?, ctx)?;
-        }
+        // BN + ReLU fused where a ReLU follows the BN directly (the residual sum's stays apart).
+        let y = self
+            .bn1
+            .forward_act(&self.conv1.forward(x)?, ctx, Activation::Relu)?;
+        let y = match &self.conv3 {
+            Some((c3, b3)) => {
+                let y = self
+                    .bn2
+                    .forward_act(&self.conv2.forward(&y)?, ctx, Activation::Relu)?;
+                b3.forward(&c3.forward(&y)?, ctx)?
+            }
+            None => self.bn2.forward(&self.conv2.forward(&y)?, ctx)?,
+        };
         let identity = match &self.downsample {
             Some((c, b)) => b.forward(&c.forward(x)?, ctx)?,
             None => x.clone(),
@@ -182,8 +191,7 @@ impl ResNet {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let mut y = self
             .bn1
-            .forward(&self.conv1.forward(x)?, ctx)?
-            .relu()?
+            .forward_act(&self.conv1.forward(x)?, ctx, Activation::Relu)?
             .max_pool2d(3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {

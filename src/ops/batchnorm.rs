@@ -1,5 +1,7 @@
 //! Batch normalisation over [N, C] or [N, C, H, W]: fused kernels (per-channel statistics, one
-//! normalising pass; backward: per-channel sums of g and g*xhat, one elementwise pass).
+//! normalising pass; backward: per-channel sums of g and g*xhat, one elementwise pass), with an
+//! optional activation ([`Activation`]: ReLU, ReLU6) in the normalising pass's epilogue and its
+//! mask (from the saved output) folded into both backward passes.
 //! Running statistics and domain-specific sets live in `nn::BatchNorm`; these ops are pure.
 //! `Device::Cpu` runs the fast path `cpu::fast::batchnorm`; `Device::CpuF64` the plain reference.
 
@@ -9,6 +11,8 @@ use crate::gpu::{grid_1d, Kernel};
 use crate::ops::{alloc_f32, same_device, writable_state, HostElem, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
+
+pub use crate::cpu::elementwise::Activation;
 
 #[derive(Clone, Copy)]
 struct Dims {
@@ -58,9 +62,11 @@ fn vec_tensor(like: &Tensor, shape: Vec<usize>, data: Data) -> Tensor {
 }
 
 /// Launches `entry` over `bufs` (last one is a fresh output of `n` floats per output listed).
+#[allow(clippy::too_many_arguments)]
 fn launch(
     entry: &'static str,
     train: bool,
+    act: Activation,
     d: Dims,
     eps: f64,
     inputs: &[&Tensor],
@@ -80,7 +86,9 @@ fn launch(
         grid_1d((d.n * d.c * d.s) as u32, 256)
     };
     gpu.dispatch(
-        &Kernel::new("batchnorm", entry).with("TRAIN", train as u32),
+        &Kernel::new("batchnorm", entry)
+            .with("TRAIN", train as u32)
+            .with("ACT", act as u32),
         params(d, eps).bytes(),
         &bufs,
         grid,
@@ -97,6 +105,7 @@ fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
         let mut v = launch(
             "bn_stats",
             true,
+            Activation::None,
             d,
             0.0,
             &[x],
@@ -122,6 +131,7 @@ fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
     Ok((vec_tensor(x, vec![d.c], m), vec_tensor(x, vec![d.c], v)))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_raw(
     x: &Tensor,
     mean: &Tensor,
@@ -130,11 +140,13 @@ fn apply_raw(
     beta: &Tensor,
     d: Dims,
     eps: f64,
+    act: Activation,
 ) -> Result<Tensor> {
     if x.device().is_gpu() {
         return Ok(launch(
             "bn_apply",
             true,
+            act,
             d,
             eps,
             &[x, mean, var, gamma, beta],
@@ -145,24 +157,25 @@ fn apply_raw(
     }
     if let Device::Cpu = x.device() {
         let [xs, mean, var, gamma, beta] = [x, mean, var, gamma, beta].map(f32::slice);
-        let y = cpu::fast::batchnorm::apply(xs, mean, var, gamma, beta, d.c, d.s, eps);
+        let y = cpu::fast::batchnorm::apply(xs, mean, var, gamma, beta, d.c, d.s, eps, act);
         return Ok(Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, y));
     }
-    fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64) -> Data {
+    fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64, act: Activation) -> Data {
         let s = t.map(T::slice);
         T::wrap(cpu::batchnorm::apply(
-            s[0], s[1], s[2], s[3], s[4], d.c, d.s, eps,
+            s[0], s[1], s[2], s[3], s[4], d.c, d.s, eps, act,
         ))
     }
     let t = [x, mean, var, gamma, beta];
     let data = match x.host_float().unwrap() {
-        HostFloat::F32(_) => run::<f32>(t, d, eps),
-        HostFloat::F64(_) => run::<f64>(t, d, eps),
+        HostFloat::F32(_) => run::<f32>(t, d, eps, act),
+        HostFloat::F64(_) => run::<f64>(t, d, eps, act),
     };
     Ok(vec_tensor(x, x.shape().to_vec(), data))
 }
 
-/// (dx, dgamma, dbeta).
+/// (dx, dgamma, dbeta) from the output gradient `g`; `fused`: the forward's activation and its
+/// output y (the mask's source), `None` without one.
 #[allow(clippy::too_many_arguments)]
 fn backward_raw(
     x: &Tensor,
@@ -173,14 +186,19 @@ fn backward_raw(
     d: Dims,
     eps: f64,
     train: bool,
+    fused: Option<(Activation, &Tensor)>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let act = fused.map_or(Activation::None, |f| f.0);
     if x.device().is_gpu() {
+        // Without an activation the kernels leave their y binding unread: x stands in.
+        let y = fused.map_or(x, |f| f.1);
         let mut sums = launch(
             "bn_bwd_reduce",
             true,
+            act,
             d,
             eps,
-            &[x, g, mean, var],
+            &[x, g, y, mean, var],
             &[vec![d.c], vec![d.c]],
             true,
         )?;
@@ -189,9 +207,10 @@ fn backward_raw(
         let dx = launch(
             "bn_bwd_apply",
             train,
+            act,
             d,
             eps,
-            &[x, g, mean, var, gamma, &sum_g, &sum_gx],
+            &[x, g, y, mean, var, gamma, &sum_g, &sum_gx],
             &[x.shape().to_vec()],
             false,
         )?
@@ -200,16 +219,36 @@ fn backward_raw(
     }
     if let Device::Cpu = x.device() {
         let [xs, gs, mean, var, gamma] = [x, g, mean, var, gamma].map(f32::slice);
-        let (dx, dgamma, dbeta) =
-            cpu::fast::batchnorm::backward(xs, gs, mean, var, gamma, (d.n, d.c, d.s), eps, train);
+        let fused = fused.map(|(a, y)| (a, f32::slice(y)));
+        let (dx, dgamma, dbeta) = cpu::fast::batchnorm::backward(
+            xs,
+            gs,
+            mean,
+            var,
+            gamma,
+            (d.n, d.c, d.s),
+            eps,
+            train,
+            fused,
+        );
         return Ok((
             Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, dx),
             Tensor::from_host_f32(vec![d.c], &Device::Cpu, dgamma),
             Tensor::from_host_f32(vec![d.c], &Device::Cpu, dbeta),
         ));
     }
-    fn run<T: HostElem>(t: [&Tensor; 5], d: Dims, eps: f64, train: bool) -> (Data, Data, Data) {
+    fn run<T: HostElem>(
+        t: [&Tensor; 5],
+        d: Dims,
+        eps: f64,
+        train: bool,
+        fused: Option<(Activation, &Tensor)>,
+    ) -> (Data, Data, Data) {
         let [x, g, mean, var, gamma] = t.map(T::slice);
+        // The reference masks the gradient first (the unfused sequence's own step).
+        let masked =
+            fused.map(|(act, y)| cpu::elementwise::activation_backward(act, g, T::slice(y)));
+        let g = masked.as_deref().unwrap_or(g);
         let (sg, sgx) = cpu::batchnorm::backward_reduce(x, g, mean, var, d.n, d.c, d.s, eps);
         let dx = cpu::batchnorm::backward_apply(
             x,
@@ -226,8 +265,8 @@ fn backward_raw(
     }
     let t = [x, g, mean, var, gamma];
     let (dx, dgamma, dbeta) = match x.host_float().unwrap() {
-        HostFloat::F32(_) => run::<f32>(t, d, eps, train),
-        HostFloat::F64(_) => run::<f64>(t, d, eps, train),
+        HostFloat::F32(_) => run::<f32>(t, d, eps, train, fused),
+        HostFloat::F64(_) => run::<f64>(t, d, eps, train, fused),
     };
     Ok((
         vec_tensor(x, x.shape().to_vec(), dx),
@@ -247,10 +286,14 @@ fn record_bn(
     d: Dims,
     eps: f64,
     train: bool,
+    act: Activation,
 ) -> Tensor {
     let (xs, gs) = (x.detach(), gamma.detach());
+    // The activation's mask comes from the output (which its consumers hold anyway).
+    let y = (act != Activation::None).then(|| out.detach());
     record(out, "batch_norm", &[x, gamma, beta], move |g, needs| {
-        let (dx, dgamma, dbeta) = backward_raw(&xs, g, &mean, &var, &gs, d, eps, train)?;
+        let fused = y.as_ref().map(|y| (act, y));
+        let (dx, dgamma, dbeta) = backward_raw(&xs, g, &mean, &var, &gs, d, eps, train, fused)?;
         Ok(vec![
             needs[0].then_some(dx),
             needs[1].then_some(dgamma),
@@ -287,18 +330,25 @@ pub struct BatchNormTrain {
 }
 
 impl Tensor {
-    /// Training-mode batch norm over [N, C, ...] with per-channel `gamma`, `beta` [C]: normalises
-    /// with this batch's statistics. Returns the output, the batch mean and the biased batch
-    /// variance (constants, for running-statistics updates).
+    /// Training-mode batch norm over x [N, C, ...] with per-channel `gamma`, `beta` [C]:
+    /// normalises with this batch's statistics, then applies `act` in the same pass
+    /// (torch.nn.BatchNorm2d in training mode, then torch.nn.ReLU / ReLU6 for `act`):
+    /// `y = act(gamma (x - mean) / sqrt(var + eps) + beta)`, shaped like x. Returns y, the batch
+    /// mean and the biased batch variance [C] (constants, for running-statistics updates). The
+    /// backward masks y's gradient by the activation's derivative at y (zero at the kinks) and
+    /// keeps no tensor beyond x, gamma, the statistics and y. On the CPU device (f32) the results
+    /// are bit-identical to the unfused `batch_norm_train(.., Activation::None)?.0.relu()`.
+    /// Errors: shapes, devices, dtype, an empty batch.
     pub fn batch_norm_train(
         &self,
         gamma: &Tensor,
         beta: &Tensor,
         eps: f64,
+        act: Activation,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let d = self.train_dims(&[gamma, beta])?;
         let (mean, var) = stats_raw(self, d)?;
-        let y = self.normalize_train(&mean, &var, gamma, beta, d, eps)?;
+        let y = self.normalize_train(&mean, &var, (gamma, beta), d, eps, act)?;
         Ok((y, mean, var))
     }
 
@@ -319,18 +369,18 @@ impl Tensor {
         Ok(d)
     }
 
-    /// The normalised output with the batch statistics `mean`, `var`, recorded for autograd
-    /// (their own gradient included).
+    /// The normalised (and activated) output with the batch statistics `mean`, `var`, recorded
+    /// for autograd (their own gradient included).
     fn normalize_train(
         &self,
         mean: &Tensor,
         var: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
+        (gamma, beta): (&Tensor, &Tensor),
         d: Dims,
         eps: f64,
+        act: Activation,
     ) -> Result<Tensor> {
-        let out = apply_raw(self, mean, var, gamma, beta, d, eps)?;
+        let out = apply_raw(self, mean, var, gamma, beta, d, eps, act)?;
         Ok(record_bn(
             out,
             self,
@@ -341,12 +391,13 @@ impl Tensor {
             d,
             eps,
             true,
+            act,
         ))
     }
 
-    /// [`Tensor::batch_norm_train`] that also updates running statistics (torch.nn.BatchNorm,
-    /// momentum `running.momentum`): returns (output, batch mean, biased batch variance, new
-    /// running mean, new running variance), the last two
+    /// [`Tensor::batch_norm_train`] (activation `act` included) that also updates running
+    /// statistics (torch.nn.BatchNorm, momentum `running.momentum`): returns (output, batch mean,
+    /// biased batch variance, new running mean, new running variance), the last two
     /// `(1 - m) running + m batch` with the variance unbiased by `M / (M - 1)` (M = N*H*W values
     /// per channel, at least 2 in the divisor as before). On the GPU the update happens in the
     /// statistics kernel itself (one dispatch, no elementwise ops), in place when
@@ -357,6 +408,7 @@ impl Tensor {
         gamma: &Tensor,
         beta: &Tensor,
         eps: f64,
+        act: Activation,
         running: RunningStats<'_>,
     ) -> Result<BatchNormTrain> {
         let d = self.train_dims(&[gamma, beta, running.mean, running.var])?;
@@ -412,7 +464,7 @@ impl Tensor {
             let rv = vec_tensor(self, vec![d.c], rv);
             (mean, var, rm, rv)
         };
-        let y = self.normalize_train(&mean, &var, gamma, beta, d, eps)?;
+        let y = self.normalize_train(&mean, &var, (gamma, beta), d, eps, act)?;
         Ok(BatchNormTrain {
             y,
             mean,
@@ -422,7 +474,11 @@ impl Tensor {
         })
     }
 
-    /// Evaluation-mode batch norm with given (running) `mean` and `var` [C], which get no gradient.
+    /// Evaluation-mode batch norm over x [N, C, ...] with given (running) `mean` and `var` [C],
+    /// which get no gradient, then `act` in the same pass (torch.nn.BatchNorm2d in eval mode,
+    /// then ReLU / ReLU6): `y = act(gamma (x - mean) / sqrt(var + eps) + beta)`, shaped like x;
+    /// gradients to x, gamma and beta masked by the activation's derivative at y. Errors: shapes,
+    /// devices, dtype.
     pub fn batch_norm_eval(
         &self,
         gamma: &Tensor,
@@ -430,12 +486,15 @@ impl Tensor {
         mean: &Tensor,
         var: &Tensor,
         eps: f64,
+        act: Activation,
     ) -> Result<Tensor> {
         same_device("batch_norm", &[self, gamma, beta, mean, var])?;
         self.expect_dtype("batch_norm", DType::F32)?;
         let d = dims(self, &[gamma, beta, mean, var])?;
         let (mean, var) = (mean.detach(), var.detach());
-        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps)?;
-        Ok(record_bn(out, self, gamma, beta, mean, var, d, eps, false))
+        let out = apply_raw(self, &mean, &var, gamma, beta, d, eps, act)?;
+        Ok(record_bn(
+            out, self, gamma, beta, mean, var, d, eps, false, act,
+        ))
     }
 }

@@ -8,7 +8,7 @@ use crate::shape::{broadcast_shapes, broadcast_strides, collapse};
 use crate::tensor::{DType, Data};
 use crate::{cpu, Device, Tensor};
 
-pub use crate::cpu::elementwise::{BinaryOp, UnaryOp};
+pub use crate::cpu::elementwise::{Activation, BinaryOp, UnaryOp};
 
 /// The raw unary kernel, without autograd.
 fn unary_raw(op: UnaryOp, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
@@ -114,7 +114,8 @@ fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// ReLU (ReLU6) backward: `g` where `0 < x` (`< 6`), else 0, in one pass on every device
 /// (`elementwise:relu_backward` on the GPU). `g` and `x` have one shape (the op's output's).
-fn relu_grad(g: &Tensor, x: &Tensor, relu6: bool) -> Result<Tensor> {
+fn relu_grad(g: &Tensor, x: &Tensor, act: Activation) -> Result<Tensor> {
+    let relu6 = act == Activation::Relu6;
     if let Device::Gpu(gpu) = g.device() {
         let n = g.numel();
         let out = alloc_f32(gpu, n, "relu backward")?;
@@ -131,8 +132,8 @@ fn relu_grad(g: &Tensor, x: &Tensor, relu6: bool) -> Result<Tensor> {
             out,
         ));
     }
-    let data = host_float2!(g, x, |gv, xv| cpu::elementwise::relu_backward(
-        gv, xv, relu6
+    let data = host_float2!(g, x, |gv, xv| cpu::elementwise::activation_backward(
+        act, gv, xv
     ));
     Ok(Tensor::from_parts(
         g.shape().to_vec(),
@@ -153,7 +154,8 @@ impl Tensor {
                 UnaryOp::Log => g.div(&x)?,
                 UnaryOp::Sqrt => g.div(&y)?.mul_scalar(0.5)?,
                 UnaryOp::Abs => g.mul(&x.sign()?)?,
-                UnaryOp::Relu | UnaryOp::Relu6 => relu_grad(g, &x, op == UnaryOp::Relu6)?,
+                UnaryOp::Relu => relu_grad(g, &x, Activation::Relu)?,
+                UnaryOp::Relu6 => relu_grad(g, &x, Activation::Relu6)?,
                 UnaryOp::Sigmoid => g.mul(&y)?.mul(&y.neg()?.add_scalar(1.0)?)?,
                 // Gradient passes where alpha <= x <= beta (inclusive, as torch.clamp).
                 UnaryOp::Clamp => g.mul(

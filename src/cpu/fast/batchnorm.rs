@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::elementwise::Activation;
+
 /// Planes of at least this many values go to a rayon task on their own.
 const MIN_TASK: usize = 4096;
 
@@ -33,11 +35,6 @@ fn sum_sq_dev(a: &[f32], mean: f32) -> f64 {
     lanes16(a.len(), |i| (a[i] - mean) * (a[i] - mean))
 }
 
-fn sum_prod_dev(g: &[f32], x: &[f32], mean: f32) -> f64 {
-    let x = &x[..g.len()];
-    lanes16(g.len(), |i| g[i] * (x[i] - mean))
-}
-
 /// Per-channel mean and biased variance (two passes), as `cpu::batchnorm::stats`.
 pub fn stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
     let m = (n * s).max(1) as f64;
@@ -52,7 +49,9 @@ pub fn stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// y = (x - mean) / sqrt(var + eps) * gamma + beta, as `cpu::batchnorm::apply`.
+/// y = act((x - mean) / sqrt(var + eps) * gamma + beta), as `cpu::batchnorm::apply`: the
+/// activation in the same pass, with the arithmetic of `relu()` / `relu6()` (bit-identical to the
+/// normalisation followed by the activation).
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     x: &[f32],
@@ -63,6 +62,28 @@ pub fn apply(
     c: usize,
     s: usize,
     eps: f64,
+    act: Activation,
+) -> Vec<f32> {
+    // The activation fixed at compile time in each loop (it vectorises).
+    match act {
+        Activation::None => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| v),
+        Activation::Relu => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| {
+            Activation::Relu.apply(v)
+        }),
+        Activation::Relu6 => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| {
+            Activation::Relu6.apply(v)
+        }),
+    }
+}
+
+fn apply_with(
+    x: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    (c, s, eps): (usize, usize, f64),
+    act: impl Fn(f32) -> f32 + Sync,
 ) -> Vec<f32> {
     let scale: Vec<f32> = (0..c)
         .map(|ch| (gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt()) as f32)
@@ -79,14 +100,17 @@ pub fn apply(
         .for_each(|(plane, (y, x))| {
             let (a, b) = (scale[plane % c], shift[plane % c]);
             for (y, x) in y.iter_mut().zip(x) {
-                *y = x * a + b;
+                *y = act(x * a + b);
             }
         });
     y
 }
 
 /// (dx, dgamma, dbeta): `cpu::batchnorm::backward_reduce` then `backward_apply` in two passes;
-/// `train` uses batch statistics (their own gradient included).
+/// `train` uses batch statistics (their own gradient included). `fused`: the activation in the
+/// forward's epilogue and that forward's output y (shaped like x); the gradient `g` (of y) is
+/// masked by the activation's derivative at y inside both passes, with the same values as
+/// `cpu::elementwise::activation_backward` first (bit-identical to the unfused sequence).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -94,9 +118,37 @@ pub fn backward(
     mean: &[f32],
     var: &[f32],
     gamma: &[f32],
+    dims: (usize, usize, usize),
+    eps: f64,
+    train: bool,
+    fused: Option<(Activation, &[f32])>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let stats = (mean, var, gamma);
+    // The activation fixed at compile time in each loop (they vectorise); y unread without one.
+    match fused {
+        None | Some((Activation::None, _)) => {
+            backward_with(x, g, g, stats, dims, eps, train, |g, _| g)
+        }
+        Some((Activation::Relu, y)) => backward_with(x, g, y, stats, dims, eps, train, |g, y| {
+            Activation::Relu.grad(g, y)
+        }),
+        Some((Activation::Relu6, y)) => backward_with(x, g, y, stats, dims, eps, train, |g, y| {
+            Activation::Relu6.grad(g, y)
+        }),
+    }
+}
+
+/// [`backward`] with the masked gradient `gate(g, y)` per element.
+#[allow(clippy::too_many_arguments)]
+fn backward_with(
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    (mean, var, gamma): (&[f32], &[f32], &[f32]),
     (n, c, s): (usize, usize, usize),
     eps: f64,
     train: bool,
+    gate: impl Fn(f32, f32) -> f32 + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let invstd: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     // Per channel: sum(g) and sum(g * xhat).
@@ -106,9 +158,9 @@ pub fn backward(
             let (mut sg, mut sgx) = (0f64, 0f64);
             for i in 0..n {
                 let off = (i * c + ch) * s;
-                let (gp, xp) = (&g[off..off + s], &x[off..off + s]);
-                sg += sum(gp);
-                sgx += sum_prod_dev(gp, xp, mean[ch]);
+                let (gp, xp, yp) = (&g[off..off + s], &x[off..off + s], &y[off..off + s]);
+                sg += lanes16(s, |j| gate(gp[j], yp[j]));
+                sgx += lanes16(s, |j| gate(gp[j], yp[j]) * (xp[j] - mean[ch]));
             }
             (sg, sgx * invstd[ch])
         })
@@ -130,13 +182,13 @@ pub fn backward(
     let mut dx = vec![0f32; x.len()];
     if s > 0 {
         dx.par_chunks_mut(s)
-            .zip(g.par_chunks(s).zip(x.par_chunks(s)))
+            .zip(g.par_chunks(s).zip(x.par_chunks(s).zip(y.par_chunks(s))))
             .with_min_len((MIN_TASK / s).max(1))
             .enumerate()
-            .for_each(|(plane, (d, (g, x)))| {
+            .for_each(|(plane, (d, (g, (x, y))))| {
                 let (a, b, k) = coef[plane % c];
-                for ((d, g), x) in d.iter_mut().zip(g).zip(x) {
-                    *d = a * g + b * x + k;
+                for (((d, &g), x), &y) in d.iter_mut().zip(g).zip(x).zip(y) {
+                    *d = a * gate(g, y) + b * x + k;
                 }
             });
     }
