@@ -13,7 +13,20 @@
 // bn_bwd_reduce: per channel sum(g') and sum(g' * xhat), g' = g masked by the activation's
 //                derivative at the forward's output y (g itself for ACT = 0). Bindings 1 x, 2 g,
 //                3 y (any read-only buffer of N*C*S floats, unread, for ACT = 0), 4 mean, 5 var,
-//                6 sum_g [C], 7 sum_gx [C]. One workgroup per channel.
+//                6 sum_g [C*P], 7 sum_gx [C*P]. P = p.parts workgroups per channel: workgroup
+//                c*P + k sums the k-th of P equal chunks of channel c's M values (P = 1: the whole
+//                channel, the final sums; else partial sums for bn_bwd_combine).
+// bn_bwd_combine: sum_g[c] = sum_k part_g[c*P + k], sum_gx likewise. Bindings 1 part_g [C*P],
+//                2 part_gx [C*P], 3 sum_g [C], 4 sum_gx [C]. One invocation per channel.
+// bn_stats_part: the statistics of channel c split over P workgroups (as bn_bwd_reduce's chunks):
+//                workgroup c*P + k writes its chunk's sum and sum of squared deviations from the
+//                chunk's own mean (two passes over the chunk). Bindings 1 x, 2 part_sum [C*P],
+//                3 part_m2 [C*P].
+// bn_stats_combine / bn_stats_combine_running: per channel mean = sum / M and biased variance
+//                (sum_k m2_k + n_k (mean_k - mean)^2) / M (Chan, Golub & LeVeque's pairwise
+//                combination), the running variant also updating the running statistics as
+//                bn_stats_running. Bindings 1 part_sum, 2 part_m2, 3 mean [C], 4 var [C],
+//                5 running mean, 6 running var (running variant). One invocation per channel.
 // bn_bwd_apply:  TRAIN = 1: dx = gamma * invstd * (g' - sum_g / M - xhat * sum_gx / M), M = N*S;
 //                TRAIN = 0 (running statistics are constants): dx = g' * gamma * invstd.
 //                Bindings 1 x, 2 g, 3 y (as bn_bwd_reduce), 4 mean, 5 var, 6 gamma, 7 sum_g,
@@ -39,7 +52,7 @@ fn act_grad(g: f32, y: f32) -> f32 {
     return select(0.0, g, pass_through);
 }
 
-struct Params { n: u32, c: u32, s: u32, eps: f32, momentum: f32, unbias: f32 }
+struct Params { n: u32, c: u32, s: u32, eps: f32, momentum: f32, unbias: f32, parts: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 const WG: u32 = 256u;
@@ -48,6 +61,14 @@ var<workgroup> red_b: array<f32, 256>;
 
 fn elem(i: u32, c: u32) -> u32 {
     return ((i / p.s) * p.c + c) * p.s + i % p.s;
+}
+
+// Chunk k of P = p.parts equal chunks of a channel's M = N*S values: [lo, hi) (empty past M).
+fn chunk(k: u32) -> vec2<u32> {
+    let m = p.n * p.s;
+    let size = (m + p.parts - 1u) / p.parts;
+    let lo = min(k * size, m);
+    return vec2<u32>(lo, min(lo + size, m));
 }
 
 fn tree2(lid: u32) {
@@ -65,23 +86,24 @@ fn tree2(lid: u32) {
 @group(0) @binding(2) var<storage, read_write> st_mean: array<f32>;
 @group(0) @binding(3) var<storage, read_write> st_var: array<f32>;
 
-// Mean and biased variance of channel c (two passes), the same in every invocation of the
-// workgroup. Called in uniform control flow (it has barriers).
-fn channel_stats(c: u32, lid: u32) -> vec2<f32> {
+// Sum of channel c's values with indices in [r.x, r.y), and their sum of squared deviations from
+// their own mean (two passes), the same in every invocation of the workgroup. Called in uniform
+// control flow (it has barriers).
+fn range_stats(c: u32, r: vec2<u32>, lid: u32) -> vec2<f32> {
     let valid = c < p.c;
-    let m = p.n * p.s;
     var s = 0.0;
     if (valid) {
-        for (var i = lid; i < m; i = i + WG) { s = s + st_x[elem(i, c)]; }
+        for (var i = r.x + lid; i < r.y; i = i + WG) { s = s + st_x[elem(i, c)]; }
     }
     red_a[lid] = s;
     red_b[lid] = 0.0;
     tree2(lid);
-    let mean = red_a[0] / f32(max(m, 1u));
+    let sum = red_a[0];
+    let mean = sum / f32(max(r.y - r.x, 1u));
     workgroupBarrier();
     var q = 0.0;
     if (valid) {
-        for (var i = lid; i < m; i = i + WG) {
+        for (var i = r.x + lid; i < r.y; i = i + WG) {
             let d = st_x[elem(i, c)] - mean;
             q = q + d * d;
         }
@@ -89,7 +111,14 @@ fn channel_stats(c: u32, lid: u32) -> vec2<f32> {
     red_a[lid] = 0.0;
     red_b[lid] = q;
     tree2(lid);
-    return vec2<f32>(mean, red_b[0] / f32(max(m, 1u)));
+    return vec2<f32>(sum, red_b[0]);
+}
+
+// Mean and biased variance of channel c (all its M values).
+fn channel_stats(c: u32, lid: u32) -> vec2<f32> {
+    let m = p.n * p.s;
+    let sq = range_stats(c, vec2<u32>(0u, m), lid);
+    return vec2<f32>(sq.x / f32(max(m, 1u)), sq.y / f32(max(m, 1u)));
 }
 
 @compute @workgroup_size(256)
@@ -147,14 +176,16 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @compute @workgroup_size(256)
 fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = wid.y * nwg.x + wid.x;
+    let w = wid.y * nwg.x + wid.x;
+    let c = w / p.parts;
     let valid = c < p.c;
     var sg = 0.0;
     var sgx = 0.0;
     if (valid) {
         let mean = br_mean[c];
         let invstd = 1.0 / sqrt(br_var[c] + p.eps);
-        for (var i = lid.x; i < p.n * p.s; i = i + WG) {
+        let r = chunk(w % p.parts);
+        for (var i = r.x + lid.x; i < r.y; i = i + WG) {
             let e = elem(i, c);
             let gv = act_grad(br_g[e], br_y[e]);
             sg = sg + gv;
@@ -165,9 +196,92 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     red_b[lid.x] = sgx;
     tree2(lid.x);
     if (valid && lid.x == 0u) {
-        br_sum_g[c] = red_a[0];
-        br_sum_gx[c] = red_b[0];
+        br_sum_g[w] = red_a[0];
+        br_sum_gx[w] = red_b[0];
     }
+}
+
+@group(0) @binding(1) var<storage, read> bc_part_g: array<f32>;
+@group(0) @binding(2) var<storage, read> bc_part_gx: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bc_sum_g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bc_sum_gx: array<f32>;
+
+@compute @workgroup_size(64)
+fn bn_bwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    if (c >= p.c) { return; }
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var k = 0u; k < p.parts; k = k + 1u) {
+        sg = sg + bc_part_g[c * p.parts + k];
+        sgx = sgx + bc_part_gx[c * p.parts + k];
+    }
+    bc_sum_g[c] = sg;
+    bc_sum_gx[c] = sgx;
+}
+
+@group(0) @binding(2) var<storage, read_write> sp_sum: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sp_m2: array<f32>;
+
+@compute @workgroup_size(256)
+fn bn_stats_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = wid.y * nwg.x + wid.x;
+    let c = w / p.parts;
+    let sm = range_stats(c, chunk(w % p.parts), lid.x);
+    if (c < p.c && lid.x == 0u) {
+        sp_sum[w] = sm.x;
+        sp_m2[w] = sm.y;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> sc_sum: array<f32>;
+@group(0) @binding(2) var<storage, read> sc_m2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sc_var: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sc_rmean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sc_rvar: array<f32>;
+
+// Channel c's mean and biased variance from its P chunks' sums and squared deviations.
+fn combine_stats(c: u32) -> vec2<f32> {
+    let m = f32(max(p.n * p.s, 1u));
+    var sum = 0.0;
+    for (var k = 0u; k < p.parts; k = k + 1u) { sum = sum + sc_sum[c * p.parts + k]; }
+    let mean = sum / m;
+    var m2 = 0.0;
+    for (var k = 0u; k < p.parts; k = k + 1u) {
+        let r = chunk(k);
+        if (r.y > r.x) {
+            let nk = f32(r.y - r.x);
+            let d = sc_sum[c * p.parts + k] / nk - mean;
+            m2 = m2 + sc_m2[c * p.parts + k] + nk * d * d;
+        }
+    }
+    return vec2<f32>(mean, m2 / m);
+}
+
+@compute @workgroup_size(64)
+fn bn_stats_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    if (c >= p.c) { return; }
+    let mv = combine_stats(c);
+    sc_mean[c] = mv.x;
+    sc_var[c] = mv.y;
+}
+
+@compute @workgroup_size(64)
+fn bn_stats_combine_running(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    if (c >= p.c) { return; }
+    let mv = combine_stats(c);
+    sc_mean[c] = mv.x;
+    sc_var[c] = mv.y;
+    sc_rmean[c] = (1.0 - p.momentum) * sc_rmean[c] + p.momentum * mv.x;
+    sc_rvar[c] = (1.0 - p.momentum) * sc_rvar[c] + p.momentum * mv.y * p.unbias;
 }
 
 @group(0) @binding(1) var<storage, read> ba_x: array<f32>;

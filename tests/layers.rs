@@ -118,6 +118,80 @@ fn batch_norm_with_fused_activation() {
     }
 }
 
+/// Channels of many values: the GPU splits each channel's statistics and backward sums over
+/// several workgroups (partial results, then a combining kernel). Batch statistics, running
+/// statistics, output and gradients vs the f64 reference, with a mean to remove, uneven last
+/// chunks and batch 1.
+#[test]
+fn batch_norm_split_reductions() {
+    use unreid::ops::batchnorm::RunningStats;
+    for (shape, seed) in [
+        (vec![2, 3, 64, 64], 51u64), // 2 chunks per channel
+        (vec![1, 1, 131, 257], 52),  // 8 chunks, the last one shorter, batch 1
+        (vec![4, 2, 99, 101], 53),   // 9 chunks
+    ] {
+        let c = shape[1];
+        let mut x = Input::randn(&shape, seed);
+        x.values.iter_mut().for_each(|v| *v = 2.0 * *v + 3.0);
+        let gamma = Input::uniform(&[c], 0.5, 1.5, seed + 1);
+        let beta = Input::randn(&[c], seed + 2);
+        let (rm0, rv0) = (
+            Input::randn(&[c], seed + 3),
+            Input::uniform(&[c], 0.5, 2.0, seed + 4),
+        );
+        let run = |dev: &Device| {
+            let t = |i: &Input| Tensor::from_f64(&i.values, &i.shape, dev).unwrap();
+            let out = t(&x)
+                .batch_norm_train_running(
+                    &t(&gamma),
+                    &t(&beta),
+                    1e-5,
+                    Activation::None,
+                    RunningStats {
+                        mean: &t(&rm0),
+                        var: &t(&rv0),
+                        momentum: 0.1,
+                        donated: false,
+                    },
+                )
+                .unwrap();
+            [out.mean, out.var, out.running_mean, out.running_var].map(|t| t.to_vec_f64().unwrap())
+        };
+        let (want, got) = (run(&Device::CpuF64), run(&common::gpu()));
+        for (k, what) in ["mean", "var", "running mean", "running var"]
+            .iter()
+            .enumerate()
+        {
+            assert_close(
+                &format!("{what} of {shape:?}"),
+                &got[k],
+                &want[k],
+                1e-4,
+                1e-5,
+            );
+        }
+        for act in [Activation::None, Activation::Relu] {
+            let f = move |xs: &[Tensor], _: &Device| {
+                Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0)
+            };
+            let inputs = [x.clone(), gamma.clone(), beta.clone()];
+            let want = evaluate(&f, &inputs, &Device::CpuF64).unwrap();
+            let got = evaluate(&f, &inputs, &common::gpu()).unwrap();
+            let name = format!("{shape:?} {act:?}");
+            assert_close(
+                &format!("{name} forward"),
+                &got.output,
+                &want.output,
+                1e-4,
+                1e-4,
+            );
+            for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+                assert_close(&format!("{name} gradient {i}"), g, w, 1e-3, 1e-3);
+            }
+        }
+    }
+}
+
 #[test]
 fn pooling() {
     // Distinct values so no window has a near-tie within the finite-difference step.

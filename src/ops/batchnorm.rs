@@ -49,50 +49,58 @@ fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Dims> {
     })
 }
 
-fn params(d: Dims, eps: f64) -> Params {
+/// Params of every batchnorm.wgsl kernel: n, c, s, eps, momentum, unbias (the running update's),
+/// parts (workgroups per channel of a split reduction).
+fn params(d: Dims, eps: f64, running: (f64, f64), parts: usize) -> Params {
     Params::new()
         .usize(d.n)
         .usize(d.c)
         .usize(d.s)
         .f32(eps as f32)
+        .f32(running.0 as f32)
+        .f32(running.1 as f32)
+        .usize(parts)
 }
 
 fn vec_tensor(like: &Tensor, shape: Vec<usize>, data: Data) -> Tensor {
     Tensor::from_parts(shape, DType::F32, like.device().clone(), data)
 }
 
-/// Launches `entry` over `bufs` (last one is a fresh output of `n` floats per output listed).
-#[allow(clippy::too_many_arguments)]
+/// Workgroups the GPU's per-channel reductions (statistics, backward sums) aim to fill together.
+const PART_TARGET: usize = 512;
+/// The fewest values a split reduction's workgroup sums (16 per invocation).
+const PART_MIN: usize = 4096;
+/// The most workgroups one channel's reduction is split over.
+const PART_MAX: usize = 64;
+
+/// Workgroups per channel of the GPU's statistics and backward reductions (issue 16.6): with
+/// few channels of many values one workgroup each leaves most of a GPU idle, so each channel's
+/// M = N*S values are cut into P equal chunks of at least [`PART_MIN`] values, enough for about
+/// [`PART_TARGET`] workgroups in all, whose partial results a second, per-channel kernel combines.
+/// 1 (one workgroup per channel, no combine) when the channels already fill the device or are
+/// short.
+fn parts(d: Dims) -> usize {
+    let by_fill = PART_TARGET.div_ceil(d.c.max(1));
+    let by_size = d.n * d.s / PART_MIN;
+    by_fill.min(by_size).clamp(1, PART_MAX)
+}
+
+/// Dispatches `kernel` over `inputs` then one fresh output per shape in `outs`.
 fn launch(
-    entry: &'static str,
-    train: bool,
-    act: Activation,
-    d: Dims,
-    eps: f64,
+    kernel: Kernel,
+    params: Params,
     inputs: &[&Tensor],
     outs: &[Vec<usize>],
-    per_channel: bool,
+    grid: [u32; 3],
 ) -> Result<Vec<Tensor>> {
     let gpu = inputs[0].device().as_gpu().unwrap();
     let out_bufs = outs
         .iter()
-        .map(|s| alloc_f32(gpu, s.iter().product(), entry))
+        .map(|s| alloc_f32(gpu, s.iter().product(), kernel.entry))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut bufs: Vec<_> = inputs.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.extend(out_bufs.iter());
-    let grid = if per_channel {
-        grid_1d(d.c as u32, 1)
-    } else {
-        grid_1d((d.n * d.c * d.s) as u32, 256)
-    };
-    gpu.dispatch(
-        &Kernel::new("batchnorm", entry)
-            .with("TRAIN", train as u32)
-            .with("ACT", act as u32),
-        params(d, eps).bytes(),
-        &bufs,
-        grid,
-    )?;
+    gpu.dispatch(&kernel, params.bytes(), &bufs, grid)?;
     Ok(out_bufs
         .into_iter()
         .zip(outs)
@@ -100,20 +108,75 @@ fn launch(
         .collect())
 }
 
+fn bn_kernel(entry: &'static str) -> Kernel {
+    Kernel::new("batchnorm", entry)
+}
+
+/// One invocation per element (256 per workgroup).
+fn per_element(d: Dims) -> [u32; 3] {
+    grid_1d((d.n * d.c * d.s) as u32, 256)
+}
+
+/// One invocation per channel (64 per workgroup).
+fn per_channel(d: Dims) -> [u32; 3] {
+    grid_1d(d.c as u32, 64)
+}
+
+/// The batch mean and biased variance [C] on the GPU, and with `running` (running mean, running
+/// variance, momentum, unbias) their update in the same kernels, in place in those tensors'
+/// storage. One workgroup per channel, or [`parts`] of them and a combining kernel.
+fn gpu_stats(
+    x: &Tensor,
+    d: Dims,
+    running: Option<(&Tensor, &Tensor, f64, f64)>,
+) -> Result<(Tensor, Tensor)> {
+    let p = parts(d);
+    let consts = running.map_or((0.0, 0.0), |r| (r.2, r.3));
+    let pars = || params(d, 0.0, consts, p);
+    let running_on = running.is_some();
+    // The kernel that writes the statistics, and what it reads: x itself (one workgroup per
+    // channel), or the chunks' partial results.
+    let partial;
+    let (entry, reads, grid): (&'static str, Vec<&Tensor>, _) = if p == 1 {
+        let entry = if running_on {
+            "bn_stats_running"
+        } else {
+            "bn_stats"
+        };
+        (entry, vec![x], grid_1d(d.c as u32, 1))
+    } else {
+        partial = launch(
+            bn_kernel("bn_stats_part"),
+            pars(),
+            &[x],
+            &[vec![d.c * p], vec![d.c * p]],
+            grid_1d((d.c * p) as u32, 1),
+        )?;
+        let entry = if running_on {
+            "bn_stats_combine_running"
+        } else {
+            "bn_stats_combine"
+        };
+        (entry, partial.iter().collect(), per_channel(d))
+    };
+    let gpu = x.device().as_gpu().unwrap();
+    let outs = [alloc_f32(gpu, d.c, entry)?, alloc_f32(gpu, d.c, entry)?];
+    let mut bufs: Vec<_> = reads.iter().map(|t| t.gpu_buffer().unwrap()).collect();
+    bufs.extend([&outs[0], &outs[1]]);
+    // The running statistics last (read and written in place).
+    bufs.extend(
+        running
+            .iter()
+            .flat_map(|r| [r.0, r.1].map(|t| t.gpu_buffer().unwrap())),
+    );
+    gpu.dispatch(&bn_kernel(entry), pars().bytes(), &bufs, grid)?;
+    let [mean, var] = outs.map(|b| Tensor::from_gpu(vec![d.c], DType::F32, x.device(), b));
+    Ok((mean, var))
+}
+
 fn stats_raw(x: &Tensor, d: Dims) -> Result<(Tensor, Tensor)> {
     if x.device().is_gpu() {
-        let mut v = launch(
-            "bn_stats",
-            true,
-            Activation::None,
-            d,
-            0.0,
-            &[x],
-            &[vec![d.c], vec![d.c]],
-            true,
-        )?;
-        let var = v.pop().unwrap();
-        return Ok((v.pop().unwrap(), var));
+        return gpu_stats(x, d, None);
     }
     if let Device::Cpu = x.device() {
         let (m, v) = cpu::fast::batchnorm::stats(f32::slice(x), d.n, d.c, d.s);
@@ -144,14 +207,11 @@ fn apply_raw(
 ) -> Result<Tensor> {
     if x.device().is_gpu() {
         return Ok(launch(
-            "bn_apply",
-            true,
-            act,
-            d,
-            eps,
+            bn_kernel("bn_apply").with("ACT", act as u32),
+            params(d, eps, (0.0, 0.0), 1),
             &[x, mean, var, gamma, beta],
             &[x.shape().to_vec()],
-            false,
+            per_element(d),
         )?
         .remove(0));
     }
@@ -192,27 +252,36 @@ fn backward_raw(
     if x.device().is_gpu() {
         // Without an activation the kernels leave their y binding unread: x stands in.
         let y = fused.map_or(x, |f| f.1);
+        // Per-channel sums, over [`parts`] workgroups per channel and then combined.
+        let p = parts(d);
+        let pars = || params(d, eps, (0.0, 0.0), p);
         let mut sums = launch(
-            "bn_bwd_reduce",
-            true,
-            act,
-            d,
-            eps,
+            bn_kernel("bn_bwd_reduce").with("ACT", act as u32),
+            pars(),
             &[x, g, y, mean, var],
-            &[vec![d.c], vec![d.c]],
-            true,
+            &[vec![d.c * p], vec![d.c * p]],
+            grid_1d((d.c * p) as u32, 1),
         )?;
+        if p > 1 {
+            let partial: Vec<&Tensor> = sums.iter().collect();
+            sums = launch(
+                bn_kernel("bn_bwd_combine"),
+                pars(),
+                &partial,
+                &[vec![d.c], vec![d.c]],
+                per_channel(d),
+            )?;
+        }
         let sum_gx = sums.pop().unwrap();
         let sum_g = sums.pop().unwrap();
         let dx = launch(
-            "bn_bwd_apply",
-            train,
-            act,
-            d,
-            eps,
+            bn_kernel("bn_bwd_apply")
+                .with("TRAIN", train as u32)
+                .with("ACT", act as u32),
+            pars(),
             &[x, g, y, mean, var, gamma, &sum_g, &sum_gx],
             &[x.shape().to_vec()],
-            false,
+            per_element(d),
         )?
         .remove(0);
         return Ok((dx, sum_gx, sum_g));
@@ -414,28 +483,11 @@ impl Tensor {
         let d = self.train_dims(&[gamma, beta, running.mean, running.var])?;
         let per_channel = d.n * d.s;
         let unbias = per_channel as f64 / (per_channel.max(2) - 1) as f64;
-        let (mean, var, rmean, rvar) = if let Some(gpu) = self.device().as_gpu() {
+        let (mean, var, rmean, rvar) = if self.device().is_gpu() {
             let rmean = writable_state(running.mean, running.donated, "bn_stats_running")?;
             let rvar = writable_state(running.var, running.donated, "bn_stats_running")?;
-            let mean = alloc_f32(gpu, d.c, "bn_stats_running")?;
-            let var = alloc_f32(gpu, d.c, "bn_stats_running")?;
-            let params = params(d, 0.0)
-                .f32(running.momentum as f32)
-                .f32(unbias as f32);
-            gpu.dispatch(
-                &Kernel::new("batchnorm", "bn_stats_running"),
-                params.bytes(),
-                &[
-                    self.gpu_buffer().unwrap(),
-                    &mean,
-                    &var,
-                    rmean.gpu_buffer().unwrap(),
-                    rvar.gpu_buffer().unwrap(),
-                ],
-                grid_1d(d.c as u32, 1),
-            )?;
-            let wrap = |b| Tensor::from_gpu(vec![d.c], DType::F32, self.device(), b);
-            (wrap(mean), wrap(var), rmean, rvar)
+            let (mean, var) = gpu_stats(self, d, Some((&rmean, &rvar, running.momentum, unbias)))?;
+            (mean, var, rmean, rvar)
         } else {
             let (mean, var) = stats_raw(self, d)?;
             fn run<T: HostElem>(
