@@ -469,7 +469,8 @@ impl Tensor {
     /// biased batch variance, new running mean, new running variance), the last two
     /// `(1 - m) running + m batch` with the variance unbiased by `M / (M - 1)` (M = N*H*W values
     /// per channel, at least 2 in the divisor as before). On the GPU the update happens in the
-    /// statistics kernel itself (one dispatch, no elementwise ops), in place when
+    /// statistics kernel itself (one dispatch, or the combining one of a channel reduction split
+    /// over several workgroups; no elementwise ops), in place when
     /// `running.donated` (the caller holds the running tensors' storage alone, see
     /// `Param::get_for_update`), else into copies. Errors: shapes, devices, an empty batch.
     pub fn batch_norm_train_running(
