@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::matmul::{check_product, Product, TRANSPOSES};
+use common::matmul::{check_product, TRANSPOSES};
 use unreid::autograd::gradcheck::{check_op, Input};
 use unreid::ops::matmul::MatmulDims;
 use unreid::ops::matmul::{matmul_entry, with_matmul_kernel, MatmulKernel};
@@ -17,28 +17,6 @@ const FAMILIES: [MatmulKernel; 3] = [
     MatmulKernel::Reg,
     MatmulKernel::Tiled,
 ];
-
-/// op(A) [m,k] times op(B) [k,n] (with the given batch dims) on the GPU under `family` (its
-/// automatic split), against the CPU reference.
-fn check(
-    gpu: &Device,
-    family: MatmulKernel,
-    (a_batch, b_batch): (&[usize], &[usize]),
-    size: (usize, usize, usize),
-    trans: (bool, bool),
-    seed: u64,
-) {
-    let p = Product {
-        family,
-        split: None,
-        a_batch,
-        b_batch,
-        size,
-        trans,
-        seed,
-    };
-    check_product(gpu, &p);
-}
 
 /// Sizes (m, k, n): tiny, odd, straddling every tile (32, 48 and 64 rows/columns), K = 1, and
 /// shapes the vec4 kernel takes in all four layouts (m, k, n multiples of 4) or only some.
@@ -60,7 +38,7 @@ fn unbatched_all_layouts_every_kernel() {
     for family in FAMILIES {
         for (i, &size) in SIZES.iter().enumerate() {
             for tr in TRANSPOSES {
-                check(&gpu, family, (&[], &[]), size, tr, 10 * i as u64);
+                check_product(&gpu, family, None, (&[], &[]), size, tr, 10 * i as u64);
             }
         }
     }
@@ -75,22 +53,31 @@ fn batched_and_broadcast_every_kernel() {
         for (i, &size) in sizes.iter().enumerate() {
             for tr in TRANSPOSES {
                 let seed = 100 + 10 * i as u64;
-                check(&gpu, family, (&[1], &[1]), size, tr, seed);
-                check(&gpu, family, (&[3], &[3]), size, tr, seed);
-                check(&gpu, family, (&[], &[3]), size, tr, seed);
-                check(&gpu, family, (&[3], &[]), size, tr, seed);
+                check_product(&gpu, family, None, (&[1], &[1]), size, tr, seed);
+                check_product(&gpu, family, None, (&[3], &[3]), size, tr, seed);
+                check_product(&gpu, family, None, (&[], &[3]), size, tr, seed);
+                check_product(&gpu, family, None, (&[3], &[]), size, tr, seed);
             }
         }
         // Two batch dims.
-        check(
+        check_product(
             &gpu,
             family,
+            None,
             (&[2, 2], &[2, 2]),
             (33, 65, 17),
             (false, true),
             7,
         );
-        check(&gpu, family, (&[2, 2], &[]), (33, 64, 16), (true, false), 8);
+        check_product(
+            &gpu,
+            family,
+            None,
+            (&[2, 2], &[]),
+            (33, 64, 16),
+            (true, false),
+            8,
+        );
     }
 }
 

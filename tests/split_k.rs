@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::matmul::{check_product, randn, to64, Product, TRANSPOSES};
+use common::matmul::{check_product, randn, to64, TRANSPOSES};
 use unreid::autograd::gradcheck::assert_close;
 use unreid::ops::conv2d::Conv2dSpec;
 use unreid::ops::matmul::{
@@ -19,28 +19,6 @@ const SPLIT_FAMILIES: [MatmulKernel; 3] = [
     MatmulKernel::Tiled,
     MatmulKernel::Reg,
 ];
-
-/// op(A) op(B) with the reduction forced into `splits` chunks, against the CPU device.
-fn check(
-    gpu: &Device,
-    family: MatmulKernel,
-    splits: usize,
-    (a_batch, b_batch): (&[usize], &[usize]),
-    size: (usize, usize, usize),
-    trans: (bool, bool),
-    seed: u64,
-) {
-    let p = Product {
-        family,
-        split: Some(splits),
-        a_batch,
-        b_batch,
-        size,
-        trans,
-        seed,
-    };
-    check_product(gpu, &p);
-}
 
 #[test]
 fn split_products_match_the_cpu_reference() {
@@ -61,7 +39,15 @@ fn split_products_match_the_cpu_reference() {
         for splits in [2, 3, 7, 16] {
             for (i, &size) in sizes.iter().enumerate() {
                 for tr in TRANSPOSES {
-                    check(&gpu, family, splits, (&[], &[]), size, tr, 10 * i as u64);
+                    check_product(
+                        &gpu,
+                        family,
+                        Some(splits),
+                        (&[], &[]),
+                        size,
+                        tr,
+                        10 * i as u64,
+                    );
                 }
             }
         }
@@ -74,10 +60,16 @@ fn split_batched_and_broadcast_products() {
     for family in SPLIT_FAMILIES {
         for splits in [2, 5] {
             let size = (9, 211, 13);
-            check(&gpu, family, splits, (&[1], &[1]), size, (false, true), 1);
-            check(&gpu, family, splits, (&[3], &[3]), size, (true, false), 2);
-            check(&gpu, family, splits, (&[], &[3]), size, (false, false), 3);
-            check(&gpu, family, splits, (&[3], &[]), size, (true, true), 4);
+            let cases: [((&[usize], &[usize]), (bool, bool)); 4] = [
+                ((&[1], &[1]), (false, true)),
+                ((&[3], &[3]), (true, false)),
+                ((&[], &[3]), (false, false)),
+                ((&[3], &[]), (true, true)),
+            ];
+            for (i, (batches, tr)) in cases.into_iter().enumerate() {
+                let seed = 1 + i as u64;
+                check_product(&gpu, family, Some(splits), batches, size, tr, seed);
+            }
         }
     }
 }

@@ -38,42 +38,38 @@ fn t(trans: bool) -> &'static str {
     }
 }
 
-/// One product op(A) [m,k] times op(B) [k,n] (with the given batch dims): which kernel, which
-/// split of the reduction (None: the automatic choice), sizes, transposes and the seed of A (B
-/// takes seed + 1).
-pub struct Product<'a> {
-    pub family: MatmulKernel,
-    pub split: Option<usize>,
-    pub a_batch: &'a [usize],
-    pub b_batch: &'a [usize],
-    pub size: (usize, usize, usize),
-    pub trans: (bool, bool),
-    pub seed: u64,
-}
-
-/// `p` on the GPU against the CPU reference (rtol 1e-4; atol grows like sqrt(k), the f32
-/// rounding of sums of k products of N(0,1) values).
-pub fn check_product(gpu: &Device, p: &Product) {
-    let ((m, k, n), (ta, tb)) = (p.size, p.trans);
-    let a_shape = stored(p.a_batch, m, k, ta);
-    let b_shape = stored(p.b_batch, k, n, tb);
+/// op(A) [m,k] times op(B) [k,n] (`size` = (m, k, n), with the given batch dims) on the GPU under
+/// `family` with the reduction split into `split` chunks (None: the automatic choice), against
+/// the CPU reference (rtol 1e-4; atol grows like sqrt(k), the f32 rounding of sums of k products
+/// of N(0,1) values). A takes `seed`, B `seed + 1`.
+pub fn check_product(
+    gpu: &Device,
+    family: MatmulKernel,
+    split: Option<usize>,
+    (a_batch, b_batch): (&[usize], &[usize]),
+    (m, k, n): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    seed: u64,
+) {
+    let a_shape = stored(a_batch, m, k, ta);
+    let b_shape = stored(b_batch, k, n, tb);
     let cpu = Device::cpu();
-    let want = randn(&a_shape, p.seed, &cpu)
-        .matmul_t(&randn(&b_shape, p.seed + 1, &cpu), ta, tb)
+    let want = randn(&a_shape, seed, &cpu)
+        .matmul_t(&randn(&b_shape, seed + 1, &cpu), ta, tb)
         .unwrap();
     let run = || {
-        randn(&a_shape, p.seed, gpu)
-            .matmul_t(&randn(&b_shape, p.seed + 1, gpu), ta, tb)
+        randn(&a_shape, seed, gpu)
+            .matmul_t(&randn(&b_shape, seed + 1, gpu), ta, tb)
             .unwrap()
     };
-    let got = with_matmul_kernel(p.family, || match p.split {
+    let got = with_matmul_kernel(family, || match split {
         Some(s) => with_split_k(s, run),
         None => run(),
     });
-    let split = p.split.map_or(String::new(), |s| format!(" split {s}"));
+    let split = split.map_or(String::new(), |s| format!(" split {s}"));
     let what = format!(
         "{:?}{split} {a_shape:?}{} x {b_shape:?}{}",
-        p.family,
+        family,
         t(ta),
         t(tb)
     );
