@@ -117,15 +117,49 @@ impl GemmTarget {
     }
 }
 
+/// The process-wide overrides, read once (every product consults them, and reading the
+/// environment, or the host's threads from cgroup files, costs more than recording a dispatch).
+struct EnvChoice {
+    /// `UNREID_MATMUL=sg|reg|tiled`.
+    kernel: Option<MatmulKernel>,
+    /// `UNREID_SPLIT_K` (a positive count).
+    split: Option<usize>,
+    /// `UNREID_COMPUTE_UNITS` (a positive count).
+    units: Option<usize>,
+    /// The host's threads (what a CPU adapter's compute units are taken to be).
+    host_threads: usize,
+}
+
+fn env() -> &'static EnvChoice {
+    static ENV: std::sync::OnceLock<EnvChoice> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let count = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+        };
+        EnvChoice {
+            kernel: match std::env::var("UNREID_MATMUL").ok().as_deref() {
+                Some("sg") => Some(MatmulKernel::Subgroup),
+                Some("reg") => Some(MatmulKernel::Reg),
+                Some("tiled") => Some(MatmulKernel::Tiled),
+                _ => None,
+            },
+            split: count("UNREID_SPLIT_K"),
+            units: count("UNREID_COMPUTE_UNITS"),
+            host_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+        }
+    })
+}
+
 /// The kernel family for one product (never `Auto`).
 fn family(t: &GemmTarget, d: &MatmulDims) -> MatmulKernel {
     let wanted = match FORCED.with(|k| k.get()) {
-        MatmulKernel::Auto => match std::env::var("UNREID_MATMUL").ok().as_deref() {
-            Some("sg") => MatmulKernel::Subgroup,
-            Some("reg") => MatmulKernel::Reg,
-            Some("tiled") => MatmulKernel::Tiled,
-            _ if t.cpu_adapter => MatmulKernel::Subgroup,
-            _ => MatmulKernel::Tiled,
+        MatmulKernel::Auto => match env().kernel {
+            Some(k) => k,
+            None if t.cpu_adapter => MatmulKernel::Subgroup,
+            None => MatmulKernel::Tiled,
         },
         forced => forced,
     };
@@ -241,15 +275,11 @@ const MAX_SPLIT_BYTES: u64 = 256 << 20;
 /// adapters, 128 on discrete GPUs (an A100 has 108 SMs, an H100 132, an RTX 4090 128), 16 on
 /// integrated and other GPUs. `UNREID_COMPUTE_UNITS` overrides the guess.
 pub fn compute_units(gpu: &Gpu) -> usize {
-    if let Some(n) = std::env::var("UNREID_COMPUTE_UNITS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-    {
+    if let Some(n) = env().units {
         return n;
     }
     match gpu.summary().device_type {
-        wgpu::DeviceType::Cpu => std::thread::available_parallelism().map_or(4, |n| n.get()),
+        wgpu::DeviceType::Cpu => env().host_threads,
         wgpu::DeviceType::DiscreteGpu => 128,
         _ => 16,
     }
@@ -288,12 +318,7 @@ pub fn split_k(
 fn split_plan(t: &GemmTarget, d: &MatmulDims, groups: [u32; 3], granule: usize) -> (usize, usize) {
     let max_z = t.max_workgroups;
     let max_elems = (t.max_binding_bytes.min(MAX_SPLIT_BYTES) / 4) as usize;
-    let forced = FORCED_SPLIT.with(|k| k.get()).or_else(|| {
-        std::env::var("UNREID_SPLIT_K")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-    });
+    let forced = FORCED_SPLIT.with(|k| k.get()).or(env().split);
     let wanted = match forced {
         Some(n) => n
             .min(max_z / d.batch.max(1))
