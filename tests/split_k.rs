@@ -54,13 +54,16 @@ fn split_products_match_the_cpu_reference() {
     }
 }
 
+/// Leading dims of A and B.
+type Batches<'a> = (&'a [usize], &'a [usize]);
+
 #[test]
 fn split_batched_and_broadcast_products() {
     let gpu = common::gpu();
     for family in SPLIT_FAMILIES {
         for splits in [2, 5] {
             let size = (9, 211, 13);
-            let cases: [((&[usize], &[usize]), (bool, bool)); 4] = [
+            let cases: [(Batches, (bool, bool)); 4] = [
                 ((&[1], &[1]), (false, true)),
                 ((&[3], &[3]), (true, false)),
                 ((&[], &[3]), (false, false)),
