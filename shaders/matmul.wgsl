@@ -7,7 +7,7 @@
 // - matmul_reg: a 4x4 block per invocation, no workgroup memory, any shape and layout; on CPU
 //   adapters the fallback for shapes matmul_subgroup.wgsl (the fast lavapipe kernel) cannot take.
 //
-// Split-K (matmul_reg and matmul_tiled): with p.kc > 0 the reduction is cut into
+// Split-K (matmul_reg and matmul_tiled; matmul_subgroup.wgsl's matmul_sg the same way): with p.kc > 0 the reduction is cut into
 // splits = ceil(K / kc) chunks of kc; grid z runs over batch * splits, workgroup z = b * splits + s
 // sums k in [s * kc, min(K, (s + 1) * kc)) and writes its partial product to C[b * splits + s]
 // (c_stride = M * N), and `splitk_sum` adds the partials. p.kc = 0: one chunk, z = batch.
@@ -159,7 +159,7 @@ fn pad(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // splitk_sum: C[b, i] = sum over s < splits of P[(b * splits + s) * MN + i], the partial products of
-// a split-K matmul_reg / matmul_tiled, added in split order. Params fields reused: m = MN (elements
+// a split-K matmul_reg / matmul_tiled / matmul_sg (matmul_subgroup.wgsl), added in split order. Params fields reused: m = MN (elements
 // of one product), n = splits, batch. Bindings: 0 params, 1 partials (as a), 2 partials again
 // (unused; keeps the layout of the matmul kernels), 3 out (as c). Dispatch: grid_1d(batch * MN, 256).
 @compute @workgroup_size(256, 1, 1)

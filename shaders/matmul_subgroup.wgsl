@@ -16,15 +16,23 @@
 // Needs subgroups of at least 8 lanes (src/ops/matmul.rs uses matmul.wgsl's matmul_reg otherwise).
 // ROW_GROUPS (1..8, override): rows of C per workgroup / 8. The row groups are written out and
 // switched by the constant, since lavapipe does not unroll a loop over them (measured 3.5x slower).
-// Dispatch: (ceil(N/32), ceil(M/(8*ROW_GROUPS)), batch). Workgroup 8x1x1.
+//
+// Split-K, as matmul.wgsl's kernels: with p.kcq > 0 the kq blocks of 4 k steps are cut into
+// splits = ceil(kq / kcq) chunks of kcq blocks; grid z runs over batch * splits, workgroup
+// z = b * splits + s sums the blocks [s * kcq, min(kq, (s + 1) * kcq)) of product b and writes
+// its partial product to C[b * splits + s] (c_stride = M * N); matmul.wgsl's `splitk_sum` adds
+// the partials. p.kcq = 0: one chunk, z = batch.
+//
+// Dispatch: (ceil(N/32), ceil(M/(8*ROW_GROUPS)), batch * splits). Workgroup 8x1x1.
 // Bindings: 0 params, 1 a (vec4), 2 b (vec4), 3 c.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ROW_GROUPS: u32 = 6u;
 
-// kq: K / 4 after padding; strides in floats; a_ld, b_ld: row strides of the stored operands in vec4s.
-struct Params { m: u32, n: u32, kq: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, a_ld: u32, b_ld: u32 }
+// kq: K / 4 after padding; strides in floats; a_ld, b_ld: row strides of the stored operands in vec4s;
+// kcq: the split-K chunk in blocks of 4 k steps (0: no split).
+struct Params { m: u32, n: u32, kq: u32, batch: u32, a_stride: u32, b_stride: u32, c_stride: u32, a_ld: u32, b_ld: u32, kcq: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
@@ -95,10 +103,19 @@ fn store_rows(acc: ptr<function, array<vec4<f32>, 8>>, c_base: u32, row0: u32, c
 
 @compute @workgroup_size(8, 1, 1)
 fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) l: u32) {
-    let kq = p.kq;
+    // The product and the k blocks of grid slice z (see Split-K above).
+    var prod = wid.z;
+    var kb0 = 0u;
+    var kb1 = p.kq;
+    if (p.kcq > 0u) {
+        let splits = (p.kq + p.kcq - 1u) / p.kcq;
+        prod = wid.z / splits;
+        kb0 = (wid.z % splits) * p.kcq;
+        kb1 = min(p.kq, kb0 + p.kcq);
+    }
     let row0 = wid.y * 8u * ROW_GROUPS;
-    let a_base = wid.z * p.a_stride / 4u;
-    let b_base = wid.z * p.b_stride / 4u;
+    let a_base = prod * p.a_stride / 4u;
+    let b_base = prod * p.b_stride / 4u;
     // This lane's 4 columns; past the edge, load the last ones (results dropped at the store).
     let col = (wid.x * 8u + l) * 4u;
     var acc0: array<vec4<f32>, 8>;
@@ -109,7 +126,7 @@ fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation
     var acc5: array<vec4<f32>, 8>;
     var acc6: array<vec4<f32>, 8>;
     var acc7: array<vec4<f32>, 8>;
-    for (var kb = 0u; kb < kq; kb = kb + 1u) {
+    for (var kb = kb0; kb < kb1; kb = kb + 1u) {
         var b0: vec4<f32>;
         var b1: vec4<f32>;
         var b2: vec4<f32>;

@@ -8,9 +8,21 @@ fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
 
-// adam: bindings 1 = param (in/out), 2 = m (in/out), 3 = v (in/out), 4 = grad.
-// torch.optim.Adam (no amsgrad): g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// The Adam step both `adam` and `adam_multi` take, torch.optim.Adam (no amsgrad):
+// g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), bc_i = 1 - b_i^t.
+struct AdamHyper { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, bc1: f32, bc2_sqrt: f32 }
+
+// (param, m, v) after one step of an element with param p, gradient g0 and moments m0, v0.
+fn adam_step(h: AdamHyper, p: f32, g0: f32, m0: f32, v0: f32) -> vec3<f32> {
+    let g = g0 + h.weight_decay * p;
+    let m = h.beta1 * m0 + (1.0 - h.beta1) * g;
+    let v = h.beta2 * v0 + (1.0 - h.beta2) * g * g;
+    let denom = sqrt(v) / h.bc2_sqrt + h.eps;
+    return vec3<f32>(p - (h.lr / h.bc1) * m / denom, m, v);
+}
+
+// adam: bindings 1 = param (in/out), 2 = m (in/out), 3 = v (in/out), 4 = grad; `adam_step`.
 struct AdamParams { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, bc1: f32, bc2_sqrt: f32 }
 @group(0) @binding(0) var<uniform> ap: AdamParams;
 @group(0) @binding(1) var<storage, read_write> a_p: array<f32>;
@@ -23,21 +35,19 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear(wid, nwg, lid);
     if (i >= ap.n) { return; }
-    let p = a_p[i];
-    let g = a_g[i] + ap.weight_decay * p;
-    let m = ap.beta1 * a_m[i] + (1.0 - ap.beta1) * g;
-    let v = ap.beta2 * a_v[i] + (1.0 - ap.beta2) * g * g;
-    let denom = sqrt(v) / ap.bc2_sqrt + ap.eps;
-    a_p[i] = p - (ap.lr / ap.bc1) * m / denom;
-    a_m[i] = m;
-    a_v[i] = v;
+    let h = AdamHyper(ap.lr, ap.beta1, ap.beta2, ap.eps, ap.weight_decay, ap.bc1, ap.bc2_sqrt);
+    let r = adam_step(h, a_p[i], a_g[i], a_m[i], a_v[i]);
+    a_p[i] = r.x;
+    a_m[i] = r.y;
+    a_v[i] = r.z;
 }
 
 // adam_multi: the Adam update of up to 7 tensors in one dispatch (multi-tensor Adam, as
 // torch.optim.Adam(foreach=True) / apex's multi_tensor_apply). Slot k binds 4k+1 = param (in/out),
 // 4k+2 = m (in/out), 4k+3 = v (in/out), 4k+4 = grad; slots past `slots` bind 1-float dummies and
 // get no workgroups. Slot k owns the workgroups [start_k, start_{k+1}) of the linear grid, 256
-// elements each; its own bias corrections (steps may differ per tensor). Same update as `adam`.
+// elements each; its own bias corrections (steps may differ per tensor). Same update as `adam`
+// (`adam_step`).
 // Workgroup 256, linear workgroup index folded into a 2-D grid.
 struct AdamSlot { n: u32, start: u32, bc1: f32, bc2_sqrt: f32 }
 struct AdamMultiParams { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, slots: u32, _pad0: u32, _pad1: u32, s: array<AdamSlot, 7> }
@@ -71,13 +81,10 @@ struct AdamMultiParams { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay
 @group(0) @binding(27) var<storage, read_write> t6_v: array<f32>;
 @group(0) @binding(28) var<storage, read> t6_g: array<f32>;
 
-// (param, m, v) after one Adam step of slot k's element with these old values.
+// (param, m, v) after one Adam step of slot k's element with these old values (`adam_step`).
 fn adam_one(p: f32, g0: f32, m0: f32, v0: f32, k: u32) -> vec3<f32> {
-    let g = g0 + mp.weight_decay * p;
-    let m = mp.beta1 * m0 + (1.0 - mp.beta1) * g;
-    let v = mp.beta2 * v0 + (1.0 - mp.beta2) * g * g;
-    let denom = sqrt(v) / mp.s[k].bc2_sqrt + mp.eps;
-    return vec3<f32>(p - (mp.lr / mp.s[k].bc1) * m / denom, m, v);
+    let h = AdamHyper(mp.lr, mp.beta1, mp.beta2, mp.eps, mp.weight_decay, mp.s[k].bc1, mp.s[k].bc2_sqrt);
+    return adam_step(h, p, g0, m0, v0);
 }
 
 @compute @workgroup_size(256)

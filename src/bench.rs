@@ -578,7 +578,9 @@ pub struct ProfileReport {
 
 /// Times `n` dispatches of `elementwise:fill` on one buffer through [`Gpu::dispatch`], then `n`
 /// chained `Tensor::add_scalar` ops (each also allocates from the pool and records autograd-free
-/// tensor bookkeeping). A warm-up of each path runs first (pipelines, bind groups, pool).
+/// tensor bookkeeping), then `n` chained 8x8 `Tensor::matmul`s (a kernel with pipeline
+/// constants and three buffers, one dispatch each on every adapter: no padding, no split). A
+/// warm-up of each path runs first (pipelines, bind groups, pool).
 pub fn dispatch_cost(device: &Device, n: u64) -> Result<Vec<DispatchCost>> {
     let gpu = device.as_gpu().ok_or_else(|| {
         crate::gpu::GpuError::Unsupported("bench --profile needs a GPU device".into())
@@ -622,6 +624,16 @@ pub fn dispatch_cost(device: &Device, n: u64) -> Result<Vec<DispatchCost>> {
         let mut x = x0.clone();
         for _ in 0..reps {
             x = x.add_scalar(1.0)?;
+        }
+        Ok(())
+    })?;
+    // A matmul records the way a step's products do: a kernel with pipeline constants (the
+    // transposes, the tile shape), three buffers and a larger parameter block.
+    let a = Tensor::full(&[8, 8], 0.125, device)?;
+    measure("Tensor::matmul chain, 8x8", &mut |reps| {
+        let mut x = a.clone();
+        for _ in 0..reps {
+            x = x.matmul(&a)?;
         }
         Ok(())
     })?;

@@ -6,70 +6,17 @@
 
 mod common;
 
-use unreid::autograd::gradcheck::{assert_close, check_op, Input};
+use common::matmul::{check_product, TRANSPOSES};
+use unreid::autograd::gradcheck::{check_op, Input};
 use unreid::ops::matmul::MatmulDims;
 use unreid::ops::matmul::{matmul_entry, with_matmul_kernel, MatmulKernel};
-use unreid::{random, Device, Tensor};
+use unreid::{Device, Tensor};
 
 const FAMILIES: [MatmulKernel; 3] = [
     MatmulKernel::Subgroup,
     MatmulKernel::Reg,
     MatmulKernel::Tiled,
 ];
-const TRANSPOSES: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
-
-/// Seeded normal values as a tensor on `device`.
-fn randn(shape: &[usize], seed: u64, device: &Device) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n as u64).map(|i| random::normal(seed, i)).collect();
-    Tensor::from_f64(&v, shape, device).unwrap()
-}
-
-/// Stored shape of an operand: `batch` leading dims, then rows x cols (swapped when transposed).
-fn stored(batch: &[usize], rows: usize, cols: usize, trans: bool) -> Vec<usize> {
-    let mut s = batch.to_vec();
-    s.extend(if trans { [cols, rows] } else { [rows, cols] });
-    s
-}
-
-/// op(A) [m,k] times op(B) [k,n] (with the given batch dims) on the GPU under `family`, against
-/// the CPU reference.
-#[allow(clippy::too_many_arguments)]
-fn check_product(
-    gpu: &Device,
-    family: MatmulKernel,
-    a_batch: &[usize],
-    b_batch: &[usize],
-    (m, k, n): (usize, usize, usize),
-    (ta, tb): (bool, bool),
-    seed: u64,
-) {
-    let a_shape = stored(a_batch, m, k, ta);
-    let b_shape = stored(b_batch, k, n, tb);
-    let cpu = Device::cpu();
-    let want = randn(&a_shape, seed, &cpu)
-        .matmul_t(&randn(&b_shape, seed + 1, &cpu), ta, tb)
-        .unwrap();
-    let got = with_matmul_kernel(family, || {
-        randn(&a_shape, seed, gpu)
-            .matmul_t(&randn(&b_shape, seed + 1, gpu), ta, tb)
-            .unwrap()
-    });
-    let what = format!("{family:?} {a_shape:?}{} x {b_shape:?}{}", t(ta), t(tb));
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let to64 = |t: &Tensor| -> Vec<f64> { t.to_vec().unwrap().iter().map(|&x| x as f64).collect() };
-    // Sums of k products of N(0,1) values: f32 rounding grows like sqrt(k).
-    let atol = 2e-5 * (k.max(1) as f64).sqrt();
-    assert_close(&what, &to64(&got), &to64(&want), 1e-4, atol);
-}
-
-fn t(trans: bool) -> &'static str {
-    if trans {
-        "^T"
-    } else {
-        ""
-    }
-}
 
 /// Sizes (m, k, n): tiny, odd, straddling every tile (32, 48 and 64 rows/columns), K = 1, and
 /// shapes the vec4 kernel takes in all four layouts (m, k, n multiples of 4) or only some.
@@ -91,7 +38,7 @@ fn unbatched_all_layouts_every_kernel() {
     for family in FAMILIES {
         for (i, &size) in SIZES.iter().enumerate() {
             for tr in TRANSPOSES {
-                check_product(&gpu, family, &[], &[], size, tr, 10 * i as u64);
+                check_product(&gpu, family, None, (&[], &[]), size, tr, 10 * i as u64);
             }
         }
     }
@@ -106,23 +53,31 @@ fn batched_and_broadcast_every_kernel() {
         for (i, &size) in sizes.iter().enumerate() {
             for tr in TRANSPOSES {
                 let seed = 100 + 10 * i as u64;
-                check_product(&gpu, family, &[1], &[1], size, tr, seed);
-                check_product(&gpu, family, &[3], &[3], size, tr, seed);
-                check_product(&gpu, family, &[], &[3], size, tr, seed);
-                check_product(&gpu, family, &[3], &[], size, tr, seed);
+                check_product(&gpu, family, None, (&[1], &[1]), size, tr, seed);
+                check_product(&gpu, family, None, (&[3], &[3]), size, tr, seed);
+                check_product(&gpu, family, None, (&[], &[3]), size, tr, seed);
+                check_product(&gpu, family, None, (&[3], &[]), size, tr, seed);
             }
         }
         // Two batch dims.
         check_product(
             &gpu,
             family,
-            &[2, 2],
-            &[2, 2],
+            None,
+            (&[2, 2], &[2, 2]),
             (33, 65, 17),
             (false, true),
             7,
         );
-        check_product(&gpu, family, &[2, 2], &[], (33, 64, 16), (true, false), 8);
+        check_product(
+            &gpu,
+            family,
+            None,
+            (&[2, 2], &[]),
+            (33, 64, 16),
+            (true, false),
+            8,
+        );
     }
 }
 

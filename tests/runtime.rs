@@ -260,7 +260,9 @@ fn profiling_times_every_dispatch_or_says_it_cannot() {
 
 /// Dispatches per kernel of one steady ResNet-18 training step (b4 3x32x16, ReidNet with BNNeck
 /// and a 751-class bias-free classifier, cross-entropy + batch-hard triplet, Adam), on lavapipe
-/// (the subgroup matmul, no split-K at these sizes). Where the numbers come from:
+/// (the subgroup matmul, split-K off: the automatic split depends on the host's cores, and on
+/// more than 2 the stem's weight gradient, K = 512 over 5 workgroups, would take 2 chunks and a
+/// `splitk_sum`). Where the numbers come from:
 /// - 20 convolutions (stem, 16 in the basic blocks, 3 downsampling): `im2col` 20 forward + 20 for
 ///   the weight gradients; `col2im` 19 input gradients (the image needs none); `matmul_sg`
 ///   20 forward + 20 weight + 19 input gradients, + 6 for the classifier and the triplet
@@ -306,12 +308,13 @@ const RESNET18_B4_STEP: &[(&str, u64)] = &[
 #[test]
 fn a_small_training_step_keeps_its_dispatch_and_submission_counts() {
     use unreid::bench::{profile_step, Mode, ModelCase};
+    use unreid::ops::matmul::with_split_k;
     // Its own device, so no other test's work is counted.
     let d = Device::gpu_with(&GpuOptions::default()).unwrap();
     let case = ModelCase::new("resnet18", 4, 32, 16, Mode::Train);
     // Two warm-up steps (the first makes Adam's moments, the second grows the pool for them),
     // then the counted step, then one under timestamp queries for the per-kernel counts.
-    let p = profile_step(&d, &case, 2).unwrap();
+    let p = with_split_k(1, || profile_step(&d, &case, 2)).unwrap();
     let c = p.counters;
     let pinned: u64 = RESNET18_B4_STEP.iter().map(|(_, n)| n).sum();
     let lavapipe = d.to_string().contains("llvmpipe");

@@ -1,80 +1,61 @@
 //! Split-K matmul (the reduction cut over workgroups, then `splitk_sum`) against the CPU
-//! reference: both split-capable kernels (`matmul_tiled`, `matmul_reg`) forced on lavapipe, several
-//! splits with a remainder chunk, batch 1 and batched/broadcast products, all transposes, odd
-//! sizes; gradients through split products; the conv weight gradient (its long-reduction GEMM);
-//! and the automatic choice of the split.
+//! reference: every kernel (`matmul_sg`, the lavapipe default, `matmul_tiled`, `matmul_reg`)
+//! forced on lavapipe, several splits with a remainder chunk, batch 1 and batched/broadcast
+//! products, all transposes, odd sizes and tiles at the edges; gradients through split products;
+//! the conv weight gradient (its long-reduction GEMM); and the automatic choice of the split.
 
 mod common;
 
+use common::matmul::{check_product, randn, to64, TRANSPOSES};
 use unreid::autograd::gradcheck::assert_close;
 use unreid::ops::conv2d::Conv2dSpec;
-use unreid::ops::matmul::{split_k, with_matmul_kernel, with_split_k, MatmulDims, MatmulKernel};
-use unreid::{random, Device, Tensor};
+use unreid::ops::matmul::{
+    launch_plan, split_k, with_matmul_kernel, with_split_k, GemmTarget, MatmulDims, MatmulKernel,
+};
+use unreid::Device;
 
-const SPLIT_FAMILIES: [MatmulKernel; 2] = [MatmulKernel::Tiled, MatmulKernel::Reg];
-
-fn randn(shape: &[usize], seed: u64, device: &Device) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n as u64).map(|i| random::normal(seed, i)).collect();
-    Tensor::from_f64(&v, shape, device).unwrap()
-}
-
-fn to64(t: &Tensor) -> Vec<f64> {
-    t.to_vec().unwrap().iter().map(|&x| x as f64).collect()
-}
-
-fn stored(batch: &[usize], rows: usize, cols: usize, trans: bool) -> Vec<usize> {
-    let mut s = batch.to_vec();
-    s.extend(if trans { [cols, rows] } else { [rows, cols] });
-    s
-}
-
-/// op(A) op(B) with the reduction forced into `splits` chunks, against the CPU device.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    gpu: &Device,
-    family: MatmulKernel,
-    splits: usize,
-    a_batch: &[usize],
-    b_batch: &[usize],
-    (m, k, n): (usize, usize, usize),
-    (ta, tb): (bool, bool),
-    seed: u64,
-) {
-    let (a_shape, b_shape) = (stored(a_batch, m, k, ta), stored(b_batch, k, n, tb));
-    let cpu = Device::cpu();
-    let want = randn(&a_shape, seed, &cpu)
-        .matmul_t(&randn(&b_shape, seed + 1, &cpu), ta, tb)
-        .unwrap();
-    let got = with_matmul_kernel(family, || {
-        with_split_k(splits, || {
-            randn(&a_shape, seed, gpu)
-                .matmul_t(&randn(&b_shape, seed + 1, gpu), ta, tb)
-                .unwrap()
-        })
-    });
-    let what = format!("{family:?} split {splits} {a_shape:?} ta={ta} x {b_shape:?} tb={tb}");
-    assert_eq!(got.shape(), want.shape(), "{what}");
-    let atol = 2e-5 * (k as f64).sqrt();
-    assert_close(&what, &to64(&got), &to64(&want), 1e-4, atol);
-}
+const SPLIT_FAMILIES: [MatmulKernel; 3] = [
+    MatmulKernel::Subgroup,
+    MatmulKernel::Tiled,
+    MatmulKernel::Reg,
+];
 
 #[test]
 fn split_products_match_the_cpu_reference() {
     let gpu = common::gpu();
     // K = 1037 splits 2 -> 519 + 518, 3 -> 346 x 2 + 345, 7 -> 149 x 6 + 143: every split has a
     // remainder chunk; 16 chunks of 65 at K = 1037 (the last 62) also straddle TILE_K = 16.
-    let sizes = [(1, 1037, 1), (7, 1037, 9), (33, 300, 65), (5, 4, 3)];
+    // matmul_sg's chunks are whole vec4 steps: 520 + 517, 348 x 2 + 341, 152 x 6 + 125, 68 x 15
+    // + 17 (K padded to 1040 with zeros). 70 x 97 takes 2 x 4 of its 40 x 32 tiles, both edges
+    // partly outside C; 33 x 65 and (1, 1037, 1) single partial tiles.
+    let sizes = [
+        (1, 1037, 1),
+        (7, 1037, 9),
+        (33, 300, 65),
+        (70, 517, 97),
+        (5, 4, 3),
+    ];
     for family in SPLIT_FAMILIES {
         for splits in [2, 3, 7, 16] {
             for (i, &size) in sizes.iter().enumerate() {
-                for tr in [(false, false), (false, true), (true, false), (true, true)] {
-                    check(&gpu, family, splits, &[], &[], size, tr, 10 * i as u64);
+                for tr in TRANSPOSES {
+                    check_product(
+                        &gpu,
+                        family,
+                        Some(splits),
+                        (&[], &[]),
+                        size,
+                        tr,
+                        10 * i as u64,
+                    );
                 }
             }
         }
     }
 }
+
+/// Leading dims of A and B.
+type Batches<'a> = (&'a [usize], &'a [usize]);
 
 #[test]
 fn split_batched_and_broadcast_products() {
@@ -82,11 +63,55 @@ fn split_batched_and_broadcast_products() {
     for family in SPLIT_FAMILIES {
         for splits in [2, 5] {
             let size = (9, 211, 13);
-            check(&gpu, family, splits, &[1], &[1], size, (false, true), 1);
-            check(&gpu, family, splits, &[3], &[3], size, (true, false), 2);
-            check(&gpu, family, splits, &[], &[3], size, (false, false), 3);
-            check(&gpu, family, splits, &[3], &[], size, (true, true), 4);
+            let cases: [(Batches, (bool, bool)); 4] = [
+                ((&[1], &[1]), (false, true)),
+                ((&[3], &[3]), (true, false)),
+                ((&[], &[3]), (false, false)),
+                ((&[3], &[]), (true, true)),
+            ];
+            for (i, (batches, tr)) in cases.into_iter().enumerate() {
+                let seed = 1 + i as u64;
+                check_product(&gpu, family, Some(splits), batches, size, tr, seed);
+            }
         }
+    }
+}
+
+/// The forced split reaches the kernel that runs (else the tests above could pass unsplit):
+/// every family, chunks as the comments above say.
+#[test]
+fn forced_splits_are_what_each_kernel_launches() {
+    let gpu = common::gpu();
+    let target = GemmTarget::of(gpu.as_gpu().unwrap());
+    let d = dims(1, 7, 1037, 9);
+    for family in SPLIT_FAMILIES {
+        for (splits, chunk, sg_chunk) in [(2, 519, 520), (3, 346, 348), (7, 149, 152), (16, 65, 68)]
+        {
+            let plan =
+                with_matmul_kernel(family, || with_split_k(splits, || launch_plan(&target, &d)));
+            let want = match plan.family {
+                MatmulKernel::Subgroup => sg_chunk,
+                _ => chunk,
+            };
+            assert_eq!(
+                (plan.splits, plan.chunk),
+                (splits, want),
+                "{family:?} split {splits}"
+            );
+            if target.subgroups {
+                assert_eq!(plan.family, family);
+            }
+        }
+    }
+    // K = 4 in 2: chunks of 2 for matmul_reg; matmul_sg's one vec4 step cannot split.
+    let short = dims(1, 5, 4, 3);
+    for family in SPLIT_FAMILIES {
+        let plan = with_matmul_kernel(family, || with_split_k(2, || launch_plan(&target, &short)));
+        let want = match plan.family {
+            MatmulKernel::Subgroup => (1, 0),
+            _ => (2, 2),
+        };
+        assert_eq!((plan.splits, plan.chunk), want, "{family:?} K = 4 split 2");
     }
 }
 
@@ -111,7 +136,8 @@ fn gradients_through_split_products_match_the_cpu_reference() {
     let (ga_want, gb_want) = run(&Device::cpu());
     for family in SPLIT_FAMILIES {
         // The forward product reduces over k = 517 in 4 chunks; the forced split applies to the
-        // gradient products too (dA over n = 5 in 3 chunks of 2, dB over m = 6 in 3 of 2).
+        // gradient products too (dA over n = 5 and dB over m = 6: 3 chunks of 2, or for
+        // matmul_sg 2 chunks of one vec4 step).
         let (ga, gb) = with_matmul_kernel(family, || with_split_k(4, || run(&gpu)));
         assert_close(&format!("{family:?} dA"), &ga, &ga_want, 1e-4, 1e-4);
         assert_close(&format!("{family:?} dB"), &gb, &gb_want, 1e-4, 1e-4);
@@ -174,4 +200,170 @@ fn the_automatic_split_fills_the_compute_units() {
         10
     );
     assert_eq!(split_k(&dims(4, 64, 131_072, 64), 1, 132, big, 40), 10);
+}
+
+/// `conv2d::gemms` lists exactly the products a convolution's forward and backward launch
+/// (pointwise batched products and im2col products, chunked over the batch under a small binding
+/// limit, batch 1 and odd sizes), so a dry run built on it counts what a real step runs.
+#[test]
+fn the_listed_conv_products_are_the_launched_ones() {
+    use unreid::gpu::GpuOptions;
+    use unreid::ops::conv2d::gemms;
+    use unreid::ops::matmul::log_products;
+    let limit = 64 << 10;
+    let opts = GpuOptions {
+        max_binding_bytes: Some(limit),
+        ..Default::default()
+    };
+    let gpu = Device::gpu_with(&opts).unwrap();
+    // (input, weight, spec): a 7x7 stride-2 stem, a 3x3, a pointwise 1x1 (batched products),
+    // a 1x1 stride-2 downsampling (im2col); batch 1 and 5.
+    let cases = [
+        ([5, 3, 21, 13], [8, 3, 7, 7], Conv2dSpec::new(2, 3)),
+        ([1, 3, 21, 13], [8, 3, 7, 7], Conv2dSpec::new(2, 3)),
+        ([5, 6, 9, 7], [10, 6, 3, 3], Conv2dSpec::new(1, 1)),
+        ([5, 12, 9, 7], [20, 12, 1, 1], Conv2dSpec::new(1, 0)),
+        ([5, 12, 9, 7], [20, 12, 1, 1], Conv2dSpec::new(2, 0)),
+    ];
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        for input_grad in [false, true] {
+            let seed = 30 + i as u64;
+            let ((), logged) = log_products(|| {
+                let x = randn(&xs, seed, &gpu);
+                let x = if input_grad {
+                    x.with_requires_grad()
+                } else {
+                    x
+                };
+                let w = randn(&ws, seed + 1, &gpu).with_requires_grad();
+                let y = x.conv2d(&w, None, spec).unwrap();
+                y.sum_all().unwrap().backward().unwrap();
+            });
+            let listed = gemms(&xs, &ws, &spec, limit, input_grad).unwrap();
+            let what = format!("conv {xs:?} * {ws:?} {spec:?} input grad {input_grad}");
+            if ws[2] > 1 && xs[0] > 1 {
+                // im2col columns are kh x kw times the input: the limit chunks them. (Pointwise
+                // operands are as large as the activations, which must fit whole.)
+                assert!(listed.len() > 3, "{what}: the limit should chunk it");
+            }
+            // The backward runs the input gradient before the weight gradient; the list does too.
+            let listed: Vec<String> = listed.iter().map(|(_, d)| format!("{d:?}")).collect();
+            let logged: Vec<String> = logged.iter().map(|d| format!("{d:?}")).collect();
+            assert_eq!(listed, logged, "{what}");
+        }
+    }
+}
+
+/// The audit case, counted without running it: every product of one ResNet-50 (last
+/// stride 1) training step at batch 64 x 3x256x128 under a 2 GiB binding limit, as NVIDIA
+/// Vulkan and DX12 report, on a 132-SM GPU (an H100). The convolutions' products come from
+/// `conv2d::gemms` (checked above against the launched ones); the head's (the 751-class
+/// classifier and the triplet distances, forward and backward) are logged from a real run of the
+/// head on the adapter here. Each goes through `launch_plan` for that target, with the tiled
+/// kernel (what a discrete GPU takes) and the subgroup kernel (what adapters with subgroups may
+/// be forced to take; `matmul_reg` where it cannot pad): every convolution product
+/// launches at least 2 workgroups per compute unit. The head's six (under 0.1% of the step's
+/// multiply-adds) are listed, not held to it:
+/// chunks of at least `MIN_SPLIT_K` = 256 cap the split of K = 2048 at 8, and the distances'
+/// backward (K = 64) cannot be split at all.
+#[test]
+fn every_resnet50_b64_product_fills_a_132_sm_gpu() {
+    use unreid::loss::{batch_hard, cross_entropy, euclidean_distance, softmax_triplet};
+    use unreid::nn::{Init, ResNet, ResNetDepth};
+    use unreid::ops::conv2d::gemms;
+    use unreid::ops::matmul::log_products;
+
+    let (batch, units) = (64, 132);
+    let binding = 2u64 << 30;
+    let net = ResNet::new(&mut Init::new(&Device::cpu(), 0), ResNetDepth::R50, 1).unwrap();
+    let mut products: Vec<(String, MatmulDims)> = Vec::new();
+    let mut failed = None;
+    net.walk_convs(&[batch, 3, 256, 128], &mut |name, needs| {
+        let input_grad = name != "conv1";
+        match gemms(
+            &needs.input,
+            &needs.weight,
+            &needs.spec,
+            binding,
+            input_grad,
+        ) {
+            Ok(list) => {
+                for (what, d) in list {
+                    products.push((format!("{name} {what}"), d));
+                }
+            }
+            Err(e) => failed = Some(format!("{name}: {e}")),
+        }
+        needs.out_shape.clone()
+    })
+    .unwrap();
+    assert_eq!(failed, None);
+    // 53 convolutions, each in one chunk under 2 GiB: forward, input grad (all but the stem),
+    // weight grad.
+    assert_eq!(products.len(), 3 * 53 - 1, "{products:?}");
+
+    let gpu = common::gpu();
+    let labels: Vec<i32> = (0..batch as i32).map(|i| i / 4).collect();
+    let ((), head) = log_products(|| {
+        let pooled = randn(&[batch, 2048], 40, &gpu).with_requires_grad();
+        let w = randn(&[751, 2048], 41, &gpu).with_requires_grad();
+        let ce = cross_entropy(&pooled.linear(&w, None).unwrap(), &labels, 0.1).unwrap();
+        let dist = euclidean_distance(&pooled, &pooled).unwrap();
+        let tri = softmax_triplet(&batch_hard(&dist, &labels).unwrap()).unwrap();
+        ce.add(&tri).unwrap().backward().unwrap();
+    });
+    assert_eq!(head.len(), 6, "{head:?}");
+    products.extend(head.into_iter().map(|d| ("head".to_string(), d)));
+    let macs = |d: &MatmulDims| (d.batch * d.m * d.k * d.n) as f64;
+    let total: f64 = products.iter().map(|(_, d)| macs(d)).sum();
+    let head: f64 = products
+        .iter()
+        .filter(|(n, _)| n == "head")
+        .map(|(_, d)| macs(d))
+        .sum();
+    eprintln!(
+        "{:.1} G multiply-adds, the head {:.4}%",
+        total / 1e9,
+        100.0 * head / total
+    );
+    assert!(head < 1e-3 * total);
+
+    let target = GemmTarget {
+        cpu_adapter: false,
+        subgroups: true,
+        compute_units: units,
+        max_workgroups: 65_535,
+        max_binding_bytes: binding,
+    };
+    for family in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
+        let mut short = Vec::new();
+        for (name, d) in &products {
+            let plan = with_matmul_kernel(family, || launch_plan(&target, d));
+            // matmul_sg pads its operands with a grid of one row per workgroup, so K over 65,535
+            // (the stem's weight gradient, 524,288) takes matmul_reg, split the same way.
+            let fallback = family == MatmulKernel::Subgroup && plan.family == MatmulKernel::Reg;
+            assert!(plan.family == family || fallback, "{family:?} {d:?}");
+            eprintln!(
+                "{:?} {name}: {}x{}x{} batch {} -> {:?} x {} splits = {} workgroups",
+                plan.family,
+                d.m,
+                d.k,
+                d.n,
+                d.batch,
+                plan.groups,
+                plan.splits,
+                plan.workgroups()
+            );
+            if plan.workgroups() < 2 * units as u64 {
+                short.push(format!("{name} {d:?}: {} workgroups", plan.workgroups()));
+                assert_eq!(
+                    name,
+                    "head",
+                    "{family:?} {d:?}: {} workgroups",
+                    plan.workgroups()
+                );
+            }
+        }
+        eprintln!("{family:?}: under {} workgroups: {short:#?}", 2 * units);
+    }
 }

@@ -31,13 +31,37 @@ pub(crate) fn source(shader: &str) -> Option<&'static str> {
         .map(|(_, src)| *src)
 }
 
+/// Most pipeline-overridable constants one kernel sets (matmul_tiled sets 6).
+const MAX_CONSTANTS: usize = 8;
+
 /// One compute pipeline: a shader file, an entry point and its pipeline-overridable constants.
-/// Pipelines are compiled once per distinct `Kernel` and cached.
-#[derive(Clone, Debug, PartialEq)]
+/// Pipelines are compiled once per distinct `Kernel` and cached. Every dispatch builds one, so it
+/// allocates nothing: the constants live inline, and the hash the pipeline cache is probed with
+/// is kept up to date as they are added.
+#[derive(Clone)]
 pub struct Kernel {
     pub shader: &'static str,
     pub entry: &'static str,
-    pub constants: Vec<(&'static str, f64)>,
+    constants: [(&'static str, f64); MAX_CONSTANTS],
+    len: usize,
+    hash: u64,
+}
+
+/// One step of the key hash: a multiply-rotate mix (the runtime's caches take ids and names of
+/// our own kernels, not attacker input).
+fn mix(h: u64, v: u64) -> u64 {
+    (h.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// `s` mixed into `h`, eight bytes at a time, then its length.
+fn mix_str(mut h: u64, s: &str) -> u64 {
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(mix(h, u64::from_le_bytes(tail)), s.len() as u64)
 }
 
 impl Kernel {
@@ -45,38 +69,66 @@ impl Kernel {
         Kernel {
             shader,
             entry,
-            constants: Vec::new(),
+            constants: [("", 0.0); MAX_CONSTANTS],
+            len: 0,
+            hash: mix_str(mix_str(0, shader), entry),
         }
     }
 
+    /// Sets the pipeline-overridable constant `name`. Panics past 8 constants (a fixed property
+    /// of the calling op, not of its input).
     pub fn with(mut self, name: &'static str, value: impl Into<f64>) -> Self {
-        self.constants.push((name, value.into()));
+        assert!(
+            self.len < MAX_CONSTANTS,
+            "{}:{} sets more than {MAX_CONSTANTS} pipeline constants",
+            self.shader,
+            self.entry
+        );
+        let value = value.into();
+        self.constants[self.len] = (name, value);
+        self.len += 1;
+        self.hash = mix(mix_str(self.hash, name), value.to_bits());
         self
     }
 
+    /// The pipeline-overridable constants, in the order they were set.
+    pub fn constants(&self) -> &[(&'static str, f64)] {
+        &self.constants[..self.len]
+    }
+
     /// A hash of everything that tells two pipelines apart (shader, entry, constants by bit
-    /// pattern), computed without allocating: the pipeline cache is probed on every dispatch.
+    /// pattern), kept as the kernel is built: the pipeline cache is probed on every dispatch.
     pub(crate) fn key_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.shader.hash(&mut h);
-        self.entry.hash(&mut h);
-        for (name, value) in &self.constants {
-            name.hash(&mut h);
-            value.to_bits().hash(&mut h);
-        }
-        h.finish()
+        self.hash
     }
 
     /// Same pipeline: equal names and constants bit for bit (so -0.0 and NaN constants are exact).
     pub(crate) fn same_pipeline(&self, other: &Kernel) -> bool {
         self.shader == other.shader
             && self.entry == other.entry
-            && self.constants.len() == other.constants.len()
+            && self.len == other.len
             && self
-                .constants
+                .constants()
                 .iter()
-                .zip(&other.constants)
+                .zip(other.constants())
                 .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
+    }
+}
+
+impl PartialEq for Kernel {
+    fn eq(&self, other: &Kernel) -> bool {
+        self.shader == other.shader
+            && self.entry == other.entry
+            && self.constants() == other.constants()
+    }
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("shader", &self.shader)
+            .field("entry", &self.entry)
+            .field("constants", &self.constants())
+            .finish()
     }
 }

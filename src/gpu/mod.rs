@@ -212,12 +212,23 @@ struct Shader {
     reflection: Reflection,
 }
 
-/// Key of a cached bind group: the pipeline and the ids of the buffers in binding order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// Key of a cached bind group: the pipeline and the ids of the buffers in binding order (the
+/// unused tail of `ids` is zero).
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct BindKey {
     pipeline: u32,
     len: u8,
     ids: [u64; MAX_CACHED_BINDINGS],
+}
+
+impl Hash for BindKey {
+    /// The pipeline and the ids in use only (most dispatches bind 2-4 of the 28 slots).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(((self.pipeline as u64) << 8) | self.len as u64);
+        for &id in &self.ids[..self.len as usize] {
+            state.write_u64(id);
+        }
+    }
 }
 
 /// Bind groups by key, in two generations: lookups promote from the older one, and when the newer
@@ -1086,7 +1097,7 @@ impl Gpu {
                 module: &shader.module,
                 entry_point: Some(kernel.entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &kernel.constants,
+                    constants: kernel.constants(),
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,

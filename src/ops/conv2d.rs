@@ -17,6 +17,7 @@ use crate::autograd::record;
 use crate::cpu::conv2d::ConvGeom;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Gpu, Kernel};
+use crate::ops::matmul::MatmulDims;
 use crate::ops::{alloc_f32, host_float2, same_device, HostElem, Params};
 use crate::tensor::DType;
 use crate::{cpu, no_grad, Device, Tensor};
@@ -154,11 +155,10 @@ fn pointwise_chunk_bytes(g: &ConvGeom, c: usize) -> u64 {
     4 * (c * rows * g.p().next_multiple_of(4)) as u64
 }
 
-/// The most images (at least 1, at most N) whose chunk (`bytes(c)`) fits the adapter's binding
-/// limit, `Gpu::max_binding_bytes` (lowered by `GpuOptions::max_binding_bytes` in tests); an
-/// error when even one image does not fit.
-fn chunk_images(gpu: &Gpu, g: &ConvGeom, bytes: fn(&ConvGeom, usize) -> u64) -> Result<usize> {
-    let max = gpu.max_binding_bytes();
+/// The most images (at least 1, at most N) whose chunk (`bytes(c)`) fits the binding limit `max`
+/// (the adapter's `Gpu::max_binding_bytes`, lowered by `GpuOptions::max_binding_bytes` in
+/// tests); an error when even one image does not fit.
+fn chunk_images(max: u64, g: &ConvGeom, bytes: fn(&ConvGeom, usize) -> u64) -> Result<usize> {
     if bytes(g, 1) > max {
         return shape_err(
             "conv2d",
@@ -199,6 +199,11 @@ pub struct BindingNeeds {
     /// Bytes of the smallest chunk the op can split into (one image's im2col columns or padded
     /// pointwise operands; 0 for grouped convolutions), which must fit whatever the batch.
     pub min_chunk: u64,
+    /// The convolution itself: input shape [N, C, H, W], weight shape and spec (what
+    /// [`gemms`] lists the products of).
+    pub input: Vec<usize>,
+    pub weight: Vec<usize>,
+    pub spec: Conv2dSpec,
 }
 
 /// The binding needs of `x` [N, C, H, W] convolved with weight `w` [Cout, C/groups, KH, KW].
@@ -217,7 +222,84 @@ pub fn binding_needs(x: &[usize], w: &[usize], spec: &Conv2dSpec) -> Result<Bind
         out_shape: out_shape(&g),
         per_image,
         min_chunk,
+        input: x.to_vec(),
+        weight: w.to_vec(),
+        spec: *spec,
     })
+}
+
+/// The matrix products a GPU device runs for one training step of `x` [N, C, H, W] convolved
+/// with `w` [Cout, C, KH, KW] (groups 1; grouped convolutions run direct kernels and no
+/// product), in order: the forward, then the input gradient (when `input_grad`), then the weight
+/// gradient, each once per chunk of images that fits a binding limit of `max_binding` bytes,
+/// labelled "forward", "input grad" and "weight grad". Lets a dry run count the workgroups of a
+/// step on a device that is not here (`ops::matmul::launch_plan`); tests/split_k.rs checks the
+/// list against the products a real step launches. Errors: the shapes do not make a
+/// convolution, or one image's chunk exceeds `max_binding`.
+pub fn gemms(
+    x: &[usize],
+    w: &[usize],
+    spec: &Conv2dSpec,
+    max_binding: u64,
+    input_grad: bool,
+) -> Result<Vec<(&'static str, MatmulDims)>> {
+    let g = geometry(x, w, spec)?;
+    if g.groups != 1 {
+        return Ok(Vec::new());
+    }
+    let product = |batch, m, k, n, trans_a, trans_b, b_batched| MatmulDims {
+        batch,
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+        a_batched: false,
+        b_batched,
+    };
+    let chunks = |c: usize| (0..g.n).step_by(c).map(move |n0| c.min(g.n - n0));
+    let mut out = Vec::new();
+    let im2col = chunk_images(max_binding, &g, im2col_chunk_bytes)?;
+    if is_pointwise(&g) {
+        // by_chunks: one call on the whole batch when it fits.
+        let c = chunk_images(max_binding, &g, pointwise_chunk_bytes)?.min(g.n);
+        for c in chunks(c) {
+            out.push((
+                "forward",
+                product(c, g.cout, g.c, g.p(), false, false, true),
+            ));
+        }
+        if input_grad {
+            for c in chunks(c) {
+                out.push((
+                    "input grad",
+                    product(c, g.c, g.cout, g.p(), true, false, true),
+                ));
+            }
+        }
+    } else {
+        for c in chunks(im2col) {
+            out.push((
+                "forward",
+                product(1, g.cout, g.kg(), c * g.p(), false, false, false),
+            ));
+        }
+        if input_grad {
+            for c in chunks(im2col) {
+                out.push((
+                    "input grad",
+                    product(1, g.kg(), g.cout, c * g.p(), true, false, false),
+                ));
+            }
+        }
+    }
+    for c in chunks(im2col) {
+        out.push((
+            "weight grad",
+            product(1, g.cout, c * g.p(), g.kg(), false, true, false),
+        ));
+    }
+    Ok(out)
 }
 
 fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Tensor {
@@ -290,7 +372,7 @@ fn forward_raw(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
             })
         }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
+            let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
             let mut parts = Vec::new();
             for n0 in (0..g.n).step_by(chunk) {
@@ -337,7 +419,7 @@ fn by_chunks(
     t: &Tensor,
     f: impl Fn(&Tensor, usize) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let chunk = chunk_images(gpu, g, pointwise_chunk_bytes)?;
+    let chunk = chunk_images(gpu.max_binding_bytes(), g, pointwise_chunk_bytes)?;
     if chunk >= g.n {
         return f(&t.detach(), g.n);
     }
@@ -363,7 +445,7 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
             })
         }),
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
+            let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
             let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
             let mut parts = Vec::new();
             for n0 in (0..g.n).step_by(chunk) {
@@ -419,7 +501,7 @@ fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> 
     let w_shape = vec![g.cout, g.cin_g(), g.kh, g.kw];
     match dev {
         Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu, g, im2col_chunk_bytes)?;
+            let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
             let mut acc: Option<Tensor> = None;
             for n0 in (0..g.n).step_by(chunk) {
                 let c = chunk.min(g.n - n0);

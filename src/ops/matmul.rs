@@ -34,11 +34,34 @@ pub enum MatmulKernel {
 thread_local! {
     static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
     static FORCED_SPLIT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static PRODUCT_LOG: std::cell::RefCell<Option<Vec<MatmulDims>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with every `matmul_tiled` / `matmul_reg` product on this thread split into `splits`
-/// chunks of the reduction (fewer when K is shorter; 1 never splits), instead of the automatic
-/// choice ([`split_k`]). The tests use it to run split-K on lavapipe.
+/// Runs `f` and returns, with its result, the sizes of every GPU product it launched on this
+/// thread, in order (what a dry run's list of products, e.g. `ops::conv2d::gemms`, is checked
+/// against). Nested calls see only their own products.
+pub fn log_products<R>(f: impl FnOnce() -> R) -> (R, Vec<MatmulDims>) {
+    let before = PRODUCT_LOG.with(|l| l.replace(Some(Vec::new())));
+    struct Restore(Option<Option<Vec<MatmulDims>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // Only when `f` unwinds: otherwise the log was restored below.
+            if let Some(before) = self.0.take() {
+                PRODUCT_LOG.with(|l| l.replace(before));
+            }
+        }
+    }
+    let mut restore = Restore(Some(before));
+    let out = f();
+    let logged = PRODUCT_LOG.with(|l| l.replace(restore.0.take().expect("restored once")));
+    (out, logged.unwrap_or_default())
+}
+
+/// Runs `f` with every GPU product on this thread (any kernel: `matmul_sg`, `matmul_tiled`,
+/// `matmul_reg`) split into `splits` chunks of the reduction (fewer when K is shorter; 1 never
+/// splits), instead of the automatic choice ([`split_k`]). The tests use it to run split-K on
+/// lavapipe.
 pub fn with_split_k<R>(splits: usize, f: impl FnOnce() -> R) -> R {
     let before = FORCED_SPLIT.with(|k| k.replace(Some(splits.max(1))));
     struct Restore(Option<usize>);
@@ -64,26 +87,84 @@ pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn has_subgroups(gpu: &Gpu) -> bool {
-    gpu.subgroup_min_size().is_some_and(|s| s >= 8)
+/// What the choice of a matmul launch (kernel, grid, split) depends on: read from an opened
+/// adapter ([`GemmTarget::of`]), or described by hand for a dry run of a device that is not here
+/// ([`launch_plan`] on a 132-SM GPU's numbers, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTarget {
+    /// The adapter runs on the host CPU (lavapipe): `Auto` picks the subgroup kernel.
+    pub cpu_adapter: bool,
+    /// Subgroup operations with subgroups of at least 8 lanes (what `matmul_sg` needs).
+    pub subgroups: bool,
+    /// Compute units the split aims to fill ([`compute_units`]).
+    pub compute_units: usize,
+    /// `max_compute_workgroups_per_dimension`.
+    pub max_workgroups: usize,
+    /// The binding limit in bytes (`Gpu::max_binding_bytes`).
+    pub max_binding_bytes: u64,
+}
+
+impl GemmTarget {
+    /// The target of an opened adapter.
+    pub fn of(gpu: &Gpu) -> GemmTarget {
+        GemmTarget {
+            cpu_adapter: gpu.summary().is_cpu(),
+            subgroups: gpu.subgroup_min_size().is_some_and(|s| s >= 8),
+            compute_units: compute_units(gpu),
+            max_workgroups: gpu.limits().max_compute_workgroups_per_dimension as usize,
+            max_binding_bytes: gpu.max_binding_bytes(),
+        }
+    }
+}
+
+/// The process-wide overrides, read once (every product consults them, and reading the
+/// environment, or the host's threads from cgroup files, costs more than recording a dispatch).
+struct EnvChoice {
+    /// `UNREID_MATMUL=sg|reg|tiled`.
+    kernel: Option<MatmulKernel>,
+    /// `UNREID_SPLIT_K` (a positive count).
+    split: Option<usize>,
+    /// `UNREID_COMPUTE_UNITS` (a positive count).
+    units: Option<usize>,
+    /// The host's threads (what a CPU adapter's compute units are taken to be).
+    host_threads: usize,
+}
+
+fn env() -> &'static EnvChoice {
+    static ENV: std::sync::OnceLock<EnvChoice> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let count = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+        };
+        EnvChoice {
+            kernel: match std::env::var("UNREID_MATMUL").ok().as_deref() {
+                Some("sg") => Some(MatmulKernel::Subgroup),
+                Some("reg") => Some(MatmulKernel::Reg),
+                Some("tiled") => Some(MatmulKernel::Tiled),
+                _ => None,
+            },
+            split: count("UNREID_SPLIT_K"),
+            units: count("UNREID_COMPUTE_UNITS"),
+            host_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+        }
+    })
 }
 
 /// The kernel family for one product (never `Auto`).
-fn family(gpu: &Gpu, d: &MatmulDims) -> MatmulKernel {
+fn family(t: &GemmTarget, d: &MatmulDims) -> MatmulKernel {
     let wanted = match FORCED.with(|k| k.get()) {
-        MatmulKernel::Auto => match std::env::var("UNREID_MATMUL").ok().as_deref() {
-            Some("sg") => MatmulKernel::Subgroup,
-            Some("reg") => MatmulKernel::Reg,
-            Some("tiled") => MatmulKernel::Tiled,
-            _ if gpu.summary().is_cpu() => MatmulKernel::Subgroup,
-            _ => MatmulKernel::Tiled,
+        MatmulKernel::Auto => match env().kernel {
+            Some(k) => k,
+            None if t.cpu_adapter => MatmulKernel::Subgroup,
+            None => MatmulKernel::Tiled,
         },
         forced => forced,
     };
     match wanted {
-        MatmulKernel::Subgroup if !has_subgroups(gpu) || d.k == 0 || !pad_fits(gpu, d) => {
-            MatmulKernel::Reg
-        }
+        MatmulKernel::Subgroup if !t.subgroups || d.k == 0 || !pad_fits(t, d) => MatmulKernel::Reg,
         other => other,
     }
 }
@@ -113,14 +194,40 @@ const REG_TILE: usize = 32;
 /// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
 const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
 
-/// The kernel (entry point and pipeline constants) and workgroup grid for one product.
-fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
+/// How one product is launched: the kernel, the grid of one split (x, y, batch) and the split of
+/// the reduction. The launch runs `groups[0] * groups[1] * groups[2] * splits` workgroups of the
+/// kernel (grid z = batch * splits), then one `splitk_sum` when `splits > 1`.
+#[derive(Clone, Debug)]
+pub struct GemmLaunch {
+    pub family: MatmulKernel,
+    pub kernel: Kernel,
+    pub groups: [u32; 3],
+    /// Chunks of the reduction (1: not split).
+    pub splits: usize,
+    /// Length of each chunk along K (the last may be shorter; 0 when not split). A multiple of 4
+    /// for `matmul_sg`, whose k loop takes 4 steps at a time.
+    pub chunk: usize,
+}
+
+impl GemmLaunch {
+    /// Workgroups of the product kernel (all splits together).
+    pub fn workgroups(&self) -> u64 {
+        self.groups.iter().map(|&g| g as u64).product::<u64>() * self.splits as u64
+    }
+}
+
+/// The launch of a product of sizes `d` on `target` under the current kernel choice
+/// ([`with_matmul_kernel`], `UNREID_MATMUL`) and split choice ([`with_split_k`],
+/// `UNREID_SPLIT_K`, else [`split_k`]). What [`Tensor::matmul_t`] runs on a GPU device, and what a
+/// dry run for another device counts.
+pub fn launch_plan(target: &GemmTarget, d: &MatmulDims) -> GemmLaunch {
     let batch = d.batch as u32;
     let trans = |k: Kernel| {
         k.with("TRANS_A", d.trans_a as u32)
             .with("TRANS_B", d.trans_b as u32)
     };
-    match family(gpu, d) {
+    let family = family(target, d);
+    let (kernel, groups, granule) = match family {
         MatmulKernel::Tiled => {
             let (tm, tn, tk, rows) = TILED;
             let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
@@ -128,20 +235,16 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
                 .with("TILE_N", tn as u32)
                 .with("TILE_K", tk as u32)
                 .with("ROWS", rows as u32);
-            (
-                kernel,
-                [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch],
-            )
+            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
+            (kernel, groups, 1)
         }
         MatmulKernel::Subgroup => {
             let rg = sg_row_groups(d.m);
             let kernel =
                 trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
             let rows = 8 * rg;
-            (
-                kernel,
-                [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch],
-            )
+            let groups = [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch];
+            (kernel, groups, 4)
         }
         _ => {
             let kernel = trans(Kernel::new("matmul", "matmul_reg"));
@@ -150,8 +253,16 @@ fn plan(gpu: &Gpu, d: &MatmulDims) -> (Kernel, [u32; 3]) {
                 d.m.div_ceil(REG_TILE) as u32,
                 batch,
             ];
-            (kernel, groups)
+            (kernel, groups, 1)
         }
+    };
+    let (splits, chunk) = split_plan(target, d, groups, granule);
+    GemmLaunch {
+        family,
+        kernel,
+        groups,
+        splits,
+        chunk,
     }
 }
 
@@ -164,15 +275,11 @@ const MAX_SPLIT_BYTES: u64 = 256 << 20;
 /// adapters, 128 on discrete GPUs (an A100 has 108 SMs, an H100 132, an RTX 4090 128), 16 on
 /// integrated and other GPUs. `UNREID_COMPUTE_UNITS` overrides the guess.
 pub fn compute_units(gpu: &Gpu) -> usize {
-    if let Some(n) = std::env::var("UNREID_COMPUTE_UNITS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-    {
+    if let Some(n) = env().units {
         return n;
     }
     match gpu.summary().device_type {
-        wgpu::DeviceType::Cpu => std::thread::available_parallelism().map_or(4, |n| n.get()),
+        wgpu::DeviceType::Cpu => env().host_threads,
         wgpu::DeviceType::DiscreteGpu => 128,
         _ => 16,
     }
@@ -204,26 +311,22 @@ pub fn split_k(
         .max(1)
 }
 
-/// The split for one `matmul_tiled` / `matmul_reg` launch of `groups` workgroups: forced by
-/// [`with_split_k`] or `UNREID_SPLIT_K`, else [`split_k`]; then the chunk length, so that
-/// (chunk, splits) with splits = ceil(K / chunk) is what the shader recomputes.
-fn split_plan(gpu: &Gpu, d: &MatmulDims, groups: [u32; 3]) -> (usize, usize) {
-    let max_z = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    let max_elems = (gpu.max_binding_bytes().min(MAX_SPLIT_BYTES) / 4) as usize;
-    let forced = FORCED_SPLIT.with(|k| k.get()).or_else(|| {
-        std::env::var("UNREID_SPLIT_K")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-    });
+/// The split for one launch of `groups` workgroups: forced by [`with_split_k`] or
+/// `UNREID_SPLIT_K`, else [`split_k`]; then the chunk length (rounded up to a multiple of
+/// `granule`), so that (chunk, splits) with splits = ceil(K / chunk) is what the shader
+/// recomputes. (1, 0) when the product is not split.
+fn split_plan(t: &GemmTarget, d: &MatmulDims, groups: [u32; 3], granule: usize) -> (usize, usize) {
+    let max_z = t.max_workgroups;
+    let max_elems = (t.max_binding_bytes.min(MAX_SPLIT_BYTES) / 4) as usize;
+    let forced = FORCED_SPLIT.with(|k| k.get()).or(env().split);
     let wanted = match forced {
         Some(n) => n
             .min(max_z / d.batch.max(1))
-            .min(gpu.max_binding_bytes() as usize / 4 / (d.m * d.n * d.batch).max(1)),
+            .min(t.max_binding_bytes as usize / 4 / (d.m * d.n * d.batch).max(1)),
         None => split_k(
             d,
             (groups[0] * groups[1]) as usize,
-            compute_units(gpu),
+            t.compute_units,
             max_elems,
             max_z,
         ),
@@ -232,8 +335,11 @@ fn split_plan(gpu: &Gpu, d: &MatmulDims, groups: [u32; 3]) -> (usize, usize) {
     if wanted == 1 {
         return (1, 0);
     }
-    let chunk = d.k.div_ceil(wanted);
-    (d.k.div_ceil(chunk), chunk)
+    let chunk = d.k.div_ceil(wanted).next_multiple_of(granule);
+    match d.k.div_ceil(chunk) {
+        1 => (1, 0),
+        splits => (splits, chunk),
+    }
 }
 
 /// The parameter block of `matmul_tiled` / `matmul_reg` (shaders/matmul.wgsl's `Params`): sizes,
@@ -250,29 +356,32 @@ fn reg_params(d: &MatmulDims, chunk: usize) -> Params {
         .usize(chunk)
 }
 
-/// Runs a `matmul_tiled` / `matmul_reg` product with its reduction cut into `splits` chunks of
-/// `chunk` (workgroup z = product * splits + chunk index), each writing a partial [M, N] product,
-/// then `splitk_sum` adds the partials into `out` in chunk order.
-#[allow(clippy::too_many_arguments)]
+/// Records one product as `plan` says: the kernel on operand buffers `a`, `b` with the
+/// parameter block `params(chunk)` straight into `out`, or, split, with the reduction cut into
+/// `splits` chunks (workgroup z = product * splits + chunk index), each writing a partial [M, N]
+/// product, then `splitk_sum` adding the partials into `out` in chunk order.
 fn launch_split_k(
     gpu: &Arc<Gpu>,
-    a: &Tensor,
-    b: &Tensor,
+    plan: &GemmLaunch,
+    params: impl Fn(usize) -> Params,
+    (a, b): (&GpuBuffer, &GpuBuffer),
     d: &MatmulDims,
-    kernel: &Kernel,
-    groups: [u32; 3],
-    (splits, chunk): (usize, usize),
     out: &GpuBuffer,
 ) -> Result<()> {
-    let mn = d.m * d.n;
+    let groups = plan.groups;
+    if plan.splits <= 1 {
+        gpu.dispatch(&plan.kernel, params(0).bytes(), &[a, b, out], groups)?;
+        return Ok(());
+    }
+    let (mn, splits) = (d.m * d.n, plan.splits);
     let partials = alloc_f32(gpu, d.batch * splits * mn, "matmul split-K partials")?;
     gpu.dispatch(
-        kernel,
-        reg_params(d, chunk).bytes(),
-        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &partials],
+        &plan.kernel,
+        params(plan.chunk).bytes(),
+        &[a, b, &partials],
         [groups[0], groups[1], (d.batch * splits) as u32],
     )?;
-    let params = Params::new()
+    let sum = Params::new()
         .usize(mn)
         .usize(splits)
         .usize(0)
@@ -283,7 +392,7 @@ fn launch_split_k(
         .usize(0);
     gpu.dispatch(
         &Kernel::new("matmul", "splitk_sum"),
-        params.bytes(),
+        sum.bytes(),
         &[&partials, &partials, out],
         crate::gpu::grid_1d((d.batch * mn) as u32, 256),
     )?;
@@ -292,7 +401,7 @@ fn launch_split_k(
 
 /// The entry point a product of these sizes runs on `gpu` under the current kernel choice.
 pub fn matmul_entry(gpu: &Gpu, d: &MatmulDims) -> &'static str {
-    plan(gpu, d).0.entry
+    launch_plan(&GemmTarget::of(gpu), d).kernel.entry
 }
 
 /// `t` ([.., R, C] on `gpu`) copied into zeros of shape [.., rows, cols] (`t` itself if equal).
@@ -333,8 +442,8 @@ fn zero_pad(gpu: &Arc<Gpu>, t: &Tensor, rows: usize, cols: usize) -> Result<Tens
 /// Whether `zero_pad`'s grid (rows in y, batch in z) fits the adapter for every operand, and
 /// every zero-padded operand fits one binding (`Gpu::max_binding_bytes`); else `matmul_reg`
 /// runs on the operands as they are, so padding never makes a product that fits fail.
-fn pad_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
-    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+fn pad_fits(t: &GemmTarget, d: &MatmulDims) -> bool {
+    let max = t.max_workgroups;
     let rows = d.m.max(d.n).max(d.k.next_multiple_of(4));
     let (m4, k4, n4) = (
         d.m.next_multiple_of(4),
@@ -343,22 +452,28 @@ fn pad_fits(gpu: &Gpu, d: &MatmulDims) -> bool {
     );
     let a_bytes = 4 * (if d.a_batched { d.batch } else { 1 } * m4 * k4) as u64;
     let b_bytes = 4 * (if d.b_batched { d.batch } else { 1 } * k4 * n4) as u64;
-    let limit = gpu.max_binding_bytes();
+    let limit = t.max_binding_bytes;
     rows <= max && d.batch <= max && a_bytes <= limit && b_bytes <= limit
 }
 
-/// Launches `matmul_sg`. Its loads are vec4s along the contiguous axis of each operand and its k
-/// loop takes 4 steps at a time, so operands whose contiguous axis or K is not a multiple of 4 are
-/// first copied with zeros appended (the zeros add nothing to C; padded rows and columns of C are
-/// never stored). The copy (matmul.wgsl's `pad`) is O(size of the operand), small next to the
-/// product (`Tensor::concat` with zeros cost 30x the product itself at 64x2048 x 2048x751).
-fn launch_sg(
-    gpu: &Arc<Gpu>,
-    a: &Tensor,
-    b: &Tensor,
-    d: &MatmulDims,
-    out: &GpuBuffer,
-) -> Result<()> {
+/// Records `op(a) op(b)` into `out` as [`launch_plan`] says for `gpu`.
+///
+/// `matmul_sg` loads vec4s along the contiguous axis of each operand and its k loop takes 4 steps
+/// at a time, so for it operands whose contiguous axis or K is not a multiple of 4 are first
+/// copied with zeros appended (the zeros add nothing to C; padded rows and columns of C are never
+/// stored). The copy (matmul.wgsl's `pad`) is O(size of the operand), small next to the product
+/// (`Tensor::concat` with zeros cost 30x the product itself at 64x2048 x 2048x751).
+fn launch(gpu: &Arc<Gpu>, a: &Tensor, b: &Tensor, d: &MatmulDims, out: &GpuBuffer) -> Result<()> {
+    PRODUCT_LOG.with(|l| {
+        if let Some(log) = l.borrow_mut().as_mut() {
+            log.push(*d);
+        }
+    });
+    let plan = launch_plan(&GemmTarget::of(gpu), d);
+    if plan.family != MatmulKernel::Subgroup {
+        let buffers = (a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap());
+        return launch_split_k(gpu, &plan, |chunk| reg_params(d, chunk), buffers, d, out);
+    }
     let (m4, k4, n4) = (
         d.m.next_multiple_of(4),
         d.k.next_multiple_of(4),
@@ -379,24 +494,22 @@ fn launch_sg(
     let b_ld = if d.trans_b { k4 } else { n4 } / 4;
     let a_rows = if d.trans_a { k4 } else { d.m };
     let b_rows = if d.trans_b { d.n } else { k4 };
-    let params = Params::new()
-        .usize(d.m)
-        .usize(d.n)
-        .usize(k4 / 4)
-        .usize(d.batch)
-        .usize(if d.a_batched { a_rows * a_ld * 4 } else { 0 })
-        .usize(if d.b_batched { b_rows * b_ld * 4 } else { 0 })
-        .usize(d.m * d.n)
-        .usize(a_ld)
-        .usize(b_ld);
-    let (kernel, groups) = plan(gpu, d);
-    gpu.dispatch(
-        &kernel,
-        params.bytes(),
-        &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), out],
-        groups,
-    )?;
-    Ok(())
+    // matmul_subgroup.wgsl's Params; its split chunk counts vec4 steps of k.
+    let params = |chunk: usize| {
+        Params::new()
+            .usize(d.m)
+            .usize(d.n)
+            .usize(k4 / 4)
+            .usize(d.batch)
+            .usize(if d.a_batched { a_rows * a_ld * 4 } else { 0 })
+            .usize(if d.b_batched { b_rows * b_ld * 4 } else { 0 })
+            .usize(d.m * d.n)
+            .usize(a_ld)
+            .usize(b_ld)
+            .usize(chunk / 4)
+    };
+    let buffers = (a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap());
+    launch_split_k(gpu, &plan, params, buffers, d, out)
 }
 
 fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(MatmulDims, Vec<usize>)> {
@@ -466,32 +579,7 @@ fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     let data = match a.device() {
         Device::Gpu(g) => {
             let out = alloc_f32(g, d.batch * d.m * d.n, "matmul output")?;
-            if family(g, &d) == MatmulKernel::Subgroup {
-                launch_sg(g, a, b, &d, &out)?;
-                return Ok(Tensor::from_parts(
-                    out_shape,
-                    DType::F32,
-                    a.device().clone(),
-                    Data::Gpu(out.into()),
-                ));
-            }
-            let (kernel, groups) = plan(g, &d);
-            let split = split_plan(g, &d, groups);
-            if split.0 > 1 {
-                launch_split_k(g, a, b, &d, &kernel, groups, split, &out)?;
-                return Ok(Tensor::from_parts(
-                    out_shape,
-                    DType::F32,
-                    a.device().clone(),
-                    Data::Gpu(out.into()),
-                ));
-            }
-            g.dispatch(
-                &kernel,
-                reg_params(&d, 0).bytes(),
-                &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &out],
-                groups,
-            )?;
+            launch(g, a, b, &d, &out)?;
             Data::Gpu(out.into())
         }
         _ => host_float2!(a, b, |x, y| cpu::matmul::matmul(x, y, d)),

@@ -87,16 +87,37 @@ pub(crate) fn same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Little-endian 32-bit words for a kernel's uniform parameter block.
-#[derive(Default)]
-pub(crate) struct Params(Vec<u32>);
+/// Words in the largest parameter block a dispatch may pass (`gpu::MAX_PARAM_BYTES`).
+const PARAM_WORDS: usize = crate::gpu::MAX_PARAM_BYTES / 4;
+
+/// Little-endian 32-bit words for a kernel's uniform parameter block, built in place (every
+/// dispatch builds one, so it allocates nothing). Panics past `gpu::MAX_PARAM_BYTES`, which
+/// `Gpu::dispatch` would refuse anyway: the blocks are fixed by the shaders, not by input.
+pub(crate) struct Params {
+    words: [u32; PARAM_WORDS],
+    len: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::new()
+    }
+}
 
 impl Params {
     pub(crate) fn new() -> Self {
-        Params(Vec::with_capacity(16))
+        Params {
+            words: [0; PARAM_WORDS],
+            len: 0,
+        }
     }
     pub(crate) fn u32(mut self, v: u32) -> Self {
-        self.0.push(v);
+        assert!(
+            self.len < PARAM_WORDS,
+            "kernel params exceed one arena slot"
+        );
+        self.words[self.len] = v;
+        self.len += 1;
         self
     }
     pub(crate) fn usize(self, v: usize) -> Self {
@@ -109,12 +130,12 @@ impl Params {
     pub(crate) fn dims8(mut self, dims: &[usize]) -> Self {
         assert!(dims.len() <= 8);
         for i in 0..8 {
-            self.0.push(dims.get(i).map_or(0, |&d| d as u32));
+            self = self.u32(dims.get(i).map_or(0, |&d| d as u32));
         }
         self
     }
     pub(crate) fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
+        bytemuck::cast_slice(&self.words[..self.len])
     }
 }
 

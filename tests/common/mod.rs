@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod matmul;
+
 use unreid::Device;
 
 /// The adapter the binary would pick, with every fresh buffer NaN-filled so unwritten outputs fail.
