@@ -9,7 +9,7 @@
 //!   cols_chunk^T` over chunks with K = chunk * P, partial sums added in range order, so the sum
 //!   order never depends on the thread count (bitwise reproducible).
 //! - im2col / col2im compute each output row's valid range once and copy contiguous runs
-//!   (no per-element bounds tests); depthwise convolutions run direct loops per plane.
+//!   (no per-element bounds tests); depthwise convolutions run per plane (`depthwise`).
 //! - Other grouped convolutions use the reference (no model here has them).
 
 use std::ops::{Deref, DerefMut};
@@ -20,6 +20,8 @@ use rayon::prelude::*;
 
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::matmul::gemm_into;
+
+use super::depthwise::{self, is_depthwise};
 
 /// Output pixels per image from which one GEMM per image is wide enough.
 const DIRECT_MIN_P: usize = 256;
@@ -268,10 +270,6 @@ fn pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
 }
 
-fn depthwise(g: &ConvGeom) -> bool {
-    g.groups > 1 && g.cin_g() == 1 && g.cout_g() == 1
-}
-
 /// Images per chunk of a batched GEMM.
 fn chunk_images(g: &ConvGeom) -> usize {
     let per_image = (g.kg().max(g.cout)) * g.p();
@@ -280,8 +278,8 @@ fn chunk_images(g: &ConvGeom) -> usize {
 
 /// y [n, cout, ho, wo] from x [n, c, h, w] and weight [cout, c/groups, kh, kw] (no bias).
 pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    if depthwise(g) {
-        return depthwise_forward(x, w, g);
+    if is_depthwise(g) {
+        return depthwise::forward(x, w, g);
     }
     if g.groups != 1 {
         return crate::cpu::conv2d::forward(x, w, g);
@@ -333,8 +331,8 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 
 /// dL/dx [n, c, h, w] from dL/dy [n, cout, ho, wo].
 pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    if depthwise(g) {
-        return depthwise_backward_input(dy, w, g);
+    if is_depthwise(g) {
+        return depthwise::backward_input(dy, w, g);
     }
     if g.groups != 1 {
         return crate::cpu::conv2d::backward_input(dy, w, g);
@@ -420,8 +418,8 @@ const PARALLEL_GEMM_MIN_OUT: usize = 1 << 19;
 /// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for wide outputs, per
 /// chunk of images side by side for narrow ones), then the partial sums added in range order.
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
-    if depthwise(g) {
-        return depthwise_backward_weight(dy, x, g);
+    if is_depthwise(g) {
+        return depthwise::backward_weight(dy, x, g);
     }
     if g.groups != 1 {
         return crate::cpu::conv2d::backward_weight(dy, x, g);
@@ -517,7 +515,7 @@ fn weight_grad_chunks(
 
 /// Calls `f(oy, iy, xlo, xhi, ix0)` for every output row of tap (ki, kj) that reads the input:
 /// outputs `xlo..xhi` of row `oy` read input row `iy` from column `ix0` on, every stride.
-fn for_tap_rows(
+pub(super) fn for_tap_rows(
     g: &ConvGeom,
     ki: usize,
     kj: usize,
@@ -534,108 +532,13 @@ fn for_tap_rows(
     }
 }
 
-/// Depthwise forward: per (image, channel) plane, each tap an axpy over its valid range.
-fn depthwise_forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
-    let mut y = vec![0f32; g.n * g.cout * p];
-    y.par_chunks_mut(p)
-        .enumerate()
-        .for_each(|(plane_idx, out)| {
-            let ch = plane_idx % g.cout;
-            let src = &x[plane_idx * hw..][..hw];
-            let wk = &w[ch * taps..][..taps];
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let wv = wk[ki * g.kw + kj];
-                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
-                        let o = &mut out[oy * g.wo + xlo..oy * g.wo + xhi];
-                        let s = &src[iy * g.w + ix0..(iy + 1) * g.w];
-                        if sw == 1 {
-                            for (o, s) in o.iter_mut().zip(s) {
-                                *o += wv * *s;
-                            }
-                        } else {
-                            for (o, s) in o.iter_mut().zip(s.iter().step_by(sw)) {
-                                *o += wv * *s;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-    y
-}
-
-/// Depthwise input gradient: the forward's taps scattered back, per plane.
-fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
-    let mut dx = vec![0f32; g.n * g.c * hw];
-    dx.par_chunks_mut(hw)
-        .enumerate()
-        .for_each(|(plane_idx, dst)| {
-            let ch = plane_idx % g.c;
-            let gy = &dy[plane_idx * p..][..p];
-            let wk = &w[ch * taps..][..taps];
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let wv = wk[ki * g.kw + kj];
-                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
-                        let s = &gy[oy * g.wo + xlo..oy * g.wo + xhi];
-                        let d = &mut dst[iy * g.w + ix0..(iy + 1) * g.w];
-                        if sw == 1 {
-                            for (d, s) in d.iter_mut().zip(s) {
-                                *d += wv * *s;
-                            }
-                        } else {
-                            for (d, s) in d.iter_mut().step_by(sw).zip(s) {
-                                *d += wv * *s;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-    dx
-}
-
-/// Depthwise weight gradient: per channel, images in order, one dot product per tap and row.
-fn depthwise_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let (p, hw, taps, sw) = (g.p(), g.h * g.w, g.kh * g.kw, g.stride.1);
-    let mut dw = vec![0f32; g.cout * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each(|(ch, dwk)| {
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let mut acc = 0f64;
-                for img in 0..g.n {
-                    let gy = &dy[(img * g.cout + ch) * p..][..p];
-                    let src = &x[(img * g.c + ch) * hw..][..hw];
-                    let mut part = 0f32;
-                    for_tap_rows(g, ki, kj, |oy, iy, xlo, xhi, ix0| {
-                        let a = &gy[oy * g.wo + xlo..oy * g.wo + xhi];
-                        let s = &src[iy * g.w + ix0..(iy + 1) * g.w];
-                        if sw == 1 {
-                            part += dot(a, &s[..a.len()]);
-                        } else {
-                            part += a
-                                .iter()
-                                .zip(s.iter().step_by(sw))
-                                .map(|(a, b)| a * b)
-                                .sum::<f32>();
-                        }
-                    });
-                    acc += part as f64;
-                }
-                dwk[ki * g.kw + kj] = acc as f32;
-            }
-        }
-    });
-    dw
-}
+/// Lanes of `dot`'s partial sums.
+pub(super) const DOT_LANES: usize = 16;
 
 /// Dot product with 16 independent partial sums (vectorises; fixed order).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut acc = [0f32; DOT_LANES];
+    let (ca, cb) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
     let tail: f32 = ca
         .remainder()
         .iter()
@@ -643,7 +546,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
+        for i in 0..DOT_LANES {
             acc[i] += x[i] * y[i];
         }
     }

@@ -7,5 +7,6 @@
 
 pub mod batchnorm;
 pub mod conv2d;
+mod depthwise;
 pub mod optim;
 pub mod pool;
