@@ -593,3 +593,39 @@ fn fused_batch_norm_activation_is_bit_identical_to_bn_then_activation() {
         }
     }
 }
+
+/// The CPU device's training-mode batch norm computes each channel's statistics and output in
+/// one sweep (`train_forward`): bit-for-bit the statistics of `stats` and the output of `apply`
+/// with them, for planes shorter and longer than the 16-lane partial sums, a remainder, batch 1
+/// and one channel (the quick demo's result moves with last-bit changes).
+#[test]
+fn batch_norm_train_sweep_is_bit_identical_to_stats_then_apply() {
+    use unreid::cpu::fast::batchnorm::{apply, stats, train_forward};
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let dims = [
+        (1, 1, 1),
+        (2, 3, 8),
+        (3, 4, 16),
+        (2, 5, 17),
+        (1, 3, 100),
+        (4, 2, 2049),
+    ];
+    for (k, &(n, c, s)) in dims.iter().enumerate() {
+        let seed = 40 + 10 * k as u64;
+        let x: Vec<f32> = seeded(n * c * s, seed)
+            .iter()
+            .map(|v| 3.0 * v + 1.0)
+            .collect();
+        let gamma: Vec<f32> = seeded(c, seed + 1).iter().map(|v| 2.0 + v).collect();
+        let beta: Vec<f32> = seeded(c, seed + 2).iter().map(|v| 2.0 * v + 1.0).collect();
+        let (mean, var) = stats(&x, n, c, s);
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let want = apply(&x, &mean, &var, &gamma, &beta, c, s, 1e-5, act);
+            let (y, m, v) = train_forward(&x, &gamma, &beta, (n, c, s), 1e-5, act);
+            let what = format!("[{n}, {c}, {s}] {act:?}");
+            assert_eq!(bits(&m), bits(&mean), "mean of {what}");
+            assert_eq!(bits(&v), bits(&var), "variance of {what}");
+            assert_eq!(bits(&y), bits(&want), "output of {what}");
+        }
+    }
+}

@@ -234,6 +234,31 @@ fn apply_raw(
     Ok(vec_tensor(x, x.shape().to_vec(), data))
 }
 
+/// Training-mode forward without autograd: (act(normalised x), batch mean [C], biased batch
+/// variance [C]). The CPU device computes each channel's statistics and output in one sweep
+/// (`cpu::fast::batchnorm::train_forward`, bit-identical to statistics then apply); the other
+/// devices run `stats_raw` then `apply_raw`.
+fn train_forward_raw(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    d: Dims,
+    eps: f64,
+    act: Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if let Device::Cpu = x.device() {
+        let [xs, gamma, beta] = [x, gamma, beta].map(f32::slice);
+        let dims = (d.n, d.c, d.s);
+        let (y, mean, var) = cpu::fast::batchnorm::train_forward(xs, gamma, beta, dims, eps, act);
+        let wrap = |v| vec_tensor(x, vec![d.c], f32::wrap(v));
+        let y = Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, y);
+        return Ok((y, wrap(mean), wrap(var)));
+    }
+    let (mean, var) = stats_raw(x, d)?;
+    let out = apply_raw(x, &mean, &var, gamma, beta, d, eps, act)?;
+    Ok((out, mean, var))
+}
+
 /// (dx, dgamma, dbeta) from the output gradient `g`; `fused`: the forward's activation and its
 /// output y (the mask's source), `None` without one.
 #[allow(clippy::too_many_arguments)]
@@ -416,8 +441,8 @@ impl Tensor {
         act: Activation,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let d = self.train_dims(&[gamma, beta])?;
-        let (mean, var) = stats_raw(self, d)?;
-        let y = self.normalize_train(&mean, &var, (gamma, beta), d, eps, act)?;
+        let (out, mean, var) = train_forward_raw(self, gamma, beta, d, eps, act)?;
+        let y = self.record_train(out, &mean, &var, (gamma, beta), d, eps, act);
         Ok((y, mean, var))
     }
 
@@ -438,19 +463,20 @@ impl Tensor {
         Ok(d)
     }
 
-    /// The normalised (and activated) output with the batch statistics `mean`, `var`, recorded
+    /// `out`, the normalised (and activated) x with the batch statistics `mean`, `var`, recorded
     /// for autograd (their own gradient included).
-    fn normalize_train(
+    #[allow(clippy::too_many_arguments)]
+    fn record_train(
         &self,
+        out: Tensor,
         mean: &Tensor,
         var: &Tensor,
         (gamma, beta): (&Tensor, &Tensor),
         d: Dims,
         eps: f64,
         act: Activation,
-    ) -> Result<Tensor> {
-        let out = apply_raw(self, mean, var, gamma, beta, d, eps, act)?;
-        Ok(record_bn(
+    ) -> Tensor {
+        record_bn(
             out,
             self,
             gamma,
@@ -461,7 +487,7 @@ impl Tensor {
             eps,
             true,
             act,
-        ))
+        )
     }
 
     /// [`Tensor::batch_norm_train`] (activation `act` included) that also updates running
@@ -484,13 +510,14 @@ impl Tensor {
         let d = self.train_dims(&[gamma, beta, running.mean, running.var])?;
         let per_channel = d.n * d.s;
         let unbias = per_channel as f64 / (per_channel.max(2) - 1) as f64;
-        let (mean, var, rmean, rvar) = if self.device().is_gpu() {
+        let (out, mean, var, rmean, rvar) = if self.device().is_gpu() {
             let rmean = writable_state(running.mean, running.donated, "bn_stats_running")?;
             let rvar = writable_state(running.var, running.donated, "bn_stats_running")?;
             let (mean, var) = gpu_stats(self, d, Some((&rmean, &rvar, running.momentum, unbias)))?;
-            (mean, var, rmean, rvar)
+            let out = apply_raw(self, &mean, &var, gamma, beta, d, eps, act)?;
+            (out, mean, var, rmean, rvar)
         } else {
-            let (mean, var) = stats_raw(self, d)?;
+            let (out, mean, var) = train_forward_raw(self, gamma, beta, d, eps, act)?;
             fn run<T: HostElem>(
                 mean: &Tensor,
                 var: &Tensor,
@@ -515,9 +542,9 @@ impl Tensor {
             };
             let rm = vec_tensor(self, vec![d.c], rm);
             let rv = vec_tensor(self, vec![d.c], rv);
-            (mean, var, rm, rv)
+            (out, mean, var, rm, rv)
         };
-        let y = self.normalize_train(&mean, &var, (gamma, beta), d, eps, act)?;
+        let y = self.record_train(out, &mean, &var, (gamma, beta), d, eps, act);
         Ok(BatchNormTrain {
             y,
             mean,

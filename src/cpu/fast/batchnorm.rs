@@ -1,8 +1,9 @@
 //! The CPU device's batch normalisation (f32) over x viewed as [n, c, s]: the same results as
 //! `cpu::batchnorm` (the plain reference), with per-channel constants hoisted out of the inner
-//! loops (no divide or modulo per element), contiguous planes, 16-lane partial sums (they
-//! vectorise) combined in f64, and the backward's two passes fused into one reduction and one
-//! `a*g + b*x + c` pass.
+//! loops (no divide or modulo per element), contiguous planes, 16-lane partial sums combined in
+//! f64, every loop compiled for the CPU's widest vector instructions (chosen at run time, same
+//! bits on each), and each channel's passes run back to back while its planes are in cache: the
+//! training forward's statistics and normalisation, the backward's reduction and `a*g + b*x + c`.
 
 use rayon::prelude::*;
 
@@ -11,28 +12,128 @@ use crate::cpu::elementwise::Activation;
 /// Planes of at least this many values go to a rayon task on their own.
 const MIN_TASK: usize = 4096;
 
-/// Sum of `f(i)` over a slice's indices with 16 fixed partial sums (vectorises; fixed order).
-#[inline]
-fn lanes16(len: usize, f: impl Fn(usize) -> f32) -> f64 {
-    let mut acc = [0f32; 16];
-    let full = len / 16 * 16;
-    let mut i = 0;
-    while i < full {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(i + l);
+/// Partial sums per reduction: 16 lanes in a fixed order (two AVX2 or four SSE registers).
+const LANES: usize = 16;
+
+/// Runs `f` compiled for the best instruction set this CPU has (AVX2 or AVX-512 where present,
+/// detected at run time; the crate itself targets baseline x86-64). Every loop here keeps its
+/// explicit lane order and Rust never contracts a multiply and an add into an FMA, so the
+/// results are bit-for-bit the same on every instruction set; only the vector width changes.
+/// The closures given to it, and the ones they call, are `#[inline(always)]`: a closure body
+/// compiled on its own (another codegen unit) runs baseline SSE code, as the backward's
+/// reduction did before they were marked.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// `a` as whole [`LANES`]-wide blocks (arrays: no bounds checks in the lane loops) and the rest.
+#[inline(always)]
+fn lane_blocks(a: &[f32]) -> (impl Iterator<Item = &[f32; LANES]>, &[f32]) {
+    let blocks = a.chunks_exact(LANES);
+    let tail = blocks.remainder();
+    // Infallible: chunks_exact yields LANES values each.
+    (blocks.map(|b| b.try_into().unwrap()), tail)
+}
+
+/// `Σ f(v)` over `a` with [`LANES`] fixed partial sums (they vectorise), then the tail in order,
+/// the lanes combined in f64.
+#[inline(always)]
+fn lanes_sum(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let (blocks, tail) = lane_blocks(a);
+    let mut acc = [0f32; LANES];
+    for block in blocks {
+        for l in 0..LANES {
+            acc[l] += f(block[l]);
         }
-        i += 16;
     }
-    let tail: f32 = (full..len).map(&f).sum();
+    combine_lanes(acc, tail.iter().map(|&v| f(v)).sum())
+}
+
+/// The lanes of a [`LANES`]-wide partial sum added in f64 in lane order, then the tail's sum.
+#[inline(always)]
+fn combine_lanes(acc: [f32; LANES], tail: f32) -> f64 {
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
-fn sum(a: &[f32]) -> f64 {
-    lanes16(a.len(), |i| a[i])
+/// `(Σ gate(g, y), Σ gate(g, y) * (x - mean))` over one plane in one pass, each sum as
+/// [`lanes_sum`] computes it (the same partial sums, the same order).
+#[inline(always)]
+fn lanes_sum_backward(
+    (g, x, y): (&[f32], &[f32], &[f32]),
+    mean: f32,
+    gate: impl Fn(f32, f32) -> f32,
+) -> (f64, f64) {
+    let ((gb, gt), (xb, xt), (yb, yt)) = (lane_blocks(g), lane_blocks(x), lane_blocks(y));
+    let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
+    for ((g, x), y) in gb.zip(xb).zip(yb) {
+        for l in 0..LANES {
+            let gated = gate(g[l], y[l]);
+            acc_g[l] += gated;
+            acc_gx[l] += gated * (x[l] - mean);
+        }
+    }
+    let tail = || {
+        gt.iter()
+            .zip(yt)
+            .zip(xt)
+            .map(|((&g, &y), &x)| (gate(g, y), x))
+    };
+    let tail_g: f32 = tail().map(|(gated, _)| gated).sum();
+    let tail_gx: f32 = tail().map(|(gated, x)| gated * (x - mean)).sum();
+    (combine_lanes(acc_g, tail_g), combine_lanes(acc_gx, tail_gx))
 }
 
-fn sum_sq_dev(a: &[f32], mean: f32) -> f64 {
-    lanes16(a.len(), |i| (a[i] - mean) * (a[i] - mean))
+/// The planes of one channel, image by image: x viewed as [n, c, s], plane (i, ch) is
+/// `x[(i * c + ch) * s..][..s]`.
+#[inline(always)]
+fn channel_planes(
+    x: &[f32],
+    (n, c, s): (usize, usize, usize),
+    ch: usize,
+) -> impl Iterator<Item = &[f32]> + Clone {
+    (0..n).map(move |i| &x[(i * c + ch) * s..][..s])
+}
+
+/// `y`'s planes [n, c] (each `s` values) reordered channel-major: chunk `ch` of `n` entries holds
+/// channel ch's planes image by image, so that one task can write a whole channel while its
+/// inputs are still in cache.
+fn planes_by_channel_mut(y: &mut [f32], n: usize, c: usize, s: usize) -> Vec<&mut [f32]> {
+    let mut image_major: Vec<Option<&mut [f32]>> = y.chunks_exact_mut(s).map(Some).collect();
+    let mut channel_major = Vec::with_capacity(n * c);
+    for ch in 0..c {
+        for i in 0..n {
+            channel_major.extend(image_major[i * c + ch].take());
+        }
+    }
+    channel_major
+}
+
+/// Mean and biased variance of one channel's planes, two passes (the second over values still in
+/// cache): the sums of [`lanes_sum`] per plane, added in f64 in image order, divided by `m`.
+#[inline(always)]
+fn channel_stats<'a>(planes: impl Iterator<Item = &'a [f32]> + Clone, m: f64) -> (f32, f32) {
+    let sum = planes
+        .clone()
+        .map(|p| {
+            lanes_sum(
+                p,
+                #[inline(always)]
+                |v| v,
+            )
+        })
+        .sum::<f64>();
+    let mean = (sum / m) as f32;
+    let sq_dev = planes
+        .map(|p| {
+            lanes_sum(
+                p,
+                #[inline(always)]
+                |v| (v - mean) * (v - mean),
+            )
+        })
+        .sum::<f64>();
+    (mean, (sq_dev / m) as f32)
 }
 
 /// Per-channel mean and biased variance (two passes), as `cpu::batchnorm::stats`.
@@ -41,12 +142,107 @@ pub fn stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let plane = |i: usize| &x[(i * c + ch) * s..][..s];
-            let mean = ((0..n).map(|i| sum(plane(i))).sum::<f64>() / m) as f32;
-            let var = (0..n).map(|i| sum_sq_dev(plane(i), mean)).sum::<f64>() / m;
-            (mean, var as f32)
+            vectorized(
+                #[inline(always)]
+                || channel_stats(channel_planes(x, (n, c, s), ch), m),
+            )
         })
         .unzip()
+}
+
+/// The scale and shift that normalise one channel: `y = x * scale + shift` (f32 from the f64
+/// `gamma / sqrt(var + eps)`, as `cpu::batchnorm::apply`).
+#[inline(always)]
+fn scale_shift(mean: f32, var: f32, gamma: f32, beta: f32, eps: f64) -> (f32, f32) {
+    let scale = (gamma as f64 / (var as f64 + eps).sqrt()) as f32;
+    (scale, beta - mean * scale)
+}
+
+/// `y = act(x * a + b)` over one plane.
+#[inline(always)]
+fn normalize_plane(y: &mut [f32], x: &[f32], (a, b): (f32, f32), act: impl Fn(f32) -> f32) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = act(x * a + b);
+    }
+}
+
+/// Training-mode forward in one sweep: per channel [`stats`] then [`apply`] with those
+/// statistics, the channel's planes normalised while still in cache (x is read from memory once
+/// instead of three times). Returns (y, batch mean [c], biased batch variance [c]), bit-for-bit
+/// those of `stats` then `apply`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    (n, c, s): (usize, usize, usize),
+    eps: f64,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    match act {
+        Activation::None => train_forward_with(
+            x,
+            gamma,
+            beta,
+            (n, c, s),
+            eps,
+            #[inline(always)]
+            |v| v,
+        ),
+        Activation::Relu => train_forward_with(
+            x,
+            gamma,
+            beta,
+            (n, c, s),
+            eps,
+            #[inline(always)]
+            |v| Activation::Relu.apply(v),
+        ),
+        Activation::Relu6 => train_forward_with(
+            x,
+            gamma,
+            beta,
+            (n, c, s),
+            eps,
+            #[inline(always)]
+            |v| Activation::Relu6.apply(v),
+        ),
+    }
+}
+
+fn train_forward_with(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    (n, c, s): (usize, usize, usize),
+    eps: f64,
+    act: impl Fn(f32) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut y = vec![0f32; x.len()];
+    if y.is_empty() {
+        let (mean, var) = stats(x, n, c, s);
+        return (y, mean, var);
+    }
+    let m = (n * s).max(1) as f64;
+    let (mean, var) = planes_by_channel_mut(&mut y, n, c, s)
+        .par_chunks_mut(n)
+        .enumerate()
+        .map(|(ch, out)| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let planes = channel_planes(x, (n, c, s), ch);
+                    let (mean, var) = channel_stats(planes.clone(), m);
+                    let coef = scale_shift(mean, var, gamma[ch], beta[ch], eps);
+                    for (y, x) in out.iter_mut().zip(planes) {
+                        normalize_plane(y, x, coef, &act);
+                    }
+                    (mean, var)
+                },
+            )
+        })
+        .unzip();
+    (y, mean, var)
 }
 
 /// y = act((x - mean) / sqrt(var + eps) * gamma + beta), as `cpu::batchnorm::apply`: the
@@ -66,13 +262,36 @@ pub fn apply(
 ) -> Vec<f32> {
     // The activation fixed at compile time in each loop (it vectorises).
     match act {
-        Activation::None => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| v),
-        Activation::Relu => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| {
-            Activation::Relu.apply(v)
-        }),
-        Activation::Relu6 => apply_with(x, mean, var, gamma, beta, (c, s, eps), |v| {
-            Activation::Relu6.apply(v)
-        }),
+        Activation::None => apply_with(
+            x,
+            mean,
+            var,
+            gamma,
+            beta,
+            (c, s, eps),
+            #[inline(always)]
+            |v| v,
+        ),
+        Activation::Relu => apply_with(
+            x,
+            mean,
+            var,
+            gamma,
+            beta,
+            (c, s, eps),
+            #[inline(always)]
+            |v| Activation::Relu.apply(v),
+        ),
+        Activation::Relu6 => apply_with(
+            x,
+            mean,
+            var,
+            gamma,
+            beta,
+            (c, s, eps),
+            #[inline(always)]
+            |v| Activation::Relu6.apply(v),
+        ),
     }
 }
 
@@ -85,10 +304,9 @@ fn apply_with(
     (c, s, eps): (usize, usize, f64),
     act: impl Fn(f32) -> f32 + Sync,
 ) -> Vec<f32> {
-    let scale: Vec<f32> = (0..c)
-        .map(|ch| (gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt()) as f32)
+    let coef: Vec<(f32, f32)> = (0..c)
+        .map(|ch| scale_shift(mean[ch], var[ch], gamma[ch], beta[ch], eps))
         .collect();
-    let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
     let mut y = vec![0f32; x.len()];
     if s == 0 {
         return y;
@@ -98,10 +316,10 @@ fn apply_with(
         .with_min_len((MIN_TASK / s).max(1))
         .enumerate()
         .for_each(|(plane, (y, x))| {
-            let (a, b) = (scale[plane % c], shift[plane % c]);
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = act(x * a + b);
-            }
+            vectorized(
+                #[inline(always)]
+                || normalize_plane(y, x, coef[plane % c], &act),
+            )
         });
     y
 }
@@ -126,15 +344,39 @@ pub fn backward(
     let stats = (mean, var, gamma);
     // The activation fixed at compile time in each loop (they vectorise); y unread without one.
     match fused {
-        None | Some((Activation::None, _)) => {
-            backward_with(x, g, g, stats, dims, eps, train, |g, _| g)
-        }
-        Some((Activation::Relu, y)) => backward_with(x, g, y, stats, dims, eps, train, |g, y| {
-            Activation::Relu.grad(g, y)
-        }),
-        Some((Activation::Relu6, y)) => backward_with(x, g, y, stats, dims, eps, train, |g, y| {
-            Activation::Relu6.grad(g, y)
-        }),
+        None | Some((Activation::None, _)) => backward_with(
+            x,
+            g,
+            g,
+            stats,
+            dims,
+            eps,
+            train,
+            #[inline(always)]
+            |g, _| g,
+        ),
+        Some((Activation::Relu, y)) => backward_with(
+            x,
+            g,
+            y,
+            stats,
+            dims,
+            eps,
+            train,
+            #[inline(always)]
+            |g, y| Activation::Relu.grad(g, y),
+        ),
+        Some((Activation::Relu6, y)) => backward_with(
+            x,
+            g,
+            y,
+            stats,
+            dims,
+            eps,
+            train,
+            #[inline(always)]
+            |g, y| Activation::Relu6.grad(g, y),
+        ),
     }
 }
 
@@ -150,48 +392,52 @@ fn backward_with(
     train: bool,
     gate: impl Fn(f32, f32) -> f32 + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let invstd: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
-    // Per channel: sum(g) and sum(g * xhat).
-    let (sum_g, sum_gxhat): (Vec<f64>, Vec<f64>) = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for i in 0..n {
-                let off = (i * c + ch) * s;
-                let (gp, xp, yp) = (&g[off..off + s], &x[off..off + s], &y[off..off + s]);
-                sg += lanes16(s, |j| gate(gp[j], yp[j]));
-                sgx += lanes16(s, |j| gate(gp[j], yp[j]) * (xp[j] - mean[ch]));
-            }
-            (sg, sgx * invstd[ch])
+    let m = (n * s).max(1) as f64;
+    let mut dx = vec![0f32; x.len()];
+    if dx.is_empty() {
+        return (dx, vec![0.0; c], vec![0.0; c]);
+    }
+    // Per channel: sum(g) and sum(g * xhat) over its planes, then dx = a*g + b*x + k over the
+    // same planes while they are still in cache.
+    let (sum_gxhat, sum_g): (Vec<f32>, Vec<f32>) = planes_by_channel_mut(&mut dx, n, c, s)
+        .par_chunks_mut(n)
+        .enumerate()
+        .map(|(ch, out)| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let invstd = 1.0 / (var[ch] as f64 + eps).sqrt();
+                    let dims = (n, c, s);
+                    let (mut sg, mut sgx) = (0f64, 0f64);
+                    for ((g, x), y) in channel_planes(g, dims, ch)
+                        .zip(channel_planes(x, dims, ch))
+                        .zip(channel_planes(y, dims, ch))
+                    {
+                        let (pg, pgx) = lanes_sum_backward((g, x, y), mean[ch], &gate);
+                        sg += pg;
+                        sgx += pgx;
+                    }
+                    let sgxhat = sgx * invstd;
+                    let a = gamma[ch] as f64 * invstd;
+                    let (a, b, k) = if train {
+                        let b = -a * invstd * sgxhat / m;
+                        let k = -a * sg / m - b * mean[ch] as f64;
+                        (a as f32, b as f32, k as f32)
+                    } else {
+                        (a as f32, 0.0, 0.0)
+                    };
+                    let inputs = channel_planes(g, dims, ch)
+                        .zip(channel_planes(x, dims, ch))
+                        .zip(channel_planes(y, dims, ch));
+                    for (d, ((g, x), y)) in out.iter_mut().zip(inputs) {
+                        for (((d, &g), x), &y) in d.iter_mut().zip(g).zip(x).zip(y) {
+                            *d = a * gate(g, y) + b * x + k;
+                        }
+                    }
+                    (sgxhat as f32, sg as f32)
+                },
+            )
         })
         .unzip();
-    let m = (n * s).max(1) as f64;
-    // dx = a*g + b*x + k per channel.
-    let coef: Vec<(f32, f32, f32)> = (0..c)
-        .map(|ch| {
-            let a = gamma[ch] as f64 * invstd[ch];
-            if train {
-                let b = -a * invstd[ch] * sum_gxhat[ch] / m;
-                let k = -a * sum_g[ch] / m - b * mean[ch] as f64;
-                (a as f32, b as f32, k as f32)
-            } else {
-                (a as f32, 0.0, 0.0)
-            }
-        })
-        .collect();
-    let mut dx = vec![0f32; x.len()];
-    if s > 0 {
-        dx.par_chunks_mut(s)
-            .zip(g.par_chunks(s).zip(x.par_chunks(s).zip(y.par_chunks(s))))
-            .with_min_len((MIN_TASK / s).max(1))
-            .enumerate()
-            .for_each(|(plane, (d, (g, (x, y))))| {
-                let (a, b, k) = coef[plane % c];
-                for (((d, &g), x), &y) in d.iter_mut().zip(g).zip(x).zip(y) {
-                    *d = a * gate(g, y) + b * x + k;
-                }
-            });
-    }
-    let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
-    (dx, to32(sum_gxhat), to32(sum_g))
+    (dx, sum_gxhat, sum_g)
 }
