@@ -57,8 +57,8 @@ const WIDE_KERNELS: &[(&str, &str, &str)] = &[
 ];
 
 /// Every entry point of every shader, at its constants' defaults, against WebGPU's baseline
-/// limits (`wgpu::Limits::default()`): at most 16 KiB of workgroup storage and 256 invocations per
-/// workgroup, and at most 8 storage buffers unless listed in [`WIDE_KERNELS`] (the list is exact:
+/// limits (`wgpu::Limits::default()`): at most 16 KiB of workgroup storage, 256 invocations per
+/// workgroup and 256 x 256 x 64 as its size, and at most 8 storage buffers unless listed in [`WIDE_KERNELS`] (the list is exact:
 /// a listed kernel that fits fails too). The matmul kernels' other tile shapes are checked
 /// in tests/split_k.rs; tests/webgpu_limits.rs runs training steps on a capped device.
 #[test]
@@ -77,6 +77,15 @@ fn every_entry_point_fits_the_webgpu_baseline_or_has_a_fallback() {
             );
             assert!(
                 n.invocations <= limits.max_compute_invocations_per_workgroup,
+                "{what}"
+            );
+            let max_size = [
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_workgroup_size_y,
+                limits.max_compute_workgroup_size_z,
+            ];
+            assert!(
+                n.workgroup_size.iter().zip(max_size).all(|(s, m)| *s <= m),
                 "{what}"
             );
             if n.storage_buffers > limits.max_storage_buffers_per_shader_stage {

@@ -84,6 +84,8 @@ pub struct Needs {
     pub workgroup_bytes: u32,
     /// Invocations per workgroup (`max_compute_invocations_per_workgroup`).
     pub invocations: u32,
+    /// The workgroup's size (`max_compute_workgroup_size_x`, `_y`, `_z`).
+    pub workgroup_size: [u32; 3],
 }
 
 pub fn needs(shader: &str, entry: &str, constants: &[(&str, f64)]) -> Needs {
@@ -130,5 +132,6 @@ pub fn needs(shader: &str, entry: &str, constants: &[(&str, f64)]) -> Needs {
         storage_buffers,
         workgroup_bytes,
         invocations: module.entry_points[index].workgroup_size.iter().product(),
+        workgroup_size: module.entry_points[index].workgroup_size,
     }
 }
