@@ -31,6 +31,10 @@
 //                TRAIN = 0 (running statistics are constants): dx = g' * gamma * invstd.
 //                Bindings 1 x, 2 g, 3 y (as bn_bwd_reduce), 4 mean, 5 var, 6 gamma, 7 sum_g,
 //                8 sum_gx, 9 dx.
+// bn_bwd_apply_packed: bn_bwd_apply with sum_g and sum_gx in one buffer [2C] (sum_g, then
+//                sum_gx), so it binds 8 storage buffers, not 9: what adapters with WebGPU's
+//                baseline of 8 per shader stage run (src/ops/batchnorm.rs chooses by the limit).
+//                Bindings 1-6 as bn_bwd_apply, 7 sums [2C], 8 dx. Same arithmetic (`bwd_dx`).
 //
 // ACT (the activation fused into the epilogue, cpu::elementwise::Activation): 0 none,
 // 1 ReLU max(v, 0), 2 ReLU6 min(max(v, 0), 6); the backward's mask from the output y: ReLU 0 < y,
@@ -294,20 +298,37 @@ fn bn_stats_combine_running(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(8) var<storage, read> ba_sum_gx: array<f32>;
 @group(0) @binding(9) var<storage, read_write> ba_dx: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (t >= p.n * p.c * p.s) { return; }
-    let c = (t / p.s) % p.c;
+// Element t of x (channel c) -> dx, given channel c's sum_g and sum_gx (both bn_bwd_apply forms).
+fn bwd_dx(t: u32, c: u32, sum_g: f32, sum_gx: f32) -> f32 {
     let invstd = 1.0 / sqrt(ba_var[c] + p.eps);
     let scale = ba_gamma[c] * invstd;
     let gv = act_grad(ba_g[t], ba_y[t]);
     if (TRAIN == 1u) {
         let m = f32(p.n * p.s);
         let xhat = (ba_x[t] - ba_mean[c]) * invstd;
-        ba_dx[t] = scale * (gv - ba_sum_g[c] / m - xhat * ba_sum_gx[c] / m);
-    } else {
-        ba_dx[t] = gv * scale;
+        return scale * (gv - sum_g / m - xhat * sum_gx / m);
     }
+    return gv * scale;
+}
+
+@compute @workgroup_size(256)
+fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (t >= p.n * p.c * p.s) { return; }
+    let c = (t / p.s) % p.c;
+    ba_dx[t] = bwd_dx(t, c, ba_sum_g[c], ba_sum_gx[c]);
+}
+
+@group(0) @binding(7) var<storage, read> bp_sums: array<f32>;
+@group(0) @binding(8) var<storage, read_write> bp_dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn bn_bwd_apply_packed(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (t >= p.n * p.c * p.s) { return; }
+    let c = (t / p.s) % p.c;
+    bp_dx[t] = bwd_dx(t, c, bp_sums[c], bp_sums[p.c + c]);
 }

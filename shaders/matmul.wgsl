@@ -77,7 +77,7 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
 // stages a TILE_M x TILE_K slice of op(A) and a TILE_K x TILE_N slice of op(B) in workgroup memory
 // (zero past the edges, transposes resolved while staging), then each invocation accumulates ROWS
 // rows x 4 columns of C in registers. Tile sizes are overrides (defaults 64x64x16, 4x4 per
-// invocation); TILE_M * TILE_K and TILE_K * TILE_N must fit the staging arrays (TILE_MAX floats),
+// invocation; src/ops/matmul.rs takes 32x32x16 for products too small to fill the device); TILE_M * TILE_K and TILE_K * TILE_N must fit the staging arrays (TILE_MAX floats),
 // ROWS <= 8, and the workgroup needs (TILE_N/4) * (TILE_M/ROWS) <= 256 invocations.
 // Dispatch: (ceil(N/TILE_N), ceil(M/TILE_M), batch * splits). Bindings: 0 params, 1 a, 2 b, 3 c.
 override TILE_M: u32 = 64u;

@@ -249,13 +249,13 @@ impl TrainStep {
     }
 
     /// One training step as training runs it: no syncs between the phases, the loss read back at
-    /// the end (`bench --profile` counts and times this).
-    pub fn run_unsynced(&mut self, step: usize) -> Result<()> {
+    /// the end (`bench --profile` counts and times this). Returns that loss (before the step's
+    /// update).
+    pub fn run_unsynced(&mut self, step: usize) -> Result<f32> {
         let loss = self.loss(step)?;
         loss.backward()?;
         self.adam.step(&self.net.trainable())?;
-        loss.item()?;
-        Ok(())
+        loss.item()
     }
 
     /// Runs step number `step` (its PK labels depend on it) and returns its phase times; each

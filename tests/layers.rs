@@ -5,7 +5,7 @@
 //! reference and f64 finite differences.
 
 mod common;
-use common::{check, compare_forward};
+use common::{check, check_on, compare_forward};
 use unreid::autograd::gradcheck::{assert_close, evaluate, Input};
 use unreid::ops::batchnorm::Activation;
 use unreid::{Device, Tensor};
@@ -66,6 +66,56 @@ fn batch_norm_train_and_eval() {
 /// beta spread the outputs over both kinks (ReLU6's 6 included).
 #[test]
 fn batch_norm_with_fused_activation() {
+    fused_activation_checks(&common::gpu());
+}
+
+/// The same checks on an adapter that binds at most 8 storage buffers per shader stage (WebGPU's
+/// baseline): the backward's elementwise pass then takes `bn_bwd_apply_packed` (the two sums in
+/// one buffer) instead of the 9-buffer `bn_bwd_apply`; its results are bit-identical to those of
+/// the adapter's own limits.
+#[test]
+fn batch_norm_with_fused_activation_on_the_webgpu_baseline() {
+    let baseline = common::baseline_gpu();
+    fused_activation_checks(&baseline);
+    for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+        for (train, shape) in [
+            (true, [4, 7, 9, 11]),
+            (false, [3, 4, 3, 5]),
+            (true, [2, 3, 64, 64]),
+        ] {
+            let c = shape[1];
+            let inputs = [
+                Input::randn(&shape, 61),
+                Input::uniform(&[c], 1.0, 4.0, 62),
+                Input::uniform(&[c], -1.0, 4.0, 63),
+                Input::randn(&[c], 64),
+                Input::uniform(&[c], 0.5, 2.0, 65),
+            ];
+            let f = move |xs: &[Tensor], _: &Device| {
+                if train {
+                    Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0)
+                } else {
+                    xs[0].batch_norm_eval(
+                        &xs[1],
+                        &xs[2],
+                        &xs[3].detach(),
+                        &xs[4].detach(),
+                        1e-5,
+                        act,
+                    )
+                }
+            };
+            let wide = evaluate(&f, &inputs, &common::gpu()).unwrap();
+            let narrow = evaluate(&f, &inputs, &baseline).unwrap();
+            let what = format!("{act:?} train {train} {shape:?}");
+            assert_eq!(narrow.output, wide.output, "{what} output");
+            assert_eq!(narrow.grads, wide.grads, "{what} gradients");
+        }
+    }
+}
+
+/// The fused-activation checks of [`batch_norm_with_fused_activation`] on `device`.
+fn fused_activation_checks(device: &Device) {
     for act in [Activation::Relu, Activation::Relu6] {
         for (name, shape, seed) in [
             ("2d", vec![3, 4, 3, 5], 11u64),
@@ -76,14 +126,16 @@ fn batch_norm_with_fused_activation() {
             let x = Input::randn(&shape, seed);
             let gamma = Input::uniform(&[c], 1.0, 4.0, seed + 1);
             let beta = Input::uniform(&[c], -1.0, 4.0, seed + 2);
-            check(
+            check_on(
+                device,
                 &format!("batch_norm_train {act:?} {name}"),
                 &move |xs, _| Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0),
                 &[x.clone(), gamma.clone(), beta.clone()],
             );
             let mean = Input::randn(&[c], seed + 3);
             let var = Input::uniform(&[c], 0.5, 2.0, seed + 4);
-            check(
+            check_on(
+                device,
                 &format!("batch_norm_eval {act:?} {name}"),
                 &move |xs, dev| {
                     let m = Tensor::from_f64(&mean.values, &[c], dev)?;
@@ -104,7 +156,7 @@ fn batch_norm_with_fused_activation() {
             Ok(xs[0].batch_norm_train(&xs[1], &xs[2], 1e-5, act)?.0)
         };
         let want = evaluate(&f, &inputs, &Device::CpuF64).unwrap();
-        let got = evaluate(&f, &inputs, &common::gpu()).unwrap();
+        let got = evaluate(&f, &inputs, device).unwrap();
         assert_close(
             &format!("{act:?} large forward"),
             &got.output,

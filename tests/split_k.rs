@@ -2,7 +2,8 @@
 //! reference: every kernel (`matmul_sg`, the lavapipe default, `matmul_tiled`, `matmul_reg`)
 //! forced on lavapipe, several splits with a remainder chunk, batch 1 and batched/broadcast
 //! products, all transposes, odd sizes and tiles at the edges; gradients through split products;
-//! the conv weight gradient (its long-reduction GEMM); and the automatic choice of the split.
+//! the conv weight gradient (its long-reduction GEMM); the automatic choice of the split; and the
+//! small tiles for products a 132-SM GPU cannot fill in the default ones.
 
 mod common;
 
@@ -10,7 +11,8 @@ use common::matmul::{check_product, randn, to64, TRANSPOSES};
 use unreid::autograd::gradcheck::assert_close;
 use unreid::ops::conv2d::Conv2dSpec;
 use unreid::ops::matmul::{
-    launch_plan, split_k, with_matmul_kernel, with_split_k, GemmTarget, MatmulDims, MatmulKernel,
+    launch_plan, split_k, with_compute_units, with_matmul_kernel, with_split_k, GemmTarget,
+    MatmulDims, MatmulKernel,
 };
 use unreid::Device;
 
@@ -166,6 +168,54 @@ fn conv_weight_gradient_with_split_k_matches_the_cpu_reference() {
     }
 }
 
+/// The small (32x32) tiles `launch_plan` takes for products too small to fill a 132-SM GPU in
+/// its default tiles, run on lavapipe as that GPU's plan (`with_compute_units(132)`) against the
+/// CPU reference: every kernel, the automatic split and forced ones with remainder chunks, all
+/// transposes, tiles at both edges (70 = 2 x 32 + 6 columns, 45 rows), a single row (batch 1,
+/// M = 1), K = 64 (not splittable), and batched products.
+#[test]
+fn small_tiles_for_a_132_sm_gpu_match_the_cpu_reference() {
+    let gpu = common::gpu();
+    let target = GemmTarget {
+        compute_units: 132,
+        ..GemmTarget::of(gpu.as_gpu().unwrap())
+    };
+    let sizes = [(64, 1037, 70), (33, 300, 65), (1, 517, 97), (45, 64, 129)];
+    for family in SPLIT_FAMILIES {
+        for (i, &(m, k, n)) in sizes.iter().enumerate() {
+            // Every plan is in 32x32 tiles (matmul_sg's single row keeps its 8-row tile, no fewer
+            // tiles), and the automatic split is what split_k gives those tiles.
+            let plan = with_matmul_kernel(family, || launch_plan(&target, &dims(1, m, k, n)));
+            let tiles = m.div_ceil(32) * n.div_ceil(32);
+            let what = format!("{family:?} {m}x{k}x{n}: {plan:?}");
+            assert_eq!((plan.groups[0] * plan.groups[1]) as usize, tiles, "{what}");
+            let auto = split_k(&dims(1, m, k, n), tiles, 132, usize::MAX / 2, 65_535);
+            assert_eq!(plan.splits, auto, "{what}");
+            for split in [None, Some(3), Some(7)] {
+                for tr in TRANSPOSES {
+                    let seed = 50 + 10 * i as u64;
+                    with_compute_units(132, || {
+                        check_product(&gpu, family, split, (&[], &[]), (m, k, n), tr, seed)
+                    });
+                }
+            }
+        }
+        for (batches, split) in [((&[3][..], &[3][..]), Some(2)), ((&[], &[2]), None)] {
+            with_compute_units(132, || {
+                check_product(
+                    &gpu,
+                    family,
+                    split,
+                    batches,
+                    (40, 600, 37),
+                    (false, true),
+                    90,
+                )
+            });
+        }
+    }
+}
+
 fn dims(batch: usize, m: usize, k: usize, n: usize) -> MatmulDims {
     MatmulDims {
         batch,
@@ -261,11 +311,29 @@ fn the_listed_conv_products_are_the_launched_ones() {
 /// classifier and the triplet distances, forward and backward) are logged from a real run of the
 /// head on the adapter here. Each goes through `launch_plan` for that target, with the tiled
 /// kernel (what a discrete GPU takes) and the subgroup kernel (what adapters with subgroups may
-/// be forced to take; `matmul_reg` where it cannot pad): every convolution product
-/// launches at least 2 workgroups per compute unit. The head's six (under 0.1% of the step's
-/// multiply-adds) are listed, not held to it:
-/// chunks of at least `MIN_SPLIT_K` = 256 cap the split of K = 2048 at 8, and the distances'
-/// backward (K = 64) cannot be split at all.
+/// be forced to take; `matmul_reg` where it cannot pad), and its kernel must fit WebGPU's
+/// baseline limits (workgroup storage and invocations with the plan's tile constants). Every
+/// convolution product launches at least 2 workgroups per compute unit (264).
+///
+/// The head's six products (under 0.1% of the step's multiply-adds) are too small for 64x64 (or
+/// 64x32) tiles to fill the GPU, so the plan takes 32x32 tiles and splits K in chunks of at
+/// least 256; each then launches 264 or more workgroups, or the most those rules allow:
+/// ceil(M/32) x ceil(N/32) tiles x (K / 256 splits, 1 when K < 512). Before -> after, in the
+/// order the head launches them:
+/// - classifier forward, 64 x 2048 x 751: 96 (tiled) / 192 (subgroup) -> 288: 48 tiles x 6
+///   splits.
+/// - distances forward, 64 x 2048 x 64: 8 (tiled) / 16 (subgroup) -> 32: 4 tiles x 8 splits, K =
+///   2048 allows no more chunks of 256.
+/// - distances backward, twice 64 x 64 x 2048: 32 (tiled) / 64 (subgroup) -> 128: K = 64
+///   cannot be split; 128 is every 32x32 tile of the 64 x 2048 output.
+/// - classifier input gradient, 64 x 751 x 2048: 64 (tiled) / 128 (subgroup) -> 256: 128 tiles
+///   x 2 splits; K = 751 holds two chunks of 256, not three.
+/// - classifier weight gradient, 751 x 64 x 2048: 384 (tiled) / 1024 (subgroup), unchanged (its
+///   default tiles fill the GPU).
+///
+/// Smaller tiles (16x16: 16 invocations, half a warp) would fill the SMs with idle lanes, and
+/// shorter chunks would write more partial products than they save; all six take about a
+/// microsecond of an H100 either way.
 #[test]
 fn every_resnet50_b64_product_fills_a_132_sm_gpu() {
     use unreid::loss::{batch_hard, cross_entropy, euclidean_distance, softmax_triplet};
@@ -337,6 +405,7 @@ fn every_resnet50_b64_product_fills_a_132_sm_gpu() {
     };
     for family in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
         let mut short = Vec::new();
+        let mut head_counts = Vec::new();
         for (name, d) in &products {
             let plan = with_matmul_kernel(family, || launch_plan(&target, d));
             // matmul_sg pads its operands with a grid of one row per workgroup, so K over 65,535
@@ -354,6 +423,18 @@ fn every_resnet50_b64_product_fills_a_132_sm_gpu() {
                 plan.splits,
                 plan.workgroups()
             );
+            let needs = common::needs(
+                plan.kernel.shader,
+                plan.kernel.entry,
+                plan.kernel.constants(),
+            );
+            let baseline = wgpu::Limits::default();
+            assert!(
+                needs.workgroup_bytes <= baseline.max_compute_workgroup_storage_size
+                    && needs.invocations <= baseline.max_compute_invocations_per_workgroup,
+                "{:?} {needs:?}",
+                plan.kernel
+            );
             if plan.workgroups() < 2 * units as u64 {
                 short.push(format!("{name} {d:?}: {} workgroups", plan.workgroups()));
                 assert_eq!(
@@ -362,8 +443,22 @@ fn every_resnet50_b64_product_fills_a_132_sm_gpu() {
                     "{family:?} {d:?}: {} workgroups",
                     plan.workgroups()
                 );
+                // The most the rules allow: every 32x32 tile, K in chunks of at least 256.
+                let splits = if d.k < 512 { 1 } else { d.k / 256 };
+                let best = (d.m.div_ceil(32) * d.n.div_ceil(32) * d.batch * splits) as u64;
+                assert_eq!(plan.workgroups(), best, "{family:?} {d:?}");
+            }
+            if name == "head" {
+                head_counts.push(plan.workgroups());
             }
         }
         eprintln!("{family:?}: under {} workgroups: {short:#?}", 2 * units);
+        // In the order the head launches them (see above).
+        let dw = if family == MatmulKernel::Tiled {
+            384
+        } else {
+            1024
+        };
+        assert_eq!(head_counts, [288, 32, 256, dw, 128, 128], "{family:?}");
     }
 }

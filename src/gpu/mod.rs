@@ -66,6 +66,14 @@ pub struct GpuOptions {
     /// `UNREID_MAX_BINDING_BYTES` (a byte count), else the adapter's limit. A value above the
     /// adapter's limit changes nothing; 0 or an unparsable value is an error.
     pub max_binding_bytes: Option<u64>,
+    /// Caps the limits the device is requested with: each is the adapter's or this one's,
+    /// whichever is worse (`wgpu::Limits::or_worse_values_from`). wgpu validates every pipeline
+    /// against the requested limits, so a large adapter can rehearse a small one: with
+    /// `Some(wgpu::Limits::default())`, WebGPU's baseline (8 storage buffers per shader stage,
+    /// 16 KiB of workgroup storage, 256 invocations per workgroup, 128 MiB bindings, as browsers
+    /// and many mobile adapters give), every kernel the ops pick must fit that adapter. The ops
+    /// read the capped limits ([`Gpu::limits`]) to choose their kernels. None: the adapter's own.
+    pub limits_cap: Option<wgpu::Limits>,
 }
 
 /// Counters the runtime keeps (cumulative since the device opened); tests and `unreid bench
@@ -379,13 +387,17 @@ impl std::fmt::Debug for GpuBuffer {
 pub type Binding<'a> = &'a GpuBuffer;
 
 impl Gpu {
-    /// Opens the chosen adapter with its own limits (not wgpu's conservative defaults).
+    /// Opens the chosen adapter with its own limits (not wgpu's conservative defaults), or
+    /// those capped by `options.limits_cap`.
     pub fn new(options: &GpuOptions) -> Result<Arc<Gpu>, GpuError> {
         let lowered = binding_override(options)?;
         let instance = adapter::instance();
         let adapter = adapter::choose(&instance, options.adapter.as_deref())?;
         let summary = AdapterSummary::of(&adapter);
-        let limits = adapter.limits();
+        let limits = match &options.limits_cap {
+            Some(cap) => adapter.limits().or_worse_values_from(cap),
+            None => adapter.limits(),
+        };
         let subgroup_min_size = adapter
             .features()
             .contains(wgpu::Features::SUBGROUP)
@@ -462,6 +474,7 @@ impl Gpu {
         &self.summary
     }
 
+    /// The limits the device was opened with (the adapter's, or capped: `GpuOptions::limits_cap`).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }

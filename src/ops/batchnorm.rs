@@ -8,7 +8,7 @@
 use crate::autograd::record;
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
-use crate::ops::{alloc_f32, same_device, writable_state, HostElem, Params};
+use crate::ops::{alloc_f32, binds_storage_buffers, same_device, writable_state, HostElem, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
 
@@ -299,12 +299,25 @@ fn backward_raw(
         }
         let sum_gx = sums.pop().unwrap();
         let sum_g = sums.pop().unwrap();
+        // bn_bwd_apply binds 9 storage buffers; where the adapter allows fewer (WebGPU's baseline
+        // of 8), the two sums travel packed in one [2C] buffer to bn_bwd_apply_packed (same
+        // arithmetic, two small copies more).
+        let packed;
+        let (entry, sums): (_, Vec<&Tensor>) =
+            if binds_storage_buffers(x.device().as_gpu().unwrap(), 9) {
+                ("bn_bwd_apply", vec![&sum_g, &sum_gx])
+            } else {
+                packed = Tensor::concat(&[&sum_g, &sum_gx], 0)?;
+                ("bn_bwd_apply_packed", vec![&packed])
+            };
+        let mut inputs = vec![x, g, y, mean, var, gamma];
+        inputs.extend(sums);
         let dx = launch(
-            bn_kernel("bn_bwd_apply")
+            bn_kernel(entry)
                 .with("TRAIN", train as u32)
                 .with("ACT", act as u32),
             pars(),
-            &[x, g, y, mean, var, gamma, &sum_g, &sum_gx],
+            &inputs,
             &[x.shape().to_vec()],
             per_element(d),
         )?

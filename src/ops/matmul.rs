@@ -34,6 +34,7 @@ pub enum MatmulKernel {
 thread_local! {
     static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
     static FORCED_SPLIT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static FORCED_UNITS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     static PRODUCT_LOG: std::cell::RefCell<Option<Vec<MatmulDims>>> =
         const { std::cell::RefCell::new(None) };
 }
@@ -63,27 +64,35 @@ pub fn log_products<R>(f: impl FnOnce() -> R) -> (R, Vec<MatmulDims>) {
 /// splits), instead of the automatic choice ([`split_k`]). The tests use it to run split-K on
 /// lavapipe.
 pub fn with_split_k<R>(splits: usize, f: impl FnOnce() -> R) -> R {
-    let before = FORCED_SPLIT.with(|k| k.replace(Some(splits.max(1))));
-    struct Restore(Option<usize>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED_SPLIT.with(|k| k.set(self.0));
-        }
-    }
-    let _restore = Restore(before);
-    f()
+    with_cell(&FORCED_SPLIT, Some(splits.max(1)), f)
 }
 
 /// Runs `f` with every matmul on this thread (forward and backward) using `kernel`.
 pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
-    let before = FORCED.with(|k| k.replace(kernel));
-    struct Restore(MatmulKernel);
-    impl Drop for Restore {
+    with_cell(&FORCED, kernel, f)
+}
+
+/// Runs `f` with every GPU product on this thread planned for an adapter of `units` compute units
+/// (at least 1) instead of [`compute_units`]' guess: the tests use it to run on lavapipe the
+/// splits and tiles that [`launch_plan`] gives a GPU of 132 SMs.
+pub fn with_compute_units<R>(units: usize, f: impl FnOnce() -> R) -> R {
+    with_cell(&FORCED_UNITS, Some(units.max(1)), f)
+}
+
+/// Runs `f` with the thread-local `cell` set to `value`, restored afterwards (also when `f`
+/// unwinds).
+fn with_cell<T: Copy + 'static, R>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            FORCED.with(|k| k.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(before);
+    let _restore = Restore(cell, cell.with(|c| c.replace(value)));
     f()
 }
 
@@ -193,6 +202,54 @@ fn sg_row_groups(m: usize) -> usize {
 const REG_TILE: usize = 32;
 /// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
 const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
+/// `matmul_tiled`'s small tile, for products whose default tiles cannot fill the device even
+/// with the reduction split (see [`launch_plan`]): 32x32 outputs, 64 invocations of 4x4.
+const TILED_SMALL: (usize, usize, usize, usize) = (32, 32, 16, 4);
+/// `matmul_sg`'s row groups for the small tile: 32 rows x 32 columns.
+const SG_SMALL_ROW_GROUPS: usize = 4;
+
+/// One tiling of a product: the kernel with its constants, the grid of one split (x, y, batch)
+/// and the granule of a split chunk along K. `small`: the family's small tile (32x32 where the
+/// default is larger; `matmul_reg` has only 32x32).
+fn tiling(family: MatmulKernel, d: &MatmulDims, small: bool) -> (Kernel, [u32; 3], usize) {
+    let batch = d.batch as u32;
+    let trans = |k: Kernel| {
+        k.with("TRANS_A", d.trans_a as u32)
+            .with("TRANS_B", d.trans_b as u32)
+    };
+    match family {
+        MatmulKernel::Tiled => {
+            let (tm, tn, tk, rows) = if small { TILED_SMALL } else { TILED };
+            let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
+                .with("TILE_M", tm as u32)
+                .with("TILE_N", tn as u32)
+                .with("TILE_K", tk as u32)
+                .with("ROWS", rows as u32);
+            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
+            (kernel, groups, 1)
+        }
+        MatmulKernel::Subgroup => {
+            let mut rg = sg_row_groups(d.m);
+            if small {
+                rg = rg.min(SG_SMALL_ROW_GROUPS);
+            }
+            let kernel =
+                trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
+            let rows = 8 * rg;
+            let groups = [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch];
+            (kernel, groups, 4)
+        }
+        _ => {
+            let kernel = trans(Kernel::new("matmul", "matmul_reg"));
+            let groups = [
+                d.n.div_ceil(REG_TILE) as u32,
+                d.m.div_ceil(REG_TILE) as u32,
+                batch,
+            ];
+            (kernel, groups, 1)
+        }
+    }
+}
 
 /// How one product is launched: the kernel, the grid of one split (x, y, batch) and the split of
 /// the reduction. The launch runs `groups[0] * groups[1] * groups[2] * splits` workgroups of the
@@ -220,42 +277,26 @@ impl GemmLaunch {
 /// ([`with_matmul_kernel`], `UNREID_MATMUL`) and split choice ([`with_split_k`],
 /// `UNREID_SPLIT_K`, else [`split_k`]). What [`Tensor::matmul_t`] runs on a GPU device, and what a
 /// dry run for another device counts.
+///
+/// The tile is the family's default (64x64 for `matmul_tiled`, (8 x ROW_GROUPS) x 32 for
+/// `matmul_sg`) unless that cannot launch two workgroups per compute unit even with the automatic
+/// split of the reduction (chunks of at least [`MIN_SPLIT_K`]): then the family's 32x32 tile when
+/// it gives more output tiles (issue 16: the head's products, e.g. 64 x 2048 x 751, take 96
+/// workgroups in 64x64 tiles and 288 in 32x32 ones on 132 compute units). Smaller tiles do
+/// not change the sums each output takes (the same k order), only how outputs are grouped.
 pub fn launch_plan(target: &GemmTarget, d: &MatmulDims) -> GemmLaunch {
-    let batch = d.batch as u32;
-    let trans = |k: Kernel| {
-        k.with("TRANS_A", d.trans_a as u32)
-            .with("TRANS_B", d.trans_b as u32)
-    };
     let family = family(target, d);
-    let (kernel, groups, granule) = match family {
-        MatmulKernel::Tiled => {
-            let (tm, tn, tk, rows) = TILED;
-            let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
-                .with("TILE_M", tm as u32)
-                .with("TILE_N", tn as u32)
-                .with("TILE_K", tk as u32)
-                .with("ROWS", rows as u32);
-            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
-            (kernel, groups, 1)
+    let mut tiles = tiling(family, d, false);
+    let (splits, _) = auto_split(target, d, tiles.1, tiles.2);
+    let workgroups = tiles.1.iter().map(|&g| g as u64).product::<u64>() * splits as u64;
+    if workgroups < 2 * target.compute_units as u64 {
+        let small = tiling(family, d, true);
+        let count = |g: [u32; 3]| g[0] as u64 * g[1] as u64;
+        if count(small.1) > count(tiles.1) {
+            tiles = small;
         }
-        MatmulKernel::Subgroup => {
-            let rg = sg_row_groups(d.m);
-            let kernel =
-                trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
-            let rows = 8 * rg;
-            let groups = [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch];
-            (kernel, groups, 4)
-        }
-        _ => {
-            let kernel = trans(Kernel::new("matmul", "matmul_reg"));
-            let groups = [
-                d.n.div_ceil(REG_TILE) as u32,
-                d.m.div_ceil(REG_TILE) as u32,
-                batch,
-            ];
-            (kernel, groups, 1)
-        }
-    };
+    }
+    let (kernel, groups, granule) = tiles;
     let (splits, chunk) = split_plan(target, d, groups, granule);
     GemmLaunch {
         family,
@@ -273,9 +314,10 @@ const MAX_SPLIT_BYTES: u64 = 256 << 20;
 
 /// A guess at the adapter's compute units (wgpu does not report them): the host's threads on CPU
 /// adapters, 128 on discrete GPUs (an A100 has 108 SMs, an H100 132, an RTX 4090 128), 16 on
-/// integrated and other GPUs. `UNREID_COMPUTE_UNITS` overrides the guess.
+/// integrated and other GPUs. [`with_compute_units`], else `UNREID_COMPUTE_UNITS`, overrides the
+/// guess.
 pub fn compute_units(gpu: &Gpu) -> usize {
-    if let Some(n) = env().units {
+    if let Some(n) = FORCED_UNITS.with(|u| u.get()).or(env().units) {
         return n;
     }
     match gpu.summary().device_type {
@@ -316,21 +358,30 @@ pub fn split_k(
 /// `granule`), so that (chunk, splits) with splits = ceil(K / chunk) is what the shader
 /// recomputes. (1, 0) when the product is not split.
 fn split_plan(t: &GemmTarget, d: &MatmulDims, groups: [u32; 3], granule: usize) -> (usize, usize) {
-    let max_z = t.max_workgroups;
-    let max_elems = (t.max_binding_bytes.min(MAX_SPLIT_BYTES) / 4) as usize;
     let forced = FORCED_SPLIT.with(|k| k.get()).or(env().split);
-    let wanted = match forced {
-        Some(n) => n
-            .min(max_z / d.batch.max(1))
-            .min(t.max_binding_bytes as usize / 4 / (d.m * d.n * d.batch).max(1)),
-        None => split_k(
-            d,
-            (groups[0] * groups[1]) as usize,
-            t.compute_units,
-            max_elems,
-            max_z,
-        ),
-    };
+    match forced {
+        Some(n) => {
+            let n = n
+                .min(t.max_workgroups / d.batch.max(1))
+                .min(t.max_binding_bytes as usize / 4 / (d.m * d.n * d.batch).max(1));
+            chunked(d, n, granule)
+        }
+        None => auto_split(t, d, groups, granule),
+    }
+}
+
+/// The automatic split ([`split_k`]) of a launch of `groups` workgroups, as (splits, chunk)
+/// (see [`split_plan`]).
+fn auto_split(t: &GemmTarget, d: &MatmulDims, groups: [u32; 3], granule: usize) -> (usize, usize) {
+    let max_elems = (t.max_binding_bytes.min(MAX_SPLIT_BYTES) / 4) as usize;
+    let tiles = (groups[0] * groups[1]) as usize;
+    let wanted = split_k(d, tiles, t.compute_units, max_elems, t.max_workgroups);
+    chunked(d, wanted, granule)
+}
+
+/// `wanted` chunks of K as (splits, chunk): the chunk rounded up to a multiple of `granule`,
+/// splits = ceil(K / chunk) (what the shader recomputes); (1, 0) when not split.
+fn chunked(d: &MatmulDims, wanted: usize, granule: usize) -> (usize, usize) {
     let wanted = wanted.clamp(1, d.k.max(1));
     if wanted == 1 {
         return (1, 0);

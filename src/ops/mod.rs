@@ -161,6 +161,15 @@ pub(crate) fn writable_state(t: &Tensor, donated: bool, op: &str) -> Result<Tens
     ))
 }
 
+/// Whether a kernel that binds `n` storage buffers can run on `gpu`: its
+/// `max_storage_buffers_per_shader_stage` (WebGPU's baseline, and so browsers and many mobile
+/// adapters, allow 8; desktop Vulkan, Metal and DX12 usually many more). Ops whose fused kernel
+/// binds more than 8 ask this and otherwise take a path whose kernels bind at most 8, with the
+/// same results (multi-tensor Adam, batch-norm backward); tests/shaders.rs lists those kernels.
+pub(crate) fn binds_storage_buffers(gpu: &Gpu, n: usize) -> bool {
+    gpu.limits().max_storage_buffers_per_shader_stage as usize >= n
+}
+
 /// A float output buffer of `n` elements.
 pub(crate) fn alloc_f32(gpu: &Arc<Gpu>, n: usize, op: &str) -> Result<GpuBuffer> {
     Ok(gpu.alloc((n.max(1) * 4) as u64, op)?)

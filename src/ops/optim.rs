@@ -10,7 +10,7 @@
 pub use crate::cpu::optim::{AdamHyper, SgdHyper};
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Kernel};
-use crate::ops::{alloc_f32, same_device, writable_state, Params};
+use crate::ops::{alloc_f32, binds_storage_buffers, same_device, writable_state, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
 
@@ -180,11 +180,7 @@ pub fn adam_update_multi(
         return Ok(Vec::new());
     };
     let gpu = match first.p.device() {
-        Device::Gpu(g)
-            if g.limits().max_storage_buffers_per_shader_stage as usize >= 4 * ADAM_SLOTS =>
-        {
-            g
-        }
+        Device::Gpu(g) if binds_storage_buffers(g, 4 * ADAM_SLOTS) => g,
         _ => {
             return tensors
                 .iter()
