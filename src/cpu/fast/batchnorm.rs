@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::{planes_by_channel_mut, vectorized};
 use crate::cpu::elementwise::Activation;
 
 /// Planes of at least this many values go to a rayon task on their own.
@@ -14,18 +15,6 @@ const MIN_TASK: usize = 4096;
 
 /// Partial sums per reduction: 16 lanes in a fixed order (two AVX2 or four SSE registers).
 const LANES: usize = 16;
-
-/// Runs `f` compiled for the best instruction set this CPU has (AVX2 or AVX-512 where present,
-/// detected at run time; the crate itself targets baseline x86-64). Every loop here keeps its
-/// explicit lane order and Rust never contracts a multiply and an add into an FMA, so the
-/// results are bit-for-bit the same on every instruction set; only the vector width changes.
-/// The closures given to it, and the ones they call, are `#[inline(always)]`: a closure body
-/// compiled on its own (another codegen unit) runs baseline SSE code, as the backward's
-/// reduction did before they were marked.
-#[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
-}
 
 /// `a` as whole [`LANES`]-wide blocks (arrays: no bounds checks in the lane loops) and the rest.
 #[inline(always)]
@@ -93,20 +82,6 @@ fn channel_planes(
     ch: usize,
 ) -> impl Iterator<Item = &[f32]> + Clone {
     (0..n).map(move |i| &x[(i * c + ch) * s..][..s])
-}
-
-/// `y`'s planes [n, c] (each `s` values) reordered channel-major: chunk `ch` of `n` entries holds
-/// channel ch's planes image by image, so that one task can write a whole channel while its
-/// inputs are still in cache.
-fn planes_by_channel_mut(y: &mut [f32], n: usize, c: usize, s: usize) -> Vec<&mut [f32]> {
-    let mut image_major: Vec<Option<&mut [f32]>> = y.chunks_exact_mut(s).map(Some).collect();
-    let mut channel_major = Vec::with_capacity(n * c);
-    for ch in 0..c {
-        for i in 0..n {
-            channel_major.extend(image_major[i * c + ch].take());
-        }
-    }
-    channel_major
 }
 
 /// Mean and biased variance of one channel's planes, two passes (the second over values still in

@@ -10,3 +10,34 @@ pub mod conv2d;
 mod depthwise;
 pub mod optim;
 pub mod pool;
+
+/// Runs `f` compiled for the best instruction set this CPU has (AVX2 or AVX-512 where present,
+/// detected at run time; the crate itself targets baseline x86-64). Every loop of the fast path keeps its
+/// explicit lane order and Rust never contracts a multiply and an add into an FMA, so the
+/// results are bit-for-bit the same on every instruction set; only the vector width changes.
+/// The closures given to it, and the ones they call, are `#[inline(always)]`: a closure body
+/// compiled on its own (another codegen unit) runs baseline SSE code, as batch norm's backward
+/// reduction did before they were marked.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// `y`'s planes [n, c] (each `s` values) reordered channel-major: chunk `ch` of `n` entries holds
+/// channel ch's planes image by image, so that one task can write a whole channel (while its
+/// inputs are still in cache, or several images at once).
+pub(crate) fn planes_by_channel_mut(
+    y: &mut [f32],
+    n: usize,
+    c: usize,
+    s: usize,
+) -> Vec<&mut [f32]> {
+    let mut image_major: Vec<Option<&mut [f32]>> = y.chunks_exact_mut(s).map(Some).collect();
+    let mut channel_major = Vec::with_capacity(n * c);
+    for ch in 0..c {
+        for i in 0..n {
+            channel_major.extend(image_major[i * c + ch].take());
+        }
+    }
+    channel_major
+}
