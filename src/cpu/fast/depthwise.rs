@@ -195,6 +195,32 @@ impl LaneWork {
     }
 }
 
+/// What the image-interleaved kernels of one geometry share.
+struct LaneGeometry {
+    ph: PhasePlanes,
+    /// Where each input pixel lies in the phases (`PhasePlanes::pixel_positions`).
+    positions: Vec<usize>,
+    /// Where each tap (ki, kj) starts reading the phases (`PhasePlanes::tap_start`).
+    starts: Vec<usize>,
+    /// Values of the wide output plane (`ho` rows of `wq`).
+    wide_len: usize,
+}
+
+impl LaneGeometry {
+    fn new(g: &ConvGeom) -> LaneGeometry {
+        let ph = PhasePlanes::new(g);
+        let starts = (0..g.kh * g.kw)
+            .map(|t| ph.tap_start(g, t / g.kw, t % g.kw))
+            .collect();
+        LaneGeometry {
+            positions: ph.pixel_positions(g),
+            starts,
+            wide_len: g.ho * ph.wq,
+            ph,
+        }
+    }
+}
+
 /// The image groups of one channel: `(first image, images in the group)`.
 fn image_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n)
@@ -207,12 +233,12 @@ fn image_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
 fn forward_lanes(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
     let mut y = vec![0f32; g.n * g.cout * p];
-    let ph = PhasePlanes::new(g);
-    let positions = ph.pixel_positions(g);
-    let wide_len = g.ho * ph.wq;
-    let starts: Vec<usize> = (0..taps)
-        .map(|t| ph.tap_start(g, t / g.kw, t % g.kw))
-        .collect();
+    let LaneGeometry {
+        ph,
+        positions,
+        starts,
+        wide_len,
+    } = LaneGeometry::new(g);
     super::planes_by_channel_mut(&mut y, g.n, g.cout, p)
         .par_chunks_mut(g.n)
         .enumerate()
@@ -252,12 +278,12 @@ fn forward_lanes(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 fn backward_input_lanes(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
     let mut dx = vec![0f32; g.n * g.c * hw];
-    let ph = PhasePlanes::new(g);
-    let positions = ph.pixel_positions(g);
-    let wide_len = g.ho * ph.wq;
-    let starts: Vec<usize> = (0..taps)
-        .map(|t| ph.tap_start(g, t / g.kw, t % g.kw))
-        .collect();
+    let LaneGeometry {
+        ph,
+        positions,
+        starts,
+        wide_len,
+    } = LaneGeometry::new(g);
     super::planes_by_channel_mut(&mut dx, g.n, g.c, hw)
         .par_chunks_mut(g.n)
         .enumerate()
@@ -302,11 +328,12 @@ fn backward_input_lanes(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 fn backward_weight_lanes(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
     let mut dw = vec![0f32; g.cout * taps];
-    let ph = PhasePlanes::new(g);
-    let positions = ph.pixel_positions(g);
-    let starts: Vec<usize> = (0..taps)
-        .map(|t| ph.tap_start(g, t / g.kw, t % g.kw))
-        .collect();
+    let LaneGeometry {
+        ph,
+        positions,
+        starts,
+        ..
+    } = LaneGeometry::new(g);
     dw.par_chunks_mut(taps).enumerate().for_each_init(
         || (LaneWork::new(&ph, p), vec![[0f32; IMAGE_LANES]; taps]),
         |(work, part), (ch, dwk)| {
