@@ -14,6 +14,10 @@
 //! and the dropped columns only add products with a zero factor, ±0, and a sum that starts at +0
 //! is never -0 (x + y is -0 only when both are -0), so adding ±0 leaves it unchanged. The weight
 //! gradient keeps its summation order too (see `backward_weight`).
+//!
+//! Small planes (and short-row weight gradients) run eight images of a channel side by side, the
+//! planes interleaved position by position (`Lanes`), so each multiply-add advances eight planes
+//! in one vector; every lane does exactly the per-plane arithmetic, so the values are the same.
 
 use rayon::prelude::*;
 
@@ -483,9 +487,10 @@ fn backward_input_planes(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// Summation order (fixed, thread-count independent): per channel and tap, an f64 sum over
 /// images in order of f32 per-image sums, each the f32 sum over output rows of the row's f32
 /// dot product. A row's dot product is a plain running sum when the rows are shorter than
-/// `dot`'s 16 lanes or strided; there the padded phases are used (the padding adds ±0 terms,
-/// which change no sum beyond the sign of a zero, and `part` starts at +0). Longer stride-1
-/// rows keep `dot`'s 16-lane order, row by row over the valid columns.
+/// `dot`'s 16 lanes or strided; there the padded phases are used, eight images at a time
+/// (`backward_weight_lanes`; the padding adds ±0 terms, which change no sum beyond the sign of
+/// a zero, and `part` starts at +0). Longer stride-1 rows keep `dot`'s 16-lane order, row by row
+/// over the valid columns.
 pub(crate) fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     if g.cout * g.kh * g.kw == 0 {
         return Vec::new();
