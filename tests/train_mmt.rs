@@ -4,13 +4,17 @@
 //! `Device::Cpu`: from a `source` run made here, two short epochs raise the target mAP, and a run
 //! stopped after one epoch and resumed logs exactly what an unbroken run logs.
 
+#[path = "common/train.rs"]
+mod train_common;
+
+use train_common::{source_fixture, SourceFixture};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use unreid::cluster::{ClusterAlgo, ClusterDistance, EpsFrom};
 use unreid::data::datasets::{load, DatasetSpec, Layout};
-use unreid::data::synth::{write_benchmark, SynthConfig};
 use unreid::loss::{batch_hard, soft_softmax_triplet};
 use unreid::nn::{ExtractOptions, Module, ParamKind, ReidConfig, ReidNet};
 use unreid::optim::MeanTeacher;
@@ -20,60 +24,9 @@ use unreid::train::run_dir::RunMode;
 use unreid::train::{method_defaults, train, Method, RunConfig, Session, TrainOptions};
 use unreid::{Device, Tensor};
 
-struct Fixture {
-    root: PathBuf,
-    source_ckpt: PathBuf,
-    /// Direct transfer: the source model's target mAP.
-    direct_map: f64,
-}
-
-fn tmp_root() -> PathBuf {
-    std::env::temp_dir().join(format!("unreid-test-train-mmt-{}", std::process::id()))
-}
-
-/// The synthetic benchmark and a `source` run on it, made once per test binary.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let root = tmp_root();
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let data = root.join("data");
-        let cfg = SynthConfig {
-            seed: 11,
-            ids: 16,
-            cameras: 2,
-            height: 64,
-            width: 32,
-            images_per_id: (6, 8),
-            ..SynthConfig::default()
-        };
-        write_benchmark(&cfg, &data, false, &|| {}).unwrap();
-        let mut c = method_defaults("source").unwrap();
-        c.data.source = Some(data.join("source"));
-        c.data.target = Some(data.join("target"));
-        c.model.arch = "resnet18".into();
-        c.train.epochs = 1;
-        c.train.iters = 16;
-        c.train.batch_size = 16;
-        c.train.num_instances = 4;
-        c.train.bn_group = 16;
-        c.train.warmup_epochs = 0;
-        c.train.milestones = vec![];
-        c.train.height = 32;
-        c.train.width = 16;
-        c.train.eval_every = 1;
-        c.train.seed = 3;
-        let run = root.join("source-run");
-        let s = train(c, options(&run, RunMode::New, None)).unwrap();
-        // Only best.safetensors is used: keep the temp folder small.
-        let _ = std::fs::remove_file(run.join("checkpoints/state.safetensors"));
-        Fixture {
-            root,
-            source_ckpt: run.join("checkpoints/best.safetensors"),
-            direct_map: s.best_map.unwrap(),
-        }
-    })
+/// The source checkpoint shared by the end-to-end tests.
+fn fixture() -> &'static SourceFixture {
+    source_fixture("mmt")
 }
 
 fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
@@ -85,7 +38,7 @@ fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
     }
 }
 
-fn mmt_config(fx: &Fixture, mmt: MmtConfig) -> RunConfig {
+fn mmt_config(fx: &SourceFixture, mmt: MmtConfig) -> RunConfig {
     let mut c = method_defaults("mmt").unwrap();
     c.data.target = Some(fx.root.join("data/target"));
     c.model.arch = "resnet18".into();

@@ -9,12 +9,16 @@
 //! measured mAP, and a run stopped after one epoch and resumed logs exactly what an unbroken run
 //! logs.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+#[path = "common/train.rs"]
+mod train_common;
+
+use train_common::{source_fixture, SourceFixture};
+
+use std::path::Path;
+use std::sync::Arc;
 
 use unreid::cluster::EpsFrom;
 use unreid::data::datasets::{load, DatasetSpec, Layout};
-use unreid::data::synth::{write_benchmark, SynthConfig};
 use unreid::data::transforms::test_input;
 use unreid::loss::{prototype_weights, rectified_labels, symmetric_cross_entropy};
 use unreid::memory::PrototypeBank;
@@ -233,12 +237,6 @@ fn the_rectification_log_counts_against_the_majority_ids() {
 // ---------------------------------------------------------------------------------------------
 // End to end.
 
-struct Fixture {
-    root: PathBuf,
-    source_ckpt: PathBuf,
-    direct_map: f64,
-}
-
 fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
     TrainOptions {
         out: out.to_path_buf(),
@@ -248,52 +246,12 @@ fn options(out: &Path, mode: RunMode, max: Option<usize>) -> TrainOptions {
     }
 }
 
-/// The synthetic benchmark and a one-epoch `source` run on it, made once per test binary.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let root =
-            std::env::temp_dir().join(format!("unreid-test-train-proda-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let data = root.join("data");
-        let cfg = SynthConfig {
-            seed: 11,
-            ids: 16,
-            cameras: 2,
-            height: 64,
-            width: 32,
-            images_per_id: (6, 8),
-            ..SynthConfig::default()
-        };
-        write_benchmark(&cfg, &data, false, &|| {}).unwrap();
-        let mut c = method_defaults("source").unwrap();
-        c.data.source = Some(data.join("source"));
-        c.data.target = Some(data.join("target"));
-        c.model.arch = "resnet18".into();
-        c.train.epochs = 1;
-        c.train.iters = 16;
-        c.train.batch_size = 16;
-        c.train.num_instances = 4;
-        c.train.bn_group = 16;
-        c.train.warmup_epochs = 0;
-        c.train.milestones = vec![];
-        c.train.height = 32;
-        c.train.width = 16;
-        c.train.eval_every = 1;
-        c.train.seed = 3;
-        let run = root.join("source-run");
-        let s = train(c, options(&run, RunMode::New, None)).unwrap();
-        let _ = std::fs::remove_file(run.join("checkpoints/state.safetensors"));
-        Fixture {
-            root,
-            source_ckpt: run.join("checkpoints/best.safetensors"),
-            direct_map: s.best_map.unwrap(),
-        }
-    })
+/// The source checkpoint shared by the end-to-end tests.
+fn fixture() -> &'static SourceFixture {
+    source_fixture("proda")
 }
 
-fn proda_config(fx: &Fixture) -> RunConfig {
+fn proda_config(fx: &SourceFixture) -> RunConfig {
     let mut c = method_defaults("proda").unwrap();
     c.data.target = Some(fx.root.join("data/target"));
     c.model.arch = "resnet18".into();

@@ -1,5 +1,7 @@
 //! End-to-end training helpers shared by tests/train_*.rs: one tiny synthetic two-domain
-//! benchmark per test binary, a run on `Device::Cpu`, and readers for metrics.jsonl.
+//! benchmark per test binary, a run on `Device::Cpu`, a source-trained starting checkpoint, and
+//! readers for metrics.jsonl. Each test binary uses a subset.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -8,7 +10,9 @@ use unreid::data::datasets::{load, DatasetSpec, Layout};
 use unreid::data::synth::{write_benchmark, SynthConfig};
 use unreid::nn::ReidNet;
 use unreid::train::run_dir::RunMode;
-use unreid::train::{evaluate_model, train, EvalData, RunConfig, TrainOptions, TrainSummary};
+use unreid::train::{
+    evaluate_model, method_defaults, train, EvalData, RunConfig, TrainOptions, TrainSummary,
+};
 use unreid::Device;
 
 /// The benchmark root (`source/`, `target/`), written once per test binary.
@@ -48,6 +52,63 @@ pub fn run(cfg: &RunConfig, out: &Path, mode: RunMode, max: Option<usize>) -> Tr
         },
     )
     .expect("training run")
+}
+
+/// A one-epoch `source` run (ResNet-18 at 32x16) on a small benchmark of its own, the starting
+/// point of the methods that adapt a source model (MMT, ProDA).
+pub struct SourceFixture {
+    /// The temp folder: `data/{source,target}`, `source-run/`, and room for the tests' runs.
+    pub root: PathBuf,
+    /// The source run's best checkpoint.
+    pub source_ckpt: PathBuf,
+    /// Direct transfer: the source model's target mAP.
+    pub direct_map: f64,
+}
+
+/// The [`SourceFixture`], made once per test binary under a temp folder named after `name`.
+pub fn source_fixture(name: &str) -> &'static SourceFixture {
+    static F: OnceLock<SourceFixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let root =
+            std::env::temp_dir().join(format!("unreid-test-train-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let data = root.join("data");
+        let cfg = SynthConfig {
+            seed: 11,
+            ids: 16,
+            cameras: 2,
+            height: 64,
+            width: 32,
+            images_per_id: (6, 8),
+            ..SynthConfig::default()
+        };
+        write_benchmark(&cfg, &data, false, &|| {}).unwrap();
+        let mut c = method_defaults("source").unwrap();
+        c.data.source = Some(data.join("source"));
+        c.data.target = Some(data.join("target"));
+        c.model.arch = "resnet18".into();
+        c.train.epochs = 1;
+        c.train.iters = 16;
+        c.train.batch_size = 16;
+        c.train.num_instances = 4;
+        c.train.bn_group = 16;
+        c.train.warmup_epochs = 0;
+        c.train.milestones = vec![];
+        c.train.height = 32;
+        c.train.width = 16;
+        c.train.eval_every = 1;
+        c.train.seed = 3;
+        let run_out = root.join("source-run");
+        let s = run(&c, &run_out, RunMode::New, None);
+        // Only best.safetensors is used: keep the temp folder small.
+        let _ = std::fs::remove_file(run_out.join("checkpoints/state.safetensors"));
+        SourceFixture {
+            root,
+            source_ckpt: run_out.join("checkpoints/best.safetensors"),
+            direct_map: s.best_map.unwrap(),
+        }
+    })
 }
 
 /// metrics.jsonl records of `kind`.
