@@ -10,6 +10,27 @@ use rayon::prelude::*;
 use super::{planes_by_channel_mut, vectorized};
 use crate::cpu::elementwise::Activation;
 
+/// Evaluates `$call` with `$a` bound to `$act` as a constant, once per activation, so that each
+/// loop is compiled (and vectorised) for one fixed activation rather than branching per value.
+macro_rules! with_activation {
+    ($act:expr, |$a:ident| $call:expr) => {
+        match $act {
+            Activation::None => {
+                const $a: Activation = Activation::None;
+                $call
+            }
+            Activation::Relu => {
+                const $a: Activation = Activation::Relu;
+                $call
+            }
+            Activation::Relu6 => {
+                const $a: Activation = Activation::Relu6;
+                $call
+            }
+        }
+    };
+}
+
 /// Planes of at least this many values go to a rayon task on their own.
 const MIN_TASK: usize = 4096;
 
@@ -154,35 +175,15 @@ pub fn train_forward(
     eps: f64,
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    match act {
-        Activation::None => train_forward_with(
-            x,
-            gamma,
-            beta,
-            (n, c, s),
-            eps,
-            #[inline(always)]
-            |v| v,
-        ),
-        Activation::Relu => train_forward_with(
-            x,
-            gamma,
-            beta,
-            (n, c, s),
-            eps,
-            #[inline(always)]
-            |v| Activation::Relu.apply(v),
-        ),
-        Activation::Relu6 => train_forward_with(
-            x,
-            gamma,
-            beta,
-            (n, c, s),
-            eps,
-            #[inline(always)]
-            |v| Activation::Relu6.apply(v),
-        ),
-    }
+    with_activation!(act, |ACT| train_forward_with(
+        x,
+        gamma,
+        beta,
+        (n, c, s),
+        eps,
+        #[inline(always)]
+        |v| ACT.apply(v)
+    ))
 }
 
 fn train_forward_with(
@@ -235,39 +236,16 @@ pub fn apply(
     eps: f64,
     act: Activation,
 ) -> Vec<f32> {
-    // The activation fixed at compile time in each loop (it vectorises).
-    match act {
-        Activation::None => apply_with(
-            x,
-            mean,
-            var,
-            gamma,
-            beta,
-            (c, s, eps),
-            #[inline(always)]
-            |v| v,
-        ),
-        Activation::Relu => apply_with(
-            x,
-            mean,
-            var,
-            gamma,
-            beta,
-            (c, s, eps),
-            #[inline(always)]
-            |v| Activation::Relu.apply(v),
-        ),
-        Activation::Relu6 => apply_with(
-            x,
-            mean,
-            var,
-            gamma,
-            beta,
-            (c, s, eps),
-            #[inline(always)]
-            |v| Activation::Relu6.apply(v),
-        ),
-    }
+    with_activation!(act, |ACT| apply_with(
+        x,
+        mean,
+        var,
+        gamma,
+        beta,
+        (c, s, eps),
+        #[inline(always)]
+        |v| ACT.apply(v)
+    ))
 }
 
 fn apply_with(
@@ -317,42 +295,19 @@ pub fn backward(
     fused: Option<(Activation, &[f32])>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let stats = (mean, var, gamma);
-    // The activation fixed at compile time in each loop (they vectorise); y unread without one.
-    match fused {
-        None | Some((Activation::None, _)) => backward_with(
-            x,
-            g,
-            g,
-            stats,
-            dims,
-            eps,
-            train,
-            #[inline(always)]
-            |g, _| g,
-        ),
-        Some((Activation::Relu, y)) => backward_with(
-            x,
-            g,
-            y,
-            stats,
-            dims,
-            eps,
-            train,
-            #[inline(always)]
-            |g, y| Activation::Relu.grad(g, y),
-        ),
-        Some((Activation::Relu6, y)) => backward_with(
-            x,
-            g,
-            y,
-            stats,
-            dims,
-            eps,
-            train,
-            #[inline(always)]
-            |g, y| Activation::Relu6.grad(g, y),
-        ),
-    }
+    // Without an activation y is never read (`Activation::None` passes every gradient).
+    let (act, y) = fused.unwrap_or((Activation::None, g));
+    with_activation!(act, |ACT| backward_with(
+        x,
+        g,
+        y,
+        stats,
+        dims,
+        eps,
+        train,
+        #[inline(always)]
+        |g, y| ACT.grad(g, y)
+    ))
 }
 
 /// [`backward`] with the masked gradient `gate(g, y)` per element.
