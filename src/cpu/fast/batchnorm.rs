@@ -109,26 +109,25 @@ fn channel_planes(
 /// cache): the sums of [`lanes_sum`] per plane, added in f64 in image order, divided by `m`.
 #[inline(always)]
 fn channel_stats<'a>(planes: impl Iterator<Item = &'a [f32]> + Clone, m: f64) -> (f32, f32) {
-    let sum = planes
-        .clone()
-        .map(|p| {
-            lanes_sum(
-                p,
-                #[inline(always)]
-                |v| v,
-            )
-        })
-        .sum::<f64>();
+    // Plain loops, not `map(..).sum()`: `Map::fold` is compiled on its own, without the
+    // dispatched instruction set. They start at -0.0, as f64's `Sum` does (same bits).
+    let mut sum = -0.0f64;
+    for p in planes.clone() {
+        sum += lanes_sum(
+            p,
+            #[inline(always)]
+            |v| v,
+        );
+    }
     let mean = (sum / m) as f32;
-    let sq_dev = planes
-        .map(|p| {
-            lanes_sum(
-                p,
-                #[inline(always)]
-                |v| (v - mean) * (v - mean),
-            )
-        })
-        .sum::<f64>();
+    let mut sq_dev = -0.0f64;
+    for p in planes {
+        sq_dev += lanes_sum(
+            p,
+            #[inline(always)]
+            |v| (v - mean) * (v - mean),
+        );
+    }
     (mean, (sq_dev / m) as f32)
 }
 
