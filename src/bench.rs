@@ -99,7 +99,7 @@ pub fn default_cases() -> Vec<ModelCase> {
 }
 
 /// How many steps to run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// Untimed steps first (pipeline compilation, allocator warm-up).
     pub warmup: usize,
@@ -107,7 +107,12 @@ pub struct BenchOptions {
     pub steps: usize,
     /// Also time single conv2d and matmul kernels (GFLOP/s).
     pub kernels: bool,
+    /// The matmul kernel cases, each `(m, k, n)`: `[m, k] x [k, n]`.
+    pub matmuls: Vec<(usize, usize, usize)>,
 }
+
+/// The matmul kernel cases when none are asked for: small enough for lavapipe.
+pub const DEFAULT_MATMULS: [(usize, usize, usize); 2] = [(1024, 1024, 1024), (2048, 2048, 512)];
 
 impl Default for BenchOptions {
     fn default() -> Self {
@@ -115,6 +120,7 @@ impl Default for BenchOptions {
             warmup: 1,
             steps: 3,
             kernels: true,
+            matmuls: DEFAULT_MATMULS.to_vec(),
         }
     }
 }
@@ -445,12 +451,17 @@ pub fn run_conv_case(device: &Device, case: &ConvCase, reps: usize) -> Result<Be
     })
 }
 
-/// Times one [m, k] x [k, n] product (forward only).
-pub fn run_matmul_case(device: &Device, (m, k, n): (usize, usize, usize)) -> Result<BenchRow> {
+/// Times one [m, k] x [k, n] product (forward only): the median of `reps` synced products after
+/// one warm-up.
+pub fn run_matmul_case(
+    device: &Device,
+    (m, k, n): (usize, usize, usize),
+    reps: usize,
+) -> Result<BenchRow> {
     reset_peak_memory();
     let a = Tensor::randn(&[m, k], 0.0, 1.0, 1, device)?;
     let b = Tensor::randn(&[k, n], 0.0, 1.0, 2, device)?;
-    let ms = time_ms(3, &mut || {
+    let ms = time_ms(reps, &mut || {
         let c = a.matmul(&b)?;
         device.sync()?;
         drop(c);
@@ -503,8 +514,8 @@ pub fn run(device: &Device, cases: &[ModelCase], opts: &BenchOptions) -> BenchTa
             report(&row);
             rows.push(row);
         }
-        for dims in [(1024, 1024, 1024), (2048, 2048, 512)] {
-            let row = run_matmul_case(device, dims)
+        for &dims in &opts.matmuls {
+            let row = run_matmul_case(device, dims, opts.steps.max(3))
                 .unwrap_or_else(|e| failed(format!("matmul {dims:?}"), "matmul", e));
             report(&row);
             rows.push(row);
@@ -724,6 +735,7 @@ mod tests {
             warmup: 0,
             steps: 1,
             kernels: false,
+            ..Default::default()
         };
         let row = run_model_case(&Device::Cpu, &case, &opts).unwrap();
         assert_eq!(row.kind, "train");

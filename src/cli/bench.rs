@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Only the single-kernel conv2d and matmul cases (no model case).
     #[arg(long, conflicts_with = "arch")]
     pub kernels_only: bool,
+    /// A matmul kernel case `MxKxN` ([M, K] x [K, N]), instead of the default 1024x1024x1024 and
+    /// 2048x2048x512; repeat the flag for several (e.g. `--matmul 4096x4096x4096` on a real GPU).
+    #[arg(long, value_parser = parse_matmul_dims, conflicts_with = "no_kernels")]
+    pub matmul: Vec<(usize, usize, usize)>,
     /// Also write the table to this JSON file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -88,6 +92,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         steps: args.steps as usize,
         kernels: !args.no_kernels,
+        matmuls: if args.matmul.is_empty() {
+            bench::DEFAULT_MATMULS.to_vec()
+        } else {
+            args.matmul.clone()
+        },
     };
     let table = bench::run(&device, &cases, &opts);
     let text = serde_json::to_string_pretty(&table)?;
@@ -97,4 +106,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// `MxKxN` with three positive integers, e.g. `4096x4096x4096`.
+fn parse_matmul_dims(text: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<&str> = text.split('x').collect();
+    let bad = || {
+        format!("expected MxKxN with three positive integers (e.g. 4096x4096x4096), got {text:?}")
+    };
+    let [m, k, n] = dims.as_slice() else {
+        return Err(bad());
+    };
+    let parse = |d: &str| d.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(bad);
+    Ok((parse(m)?, parse(k)?, parse(n)?))
 }
