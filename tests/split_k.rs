@@ -3,7 +3,8 @@
 //! forced on lavapipe, several splits with a remainder chunk, batch 1 and batched/broadcast
 //! products, all transposes, odd sizes and tiles at the edges; gradients through split products;
 //! the conv weight gradient (its long-reduction GEMM); the automatic choice of the split; and the
-//! small tiles for products a 132-SM GPU cannot fill in the default ones.
+//! small tiles for products a 132-SM GPU cannot fill in the default ones; every `matmul_tiled`
+//! tiling.
 
 mod common;
 
@@ -11,8 +12,8 @@ use common::matmul::{check_product, randn, to64, TRANSPOSES};
 use unreid::autograd::gradcheck::assert_close;
 use unreid::ops::conv2d::Conv2dSpec;
 use unreid::ops::matmul::{
-    launch_plan, split_k, with_compute_units, with_matmul_kernel, with_split_k, GemmTarget,
-    MatmulDims, MatmulKernel,
+    launch_plan, split_k, with_compute_units, with_matmul_kernel, with_split_k, with_tiled_side,
+    GemmTarget, MatmulDims, MatmulKernel, TILED_SIDES,
 };
 use unreid::Device;
 
@@ -165,6 +166,62 @@ fn conv_weight_gradient_with_split_k_matches_the_cpu_reference() {
             let what = format!("{family:?} conv dW batch {batch} split {splits}");
             assert_close(&what, &got, &want, 1e-4, 1e-4);
         }
+    }
+}
+
+/// Every `matmul_tiled` tiling (SIDE 16, 8, 4: tiles of 128, 64, 32) against the CPU reference:
+/// tiles at both edges (sizes one past and one short of a tile), a single row and column, K
+/// shorter than one staging pass and not a multiple of it, every transpose, batched and
+/// broadcast operands, and forced splits with a short last chunk.
+#[test]
+fn every_tiled_side_matches_the_cpu_reference() {
+    let gpu = common::gpu();
+    let sizes = [
+        (129, 37, 130),
+        (1, 19, 1),
+        (63, 5, 65),
+        (33, 70, 31),
+        (17, 300, 129),
+    ];
+    for side in TILED_SIDES {
+        for (i, &(m, k, n)) in sizes.iter().enumerate() {
+            for split in [None, Some(3)] {
+                for tr in TRANSPOSES {
+                    let seed = 700 + 10 * i as u64;
+                    with_tiled_side(side, || {
+                        check_product(
+                            &gpu,
+                            MatmulKernel::Tiled,
+                            split,
+                            (&[], &[]),
+                            (m, k, n),
+                            tr,
+                            seed,
+                        )
+                    });
+                }
+            }
+        }
+        with_tiled_side(side, || {
+            check_product(
+                &gpu,
+                MatmulKernel::Tiled,
+                Some(2),
+                (&[3], &[]),
+                (40, 33, 70),
+                (false, true),
+                790,
+            );
+            check_product(
+                &gpu,
+                MatmulKernel::Tiled,
+                None,
+                (&[], &[2]),
+                (9, 17, 8),
+                (true, false),
+                791,
+            );
+        });
     }
 }
 

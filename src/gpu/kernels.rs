@@ -31,7 +31,7 @@ pub(crate) fn source(shader: &str) -> Option<&'static str> {
         .map(|(_, src)| *src)
 }
 
-/// Most pipeline-overridable constants one kernel sets (matmul_tiled sets 6).
+/// Most pipeline-overridable constants one kernel may set.
 const MAX_CONSTANTS: usize = 8;
 
 /// One compute pipeline: a shader file, an entry point and its pipeline-overridable constants.

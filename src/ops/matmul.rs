@@ -16,7 +16,8 @@ use crate::{cpu, Device, Tensor};
 /// `Auto` picks by adapter type: on CPU adapters (lavapipe) `Subgroup` (or `Reg` where the adapter
 /// has no subgroups of >= 8 lanes), on real GPUs `Tiled`. The environment variable
 /// `UNREID_MATMUL=sg|reg|tiled` overrides the pick for the whole process, and
-/// [`with_matmul_kernel`] for one thread (the tests use it to run every kernel on lavapipe).
+/// [`with_matmul_kernel`] for one thread (the tests use it to run every kernel on lavapipe);
+/// `UNREID_TILED=16|8|4` fixes `matmul_tiled`'s tile ([`TILED_SIDES`]) for every product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
     Auto,
@@ -27,7 +28,8 @@ pub enum MatmulKernel {
     Subgroup,
     /// `matmul_reg`: a 4x4 register block per invocation, any adapter, any shape.
     Reg,
-    /// `matmul_tiled`: workgroup-memory tiles with barriers, for discrete and integrated GPUs.
+    /// `matmul_tiled`: 8x8 outputs per invocation from workgroup-memory tiles of up to 128x128
+    /// (shaders/matmul.wgsl), for discrete and integrated GPUs.
     Tiled,
 }
 
@@ -35,6 +37,7 @@ thread_local! {
     static FORCED: std::cell::Cell<MatmulKernel> = const { std::cell::Cell::new(MatmulKernel::Auto) };
     static FORCED_SPLIT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     static FORCED_UNITS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static FORCED_SIDE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     static PRODUCT_LOG: std::cell::RefCell<Option<Vec<MatmulDims>>> =
         const { std::cell::RefCell::new(None) };
 }
@@ -70,6 +73,13 @@ pub fn with_split_k<R>(splits: usize, f: impl FnOnce() -> R) -> R {
 /// Runs `f` with every matmul on this thread (forward and backward) using `kernel`.
 pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
     with_cell(&FORCED, kernel, f)
+}
+
+/// Runs `f` with every `matmul_tiled` product on this thread in tiles of `side` (one of
+/// [`TILED_SIDES`]) instead of [`launch_plan`]'s choice: the tests use it to run every tiling at
+/// every shape.
+pub fn with_tiled_side<R>(side: usize, f: impl FnOnce() -> R) -> R {
+    with_cell(&FORCED_SIDE, Some(side), f)
 }
 
 /// Runs `f` with every GPU product on this thread planned for an adapter of `units` compute units
@@ -135,6 +145,9 @@ struct EnvChoice {
     split: Option<usize>,
     /// `UNREID_COMPUTE_UNITS` (a positive count).
     units: Option<usize>,
+    /// `UNREID_TILED=16|8|4`: one `matmul_tiled` SIDE for every product (for tuning on a new
+    /// adapter).
+    tiled_side: Option<usize>,
     /// The host's threads (what a CPU adapter's compute units are taken to be).
     host_threads: usize,
 }
@@ -157,6 +170,15 @@ fn env() -> &'static EnvChoice {
             },
             split: count("UNREID_SPLIT_K"),
             units: count("UNREID_COMPUTE_UNITS"),
+            tiled_side: std::env::var("UNREID_TILED").ok().and_then(|v| {
+                let side = v.parse().ok().filter(|s| TILED_SIDES.contains(s));
+                if side.is_none() {
+                    eprintln!(
+                        "warning: UNREID_TILED={v:?} ignored: expected one of {TILED_SIDES:?}"
+                    );
+                }
+                side
+            }),
             host_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
         }
     })
@@ -200,18 +222,20 @@ fn sg_row_groups(m: usize) -> usize {
 
 /// `matmul_reg` covers a 32x32 tile of C per workgroup.
 const REG_TILE: usize = 32;
-/// `matmul_tiled` tile (rows, columns, depth) and rows per invocation; see shaders/matmul.wgsl.
-const TILED: (usize, usize, usize, usize) = (64, 64, 16, 4);
-/// `matmul_tiled`'s small tile, for products whose default tiles cannot fill the device even
-/// with the reduction split (see [`launch_plan`]): 32x32 outputs, 64 invocations of 4x4.
-const TILED_SMALL: (usize, usize, usize, usize) = (32, 32, 16, 4);
+
+/// `matmul_tiled`'s tilings (its `SIDE`: a workgroup of SIDE x SIDE invocations of 8x8 outputs,
+/// so square tiles of 8 * SIDE), largest first: [`launch_plan`] takes the first that launches two
+/// workgroups per compute unit (with the reduction split where that helps). 128x128 tiles for big
+/// products; 64x64 and 32x32 ones for products too small to fill the device with larger tiles.
+pub const TILED_SIDES: [usize; 3] = [16, 8, 4];
 /// `matmul_sg`'s row groups for the small tile: 32 rows x 32 columns.
 const SG_SMALL_ROW_GROUPS: usize = 4;
 
 /// One tiling of a product: the kernel with its constants, the grid of one split (x, y, batch)
-/// and the granule of a split chunk along K. `small`: the family's small tile (32x32 where the
-/// default is larger; `matmul_reg` has only 32x32).
-fn tiling(family: MatmulKernel, d: &MatmulDims, small: bool) -> (Kernel, [u32; 3], usize) {
+/// and the granule of a split chunk along K. `size`: 0 for the family's default tile, larger for
+/// smaller tiles (`matmul_tiled`: [`TILED_SHAPES`]; `matmul_sg`: 32 rows from 1 on; `matmul_reg`
+/// has only 32x32); `None` past the family's last.
+fn tiling(family: MatmulKernel, d: &MatmulDims, size: usize) -> Option<(Kernel, [u32; 3], usize)> {
     let batch = d.batch as u32;
     let trans = |k: Kernel| {
         k.with("TRANS_A", d.trans_a as u32)
@@ -219,35 +243,38 @@ fn tiling(family: MatmulKernel, d: &MatmulDims, small: bool) -> (Kernel, [u32; 3
     };
     match family {
         MatmulKernel::Tiled => {
-            let (tm, tn, tk, rows) = if small { TILED_SMALL } else { TILED };
-            let kernel = trans(Kernel::new("matmul", "matmul_tiled"))
-                .with("TILE_M", tm as u32)
-                .with("TILE_N", tn as u32)
-                .with("TILE_K", tk as u32)
-                .with("ROWS", rows as u32);
-            let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, batch];
-            (kernel, groups, 1)
+            let side = match FORCED_SIDE.with(|s| s.get()).or(env().tiled_side) {
+                Some(forced) if size == 0 => forced,
+                Some(_) => return None,
+                None => *TILED_SIDES.get(size)?,
+            };
+            let kernel = trans(Kernel::new("matmul", "matmul_tiled")).with("SIDE", side as u32);
+            let tile = 8 * side;
+            let groups = [d.n.div_ceil(tile) as u32, d.m.div_ceil(tile) as u32, batch];
+            Some((kernel, groups, 1))
         }
-        MatmulKernel::Subgroup => {
+        MatmulKernel::Subgroup if size <= 1 => {
             let mut rg = sg_row_groups(d.m);
-            if small {
+            if size == 1 {
                 rg = rg.min(SG_SMALL_ROW_GROUPS);
             }
             let kernel =
                 trans(Kernel::new("matmul_subgroup", "matmul_sg")).with("ROW_GROUPS", rg as u32);
             let rows = 8 * rg;
             let groups = [d.n.div_ceil(32) as u32, d.m.div_ceil(rows) as u32, batch];
-            (kernel, groups, 4)
+            Some((kernel, groups, 4))
         }
-        _ => {
+        MatmulKernel::Subgroup => None,
+        _ if size == 0 => {
             let kernel = trans(Kernel::new("matmul", "matmul_reg"));
             let groups = [
                 d.n.div_ceil(REG_TILE) as u32,
                 d.m.div_ceil(REG_TILE) as u32,
                 batch,
             ];
-            (kernel, groups, 1)
+            Some((kernel, groups, 1))
         }
+        _ => None,
     }
 }
 
@@ -278,25 +305,37 @@ impl GemmLaunch {
 /// `UNREID_SPLIT_K`, else [`split_k`]). What [`Tensor::matmul_t`] runs on a GPU device, and what a
 /// dry run for another device counts.
 ///
-/// The tile is the family's default (64x64 for `matmul_tiled`, (8 x ROW_GROUPS) x 32 for
+/// The tile is the family's largest (128x128 for `matmul_tiled`, (8 x ROW_GROUPS) x 32 for
 /// `matmul_sg`) unless that cannot launch two workgroups per compute unit even with the automatic
-/// split of the reduction (chunks of at least [`MIN_SPLIT_K`]): then the family's 32x32 tile when
-/// it gives more output tiles (issue 16: the head's products, e.g. 64 x 2048 x 751, take 96
-/// workgroups in 64x64 tiles and 288 in 32x32 ones on 132 compute units). Smaller tiles do
-/// not change the sums each output takes (the same k order), only how outputs are grouped.
+/// split of the reduction (chunks of at least [`MIN_SPLIT_K`]): then the next smaller tile that
+/// can, else the one with the most output tiles (issue 16: the head's products, e.g. 64 x 2048 x
+/// 751, take 96 workgroups in 64x64 tiles and 288 in 32x32 ones on 132 compute units). Smaller
+/// tiles do not change the sums each output takes (the same k order), only how outputs are
+/// grouped.
 pub fn launch_plan(target: &GemmTarget, d: &MatmulDims) -> GemmLaunch {
     let family = family(target, d);
-    let mut tiles = tiling(family, d, false);
-    let (splits, _) = auto_split(target, d, tiles.1, tiles.2);
-    let workgroups = tiles.1.iter().map(|&g| g as u64).product::<u64>() * splits as u64;
-    if workgroups < 2 * target.compute_units as u64 {
-        let small = tiling(family, d, true);
-        let count = |g: [u32; 3]| g[0] as u64 * g[1] as u64;
-        if count(small.1) > count(tiles.1) {
-            tiles = small;
+    let mut filling = None;
+    let mut most_tiles: Option<(u64, (Kernel, [u32; 3], usize))> = None;
+    for size in 0.. {
+        let Some(tiles) = tiling(family, d, size) else {
+            break;
+        };
+        let (splits, _) = auto_split(target, d, tiles.1, tiles.2);
+        let output_tiles = tiles.1[0] as u64 * tiles.1[1] as u64;
+        if output_tiles * tiles.1[2] as u64 * splits as u64 >= 2 * target.compute_units as u64 {
+            filling = Some(tiles);
+            break;
+        }
+        if most_tiles
+            .as_ref()
+            .is_none_or(|(most, _)| output_tiles > *most)
+        {
+            most_tiles = Some((output_tiles, tiles));
         }
     }
-    let (kernel, groups, granule) = tiles;
+    let (kernel, groups, granule) = filling
+        .or(most_tiles.map(|(_, tiles)| tiles))
+        .expect("every family has a default tile");
     let (splits, chunk) = split_plan(target, d, groups, granule);
     GemmLaunch {
         family,
