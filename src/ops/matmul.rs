@@ -231,11 +231,15 @@ pub const TILED_SIDES: [usize; 3] = [16, 8, 4];
 /// `matmul_sg`'s row groups for the small tile: 32 rows x 32 columns.
 const SG_SMALL_ROW_GROUPS: usize = 4;
 
+/// A kernel with its constants, the grid of one split (x, y, batch) and the granule of a split
+/// chunk along K.
+type Tiling = (Kernel, [u32; 3], usize);
+
 /// One tiling of a product: the kernel with its constants, the grid of one split (x, y, batch)
 /// and the granule of a split chunk along K. `size`: 0 for the family's default tile, larger for
 /// smaller tiles (`matmul_tiled`: [`TILED_SHAPES`]; `matmul_sg`: 32 rows from 1 on; `matmul_reg`
 /// has only 32x32); `None` past the family's last.
-fn tiling(family: MatmulKernel, d: &MatmulDims, size: usize) -> Option<(Kernel, [u32; 3], usize)> {
+fn tiling(family: MatmulKernel, d: &MatmulDims, size: usize) -> Option<Tiling> {
     let batch = d.batch as u32;
     let trans = |k: Kernel| {
         k.with("TRANS_A", d.trans_a as u32)
@@ -315,7 +319,7 @@ impl GemmLaunch {
 pub fn launch_plan(target: &GemmTarget, d: &MatmulDims) -> GemmLaunch {
     let family = family(target, d);
     let mut filling = None;
-    let mut most_tiles: Option<(u64, (Kernel, [u32; 3], usize))> = None;
+    let mut most_tiles: Option<(u64, Tiling)> = None;
     for size in 0.. {
         let Some(tiles) = tiling(family, d, size) else {
             break;
