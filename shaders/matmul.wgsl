@@ -84,9 +84,10 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
 // pass are issued before this pass is multiplied (the global-memory latency hides behind the
 // arithmetic). Everything an invocation keeps (16 vec4 accumulators, 2 x 8 staged values) is
 // spelled out by hand, not indexed by loop counters: a driver that does not unroll such loops
-// keeps indexed arrays in local memory (measured on an H200 through Vulkan, issue 16: 2.0
-// TFLOP/s with loop-indexed accumulators, 7.4 with these). SIDE: 16 (128x128 tiles, 256
-// invocations), 8 or 4 for products too small to fill the device.
+// keeps indexed arrays in local memory (measured on an H200 through Vulkan, issue 16, 4096^3:
+// 2.0 TFLOP/s with loop-indexed accumulators, 7.4 with them written out, up to 23 with the staged
+// values too). SIDE: 16 (128x128 tiles, 256 invocations), 8 or 4 for products too small to fill
+// the device.
 // Dispatch: (ceil(N / (8 SIDE)), ceil(M / (8 SIDE)), batch * splits). Bindings: 0 params, 1 a,
 // 2 b, 3 c.
 override SIDE: u32 = 16u;
@@ -120,10 +121,10 @@ fn stage_b(e: u32, base: u32, col0: u32, k0: u32, k_end: u32) -> f32 {
     return load_b(base, k0 + s.x, col0 + s.y);
 }
 
-// The position of vec4 q (rows or columns 4q .. 4q + 3) in row k of a staging tile: q XOR (k mod 8).
-// Staging writes of one subgroup that run down k (non-transposed A, transposed B:
-// 16 values of k for 2 rows) would otherwise all fall into 2 of the 32 banks (16-way conflicts);
-// swizzled, into 16 (2-way). The XOR keeps q within its aligned group of 8, so the compute loop's
+// The position of vec4 q (rows or columns 4q .. 4q + 3) in row k of a staging tile: q XOR (k mod
+// 8). Staging writes of one subgroup that run down k (non-transposed A, transposed B: 16 values
+// of k for 2 rows) would otherwise all fall into 2 of the 32 banks (16-way conflicts); swizzled,
+// into 16 (2-way). The XOR keeps q within its aligned group of 8, so the compute loop's
 // reads stay consecutive vec4s or a broadcast. Measured on an H200 (issue 16): ResNet-50 b64 step
 // 544 -> 580 images/s.
 fn swizzle(k: u32, q: u32) -> u32 {
@@ -160,10 +161,30 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let bb = range.x * p.b_stride;
     let k_end = range.z;
     var sa0: vec4<f32>; var sa1: vec4<f32>; var sb0: vec4<f32>; var sb1: vec4<f32>;
-    sa0 = vec4(stage_a(me, ab, row0, range.y, k_end), stage_a(me + t, ab, row0, range.y, k_end), stage_a(me + 2u * t, ab, row0, range.y, k_end), stage_a(me + 3u * t, ab, row0, range.y, k_end));
-    sa1 = vec4(stage_a(me + 4u * t, ab, row0, range.y, k_end), stage_a(me + 5u * t, ab, row0, range.y, k_end), stage_a(me + 6u * t, ab, row0, range.y, k_end), stage_a(me + 7u * t, ab, row0, range.y, k_end));
-    sb0 = vec4(stage_b(me, bb, col0, range.y, k_end), stage_b(me + t, bb, col0, range.y, k_end), stage_b(me + 2u * t, bb, col0, range.y, k_end), stage_b(me + 3u * t, bb, col0, range.y, k_end));
-    sb1 = vec4(stage_b(me + 4u * t, bb, col0, range.y, k_end), stage_b(me + 5u * t, bb, col0, range.y, k_end), stage_b(me + 6u * t, bb, col0, range.y, k_end), stage_b(me + 7u * t, bb, col0, range.y, k_end));
+    sa0 = vec4(
+        stage_a(me, ab, row0, range.y, k_end),
+        stage_a(me + t, ab, row0, range.y, k_end),
+        stage_a(me + 2u * t, ab, row0, range.y, k_end),
+        stage_a(me + 3u * t, ab, row0, range.y, k_end)
+    );
+    sa1 = vec4(
+        stage_a(me + 4u * t, ab, row0, range.y, k_end),
+        stage_a(me + 5u * t, ab, row0, range.y, k_end),
+        stage_a(me + 6u * t, ab, row0, range.y, k_end),
+        stage_a(me + 7u * t, ab, row0, range.y, k_end)
+    );
+    sb0 = vec4(
+        stage_b(me, bb, col0, range.y, k_end),
+        stage_b(me + t, bb, col0, range.y, k_end),
+        stage_b(me + 2u * t, bb, col0, range.y, k_end),
+        stage_b(me + 3u * t, bb, col0, range.y, k_end)
+    );
+    sb1 = vec4(
+        stage_b(me + 4u * t, bb, col0, range.y, k_end),
+        stage_b(me + 5u * t, bb, col0, range.y, k_end),
+        stage_b(me + 6u * t, bb, col0, range.y, k_end),
+        stage_b(me + 7u * t, bb, col0, range.y, k_end)
+    );
     var c00 = vec4(0.0); var c01 = vec4(0.0);
     var c10 = vec4(0.0); var c11 = vec4(0.0);
     var c20 = vec4(0.0); var c21 = vec4(0.0);
@@ -173,18 +194,42 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var c60 = vec4(0.0); var c61 = vec4(0.0);
     var c70 = vec4(0.0); var c71 = vec4(0.0);
     for (var k0 = range.y; k0 < k_end; k0 = k0 + SIDE) {
-        put_a(me, sa0.x); put_a(me + t, sa0.y); put_a(me + 2u * t, sa0.z); put_a(me + 3u * t, sa0.w);
-        put_a(me + 4u * t, sa1.x); put_a(me + 5u * t, sa1.y); put_a(me + 6u * t, sa1.z); put_a(me + 7u * t, sa1.w);
-        put_b(me, sb0.x); put_b(me + t, sb0.y); put_b(me + 2u * t, sb0.z); put_b(me + 3u * t, sb0.w);
-        put_b(me + 4u * t, sb1.x); put_b(me + 5u * t, sb1.y); put_b(me + 6u * t, sb1.z); put_b(me + 7u * t, sb1.w);
+        put_a(me, sa0.x); put_a(me + t, sa0.y);
+        put_a(me + 2u * t, sa0.z); put_a(me + 3u * t, sa0.w);
+        put_a(me + 4u * t, sa1.x); put_a(me + 5u * t, sa1.y);
+        put_a(me + 6u * t, sa1.z); put_a(me + 7u * t, sa1.w);
+        put_b(me, sb0.x); put_b(me + t, sb0.y);
+        put_b(me + 2u * t, sb0.z); put_b(me + 3u * t, sb0.w);
+        put_b(me + 4u * t, sb1.x); put_b(me + 5u * t, sb1.y);
+        put_b(me + 6u * t, sb1.z); put_b(me + 7u * t, sb1.w);
         workgroupBarrier();
         // The next pass's loads, in flight while this one is multiplied.
         let k1 = k0 + SIDE;
         if (k1 < k_end) {
-            sa0 = vec4(stage_a(me, ab, row0, k1, k_end), stage_a(me + t, ab, row0, k1, k_end), stage_a(me + 2u * t, ab, row0, k1, k_end), stage_a(me + 3u * t, ab, row0, k1, k_end));
-            sa1 = vec4(stage_a(me + 4u * t, ab, row0, k1, k_end), stage_a(me + 5u * t, ab, row0, k1, k_end), stage_a(me + 6u * t, ab, row0, k1, k_end), stage_a(me + 7u * t, ab, row0, k1, k_end));
-            sb0 = vec4(stage_b(me, bb, col0, k1, k_end), stage_b(me + t, bb, col0, k1, k_end), stage_b(me + 2u * t, bb, col0, k1, k_end), stage_b(me + 3u * t, bb, col0, k1, k_end));
-            sb1 = vec4(stage_b(me + 4u * t, bb, col0, k1, k_end), stage_b(me + 5u * t, bb, col0, k1, k_end), stage_b(me + 6u * t, bb, col0, k1, k_end), stage_b(me + 7u * t, bb, col0, k1, k_end));
+            sa0 = vec4(
+                stage_a(me, ab, row0, k1, k_end),
+                stage_a(me + t, ab, row0, k1, k_end),
+                stage_a(me + 2u * t, ab, row0, k1, k_end),
+                stage_a(me + 3u * t, ab, row0, k1, k_end)
+            );
+            sa1 = vec4(
+                stage_a(me + 4u * t, ab, row0, k1, k_end),
+                stage_a(me + 5u * t, ab, row0, k1, k_end),
+                stage_a(me + 6u * t, ab, row0, k1, k_end),
+                stage_a(me + 7u * t, ab, row0, k1, k_end)
+            );
+            sb0 = vec4(
+                stage_b(me, bb, col0, k1, k_end),
+                stage_b(me + t, bb, col0, k1, k_end),
+                stage_b(me + 2u * t, bb, col0, k1, k_end),
+                stage_b(me + 3u * t, bb, col0, k1, k_end)
+            );
+            sb1 = vec4(
+                stage_b(me + 4u * t, bb, col0, k1, k_end),
+                stage_b(me + 5u * t, bb, col0, k1, k_end),
+                stage_b(me + 6u * t, bb, col0, k1, k_end),
+                stage_b(me + 7u * t, bb, col0, k1, k_end)
+            );
         }
         for (var kk = 0u; kk < SIDE; kk = kk + 1u) {
             let row = kk * 2u * SIDE;

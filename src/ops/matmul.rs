@@ -78,7 +78,14 @@ pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
 /// Runs `f` with every `matmul_tiled` product on this thread in tiles of `side` (one of
 /// [`TILED_SIDES`]) instead of [`launch_plan`]'s choice: the tests use it to run every tiling at
 /// every shape.
+///
+/// # Panics
+/// When `side` is not one of [`TILED_SIDES`] (the shader's staging arrays and swizzle fit those).
 pub fn with_tiled_side<R>(side: usize, f: impl FnOnce() -> R) -> R {
+    assert!(
+        TILED_SIDES.contains(&side),
+        "matmul_tiled side {side}: expected one of {TILED_SIDES:?}"
+    );
     with_cell(&FORCED_SIDE, Some(side), f)
 }
 
@@ -155,29 +162,32 @@ struct EnvChoice {
 fn env() -> &'static EnvChoice {
     static ENV: std::sync::OnceLock<EnvChoice> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
+        // A set variable whose value cannot be used is named on stderr, never dropped silently
+        // (these are read lazily inside the first product, where no error can be returned).
+        fn parsed<T>(var: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+            let text = std::env::var(var).ok()?;
+            let value = parse(text.trim());
+            if value.is_none() {
+                eprintln!("warning: {var}={text:?} ignored: expected {expected}");
+            }
+            value
+        }
         let count = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|&n| n > 0)
+            parsed(var, "a positive integer", |v| {
+                v.parse::<usize>().ok().filter(|&n| n > 0)
+            })
         };
         EnvChoice {
-            kernel: match std::env::var("UNREID_MATMUL").ok().as_deref() {
-                Some("sg") => Some(MatmulKernel::Subgroup),
-                Some("reg") => Some(MatmulKernel::Reg),
-                Some("tiled") => Some(MatmulKernel::Tiled),
+            kernel: parsed("UNREID_MATMUL", "sg, reg or tiled", |v| match v {
+                "sg" => Some(MatmulKernel::Subgroup),
+                "reg" => Some(MatmulKernel::Reg),
+                "tiled" => Some(MatmulKernel::Tiled),
                 _ => None,
-            },
+            }),
             split: count("UNREID_SPLIT_K"),
             units: count("UNREID_COMPUTE_UNITS"),
-            tiled_side: std::env::var("UNREID_TILED").ok().and_then(|v| {
-                let side = v.parse().ok().filter(|s| TILED_SIDES.contains(s));
-                if side.is_none() {
-                    eprintln!(
-                        "warning: UNREID_TILED={v:?} ignored: expected one of {TILED_SIDES:?}"
-                    );
-                }
-                side
+            tiled_side: parsed("UNREID_TILED", "16, 8 or 4", |v| {
+                v.parse().ok().filter(|s| TILED_SIDES.contains(s))
             }),
             host_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
         }
@@ -237,7 +247,7 @@ type Tiling = (Kernel, [u32; 3], usize);
 
 /// One tiling of a product: the kernel with its constants, the grid of one split (x, y, batch)
 /// and the granule of a split chunk along K. `size`: 0 for the family's default tile, larger for
-/// smaller tiles (`matmul_tiled`: [`TILED_SHAPES`]; `matmul_sg`: 32 rows from 1 on; `matmul_reg`
+/// smaller tiles (`matmul_tiled`: [`TILED_SIDES`]; `matmul_sg`: 32 rows from 1 on; `matmul_reg`
 /// has only 32x32); `None` past the family's last.
 fn tiling(family: MatmulKernel, d: &MatmulDims, size: usize) -> Option<Tiling> {
     let batch = d.batch as u32;
