@@ -505,14 +505,17 @@ fn the_step_rectifies_with_the_stored_soft_labels_not_the_batchs_prediction() {
         (sce - a).abs() <= 1e-6 * (1.0 + a.abs()),
         "step sce {sce}: with the stored soft labels {a}, with the batch's prediction {b}"
     );
-    // The counts: changed against the cluster labels, by the prototypes against the stored argmax.
+    // The counts: changed against the cluster labels, and of those (RectifyStats' definition),
+    // the ones the prototypes moved away from the stored argmax. (Counting every row whose label
+    // differs from the stored argmax made this test depend on the last bits of the CPU's
+    // arithmetic: a row whose stored soft label is a near tie but whose label is unchanged.)
     let stats: RectifyStats =
         serde_json::from_value(m.state().unwrap().1["stats"].clone()).unwrap();
     let changed = (0..rows.len())
         .filter(|&r| want[r] != batch.labels[r])
         .count();
     let by_proto = (0..rows.len())
-        .filter(|&r| want[r] != want_argmax[r])
+        .filter(|&r| want[r] != batch.labels[r] && want[r] != want_argmax[r])
         .count();
     assert_eq!(
         (stats.seen, stats.changed, stats.changed_by_prototypes),
