@@ -29,67 +29,94 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// im2col: bindings 1 x (whole batch), 2 cols [K, chunk*P]. One invocation per column element.
+// im2col: bindings 1 x (whole batch), 2 cols [K, chunk*P]. Grid (min(ceil(chunk*P / PIX_WG),
+// 65535), min(ceil(K / K_PER), 65535), 1): invocation x is one column (image in chunk, output
+// pixel), workgroup y a block of K_PER rows k = (ci, ki, kj) (grid-stride loops over columns and
+// blocks, so any size fits the grid limits). A column's (n, oy, ox) is divided out once for K_PER rows, and a row's
+// (ci, ki, kj) once per workgroup: the old one-invocation-per-element kernel spent most of its
+// time in five integer divisions per element.
+// Both set by src/ops/conv2d.rs (`column_grid`), which sizes the grid by them.
+override PIX_WG: u32 = 128u;
+override K_PER: u32 = 4u;
 @group(0) @binding(1) var<storage, read> ic_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ic_cols: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(PIX_WG)
 fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = linear_id(wid, nwg, lid);
     let p = g.ho * g.wo;
     let cols = g.chunk * p;
     let kk = g.kh * g.kw;
-    if (t >= g.c * kk * cols) { return; }
-    let k = t / cols;
-    let col = t % cols;
-    let n = col / p;
-    let pix = col % p;
-    let ci = k / kk;
-    let tap = k % kk;
-    let iy = i32((pix / g.wo) * g.sh + (tap / g.kw) * g.dh) - i32(g.ph);
-    let ix = i32((pix % g.wo) * g.sw + (tap % g.kw) * g.dw) - i32(g.pw);
-    var v = 0.0;
-    if (iy >= 0 && iy < i32(g.h) && ix >= 0 && ix < i32(g.w)) {
-        v = ic_x[((g.n0 + n) * g.c + ci) * g.h * g.w + u32(iy) * g.w + u32(ix)];
+    let rows = g.c * kk;
+    for (var col = wid.x * PIX_WG + lid.x; col < cols; col = col + nwg.x * PIX_WG) {
+        let pix = col % p;
+        let plane0 = (g.n0 + col / p) * g.c;
+        let y0 = i32((pix / g.wo) * g.sh) - i32(g.ph);
+        let x0 = i32((pix % g.wo) * g.sw) - i32(g.pw);
+        for (var blk = wid.y; blk * K_PER < rows; blk = blk + nwg.y) {
+            for (var k = blk * K_PER; k < min(rows, (blk + 1u) * K_PER); k = k + 1u) {
+                let tap = k % kk;
+                let iy = y0 + i32((tap / g.kw) * g.dh);
+                let ix = x0 + i32((tap % g.kw) * g.dw);
+                var v = 0.0;
+                if (iy >= 0 && iy < i32(g.h) && ix >= 0 && ix < i32(g.w)) {
+                    v = ic_x[(plane0 + k / kk) * g.h * g.w + u32(iy) * g.w + u32(ix)];
+                }
+                ic_cols[k * cols + col] = v;
+            }
+        }
     }
-    ic_cols[t] = v;
 }
 
 // ---------------------------------------------------------------------------------------------
-// col2im: bindings 1 dcols [K, chunk*P], 2 dx [chunk, C, H, W]. One invocation per dx element,
-// summing every (tap, output pixel) whose window reads it.
+// col2im: bindings 1 dcols [K, chunk*P], 2 dx [chunk, C, H, W]. Grid (min(ceil(chunk*H*W /
+// PIX_WG), 65535), min(C, 65535), 1): invocation x is one (image, input pixel), workgroup y a
+// channel (grid-stride loops over both); each dx element sums every (tap, output pixel) whose window
+// reads it, taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no
+// divisibility test or division per tap.
+override UNIT_STRIDE: bool = false;
 @group(0) @binding(1) var<storage, read> ci_cols: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
 
-@compute @workgroup_size(256)
+// The output coordinate whose window puts tap offset `off` (input coordinate + padding - tap *
+// dilation) on this input coordinate, or -1 when none does.
+fn tap_output(off: i32, stride: u32, size: u32) -> i32 {
+    if (off < 0) { return -1; }
+    var o = u32(off);
+    if (!UNIT_STRIDE) {
+        if (o % stride != 0u) { return -1; }
+        o = o / stride;
+    }
+    if (o >= size) { return -1; }
+    return i32(o);
+}
+
+@compute @workgroup_size(PIX_WG)
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = linear_id(wid, nwg, lid);
     let hw = g.h * g.w;
-    if (t >= g.chunk * g.c * hw) { return; }
-    let n = t / (g.c * hw);
-    let ci = (t / hw) % g.c;
-    let iy = (t % hw) / g.w;
-    let ix = t % g.w;
     let p = g.ho * g.wo;
     let cols = g.chunk * p;
-    var acc = 0.0;
-    for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
-        let ty = i32(iy + g.ph) - i32(ki * g.dh);
-        if (ty < 0 || ty % i32(g.sh) != 0) { continue; }
-        let oy = u32(ty) / g.sh;
-        if (oy >= g.ho) { continue; }
-        for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
-            let tx = i32(ix + g.pw) - i32(kj * g.dw);
-            if (tx < 0 || tx % i32(g.sw) != 0) { continue; }
-            let ox = u32(tx) / g.sw;
-            if (ox >= g.wo) { continue; }
-            let k = (ci * g.kh + ki) * g.kw + kj;
-            acc = acc + ci_cols[k * cols + n * p + oy * g.wo + ox];
+    for (var t = wid.x * PIX_WG + lid.x; t < g.chunk * hw; t = t + nwg.x * PIX_WG) {
+        let n = t / hw;
+        let pix = t % hw;
+        let iy = pix / g.w;
+        let ix = pix % g.w;
+        for (var ci = wid.y; ci < g.c; ci = ci + nwg.y) {
+            var acc = 0.0;
+            for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+                let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
+                if (oy < 0) { continue; }
+                for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+                    let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
+                    if (ox < 0) { continue; }
+                    let k = (ci * g.kh + ki) * g.kw + kj;
+                    acc = acc + ci_cols[k * cols + n * p + u32(oy) * g.wo + u32(ox)];
+                }
+            }
+            ci_dx[(n * g.c + ci) * hw + pix] = acc;
         }
     }
-    ci_dx[t] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------

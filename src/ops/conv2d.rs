@@ -306,6 +306,28 @@ fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Te
     Tensor::from_gpu(shape, DType::F32, dev, buf)
 }
 
+/// Invocations per workgroup of `im2col` / `col2im` (their `PIX_WG`), one column each.
+const PIX_WG: usize = 128;
+/// Rows of the column matrix per `im2col` workgroup (its `K_PER`): a column's pixel arithmetic
+/// is shared by that many rows.
+const IM2COL_ROWS: usize = 4;
+
+/// `kernel` with the column kernels' constants, and its grid: x over `columns` in workgroups of
+/// [`PIX_WG`], y over `row_blocks`, each at most 65,535 (WebGPU's per-dimension limit; the kernels
+/// loop over the rest).
+fn column_grid(kernel: Kernel, columns: usize, row_blocks: usize) -> (Kernel, [u32; 3]) {
+    const MAX: usize = 65_535;
+    let kernel = kernel
+        .with("PIX_WG", PIX_WG as u32)
+        .with("K_PER", IM2COL_ROWS as u32);
+    let grid = [
+        columns.div_ceil(PIX_WG).clamp(1, MAX) as u32,
+        row_blocks.clamp(1, MAX) as u32,
+        1,
+    ];
+    (kernel, grid)
+}
+
 /// Columns [K, chunk*P] of images n0..n0+chunk.
 fn im2col_gpu(
     gpu: &Arc<Gpu>,
@@ -317,11 +339,16 @@ fn im2col_gpu(
 ) -> Result<Tensor> {
     let n = g.kg() * chunk * g.p();
     let cols = alloc_f32(gpu, n, "conv2d im2col columns")?;
+    let (kernel, grid) = column_grid(
+        Kernel::new("conv2d", "im2col"),
+        chunk * g.p(),
+        g.kg().div_ceil(IM2COL_ROWS),
+    );
     gpu.dispatch(
-        &Kernel::new("conv2d", "im2col"),
+        &kernel,
         params(g, n0, chunk).bytes(),
         &[x.gpu_buffer().unwrap(), &cols],
-        grid_1d(n as u32, 256),
+        grid,
     )?;
     Ok(gpu_tensor(dev, vec![g.kg(), chunk * g.p()], cols))
 }
@@ -453,11 +480,17 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
                 let dyc = dy_chunk(dy, g, n0, c)?;
                 let dcols = w2.matmul_t(&dyc, true, false)?; // [K, c*P]
                 let dx = alloc_f32(gpu, c * g.c * g.h * g.w, "conv2d col2im")?;
+                let unit_stride = g.stride == (1, 1);
+                let (kernel, grid) = column_grid(
+                    Kernel::new("conv2d", "col2im").with("UNIT_STRIDE", unit_stride as u32),
+                    c * g.h * g.w,
+                    g.c,
+                );
                 gpu.dispatch(
-                    &Kernel::new("conv2d", "col2im"),
+                    &kernel,
                     params(g, n0, c).bytes(),
                     &[dcols.gpu_buffer().unwrap(), &dx],
-                    grid_1d((c * g.c * g.h * g.w) as u32, 256),
+                    grid,
                 )?;
                 parts.push(gpu_tensor(dev, vec![c, g.c, g.h, g.w], dx));
             }
