@@ -3,7 +3,9 @@
 mod common;
 use unreid::autograd::gradcheck::{assert_close, Input};
 use unreid::nn::{Module, Param};
-use unreid::optim::{clip_grad_norm, Adam, LrSchedule, MeanTeacher, Optimizer, Sgd, Warmup};
+use unreid::optim::{
+    clip_grad_norm, Adam, LrSchedule, MeanTeacher, MultiTensor, Optimizer, Sgd, Warmup,
+};
 use unreid::{Device, Result, Tensor};
 
 /// A least-squares problem with a weight, a bias and a frozen (untracked) offset.
@@ -346,7 +348,11 @@ fn multi_tensor_adam_matches_the_per_tensor_path_and_the_reference() {
             })
             .collect();
         let mut adam = Adam::new(0.01, 5e-3);
-        adam.multi_tensor = multi;
+        adam.multi_tensor = if multi {
+            MultiTensor::Always
+        } else {
+            MultiTensor::Never
+        };
         for step in 0..4 {
             // Tensor 5 gets no gradient before step 3 (so its state starts later).
             let active: Vec<usize> = (0..sizes.len()).filter(|&k| k != 5 || step >= 2).collect();
