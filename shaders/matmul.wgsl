@@ -141,6 +141,38 @@ fn put_b(e: u32, v: f32) {
     b_tile[s.x * 2u * SIDE + swizzle(s.x, s.y / 4u)][s.y % 4u] = v;
 }
 
+// One invocation's share of a pass's staging: elements me + i * SIDE^2 (i < 8) of op(A)'s slice
+// (a0, a1) and of op(B)'s (b0, b1).
+struct Staged { a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32> }
+
+// Loads this invocation's share of the pass starting at k0 (`stage_a` / `stage_b`).
+fn stage(me: u32, ab: u32, bb: u32, row0: u32, col0: u32, k0: u32, k_end: u32) -> Staged {
+    let t = SIDE * SIDE;
+    return Staged(
+        vec4(stage_a(me, ab, row0, k0, k_end), stage_a(me + t, ab, row0, k0, k_end),
+             stage_a(me + 2u * t, ab, row0, k0, k_end), stage_a(me + 3u * t, ab, row0, k0, k_end)),
+        vec4(stage_a(me + 4u * t, ab, row0, k0, k_end), stage_a(me + 5u * t, ab, row0, k0, k_end),
+             stage_a(me + 6u * t, ab, row0, k0, k_end), stage_a(me + 7u * t, ab, row0, k0, k_end)),
+        vec4(stage_b(me, bb, col0, k0, k_end), stage_b(me + t, bb, col0, k0, k_end),
+             stage_b(me + 2u * t, bb, col0, k0, k_end), stage_b(me + 3u * t, bb, col0, k0, k_end)),
+        vec4(stage_b(me + 4u * t, bb, col0, k0, k_end), stage_b(me + 5u * t, bb, col0, k0, k_end),
+             stage_b(me + 6u * t, bb, col0, k0, k_end), stage_b(me + 7u * t, bb, col0, k0, k_end)),
+    );
+}
+
+// Writes this invocation's share into the staging tiles (`put_a` / `put_b`).
+fn put(me: u32, s: Staged) {
+    let t = SIDE * SIDE;
+    put_a(me, s.a0.x); put_a(me + t, s.a0.y);
+    put_a(me + 2u * t, s.a0.z); put_a(me + 3u * t, s.a0.w);
+    put_a(me + 4u * t, s.a1.x); put_a(me + 5u * t, s.a1.y);
+    put_a(me + 6u * t, s.a1.z); put_a(me + 7u * t, s.a1.w);
+    put_b(me, s.b0.x); put_b(me + t, s.b0.y);
+    put_b(me + 2u * t, s.b0.z); put_b(me + 3u * t, s.b0.w);
+    put_b(me + 4u * t, s.b1.x); put_b(me + 5u * t, s.b1.y);
+    put_b(me + 6u * t, s.b1.z); put_b(me + 7u * t, s.b1.w);
+}
+
 // One row of outputs: columns col .. col + 3 from v0, col + 4 SIDE .. col + 4 SIDE + 3 from v1.
 fn store_row(c_base: u32, row: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>) {
     if (row >= p.m) { return; }
@@ -152,7 +184,6 @@ fn store_row(c_base: u32, row: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>) {
 
 @compute @workgroup_size(SIDE, SIDE, 1)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = SIDE * SIDE; // invocations: staging element e + i * t is this invocation's i-th
     let me = lid.y * SIDE + lid.x;
     let row0 = wid.y * 8u * SIDE;
     let col0 = wid.x * 8u * SIDE;
@@ -160,31 +191,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let ab = range.x * p.a_stride;
     let bb = range.x * p.b_stride;
     let k_end = range.z;
-    var sa0: vec4<f32>; var sa1: vec4<f32>; var sb0: vec4<f32>; var sb1: vec4<f32>;
-    sa0 = vec4(
-        stage_a(me, ab, row0, range.y, k_end),
-        stage_a(me + t, ab, row0, range.y, k_end),
-        stage_a(me + 2u * t, ab, row0, range.y, k_end),
-        stage_a(me + 3u * t, ab, row0, range.y, k_end)
-    );
-    sa1 = vec4(
-        stage_a(me + 4u * t, ab, row0, range.y, k_end),
-        stage_a(me + 5u * t, ab, row0, range.y, k_end),
-        stage_a(me + 6u * t, ab, row0, range.y, k_end),
-        stage_a(me + 7u * t, ab, row0, range.y, k_end)
-    );
-    sb0 = vec4(
-        stage_b(me, bb, col0, range.y, k_end),
-        stage_b(me + t, bb, col0, range.y, k_end),
-        stage_b(me + 2u * t, bb, col0, range.y, k_end),
-        stage_b(me + 3u * t, bb, col0, range.y, k_end)
-    );
-    sb1 = vec4(
-        stage_b(me + 4u * t, bb, col0, range.y, k_end),
-        stage_b(me + 5u * t, bb, col0, range.y, k_end),
-        stage_b(me + 6u * t, bb, col0, range.y, k_end),
-        stage_b(me + 7u * t, bb, col0, range.y, k_end)
-    );
+    var staged = stage(me, ab, bb, row0, col0, range.y, k_end);
     var c00 = vec4(0.0); var c01 = vec4(0.0);
     var c10 = vec4(0.0); var c11 = vec4(0.0);
     var c20 = vec4(0.0); var c21 = vec4(0.0);
@@ -194,43 +201,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var c60 = vec4(0.0); var c61 = vec4(0.0);
     var c70 = vec4(0.0); var c71 = vec4(0.0);
     for (var k0 = range.y; k0 < k_end; k0 = k0 + SIDE) {
-        put_a(me, sa0.x); put_a(me + t, sa0.y);
-        put_a(me + 2u * t, sa0.z); put_a(me + 3u * t, sa0.w);
-        put_a(me + 4u * t, sa1.x); put_a(me + 5u * t, sa1.y);
-        put_a(me + 6u * t, sa1.z); put_a(me + 7u * t, sa1.w);
-        put_b(me, sb0.x); put_b(me + t, sb0.y);
-        put_b(me + 2u * t, sb0.z); put_b(me + 3u * t, sb0.w);
-        put_b(me + 4u * t, sb1.x); put_b(me + 5u * t, sb1.y);
-        put_b(me + 6u * t, sb1.z); put_b(me + 7u * t, sb1.w);
+        put(me, staged);
         workgroupBarrier();
         // The next pass's loads, in flight while this one is multiplied.
         let k1 = k0 + SIDE;
-        if (k1 < k_end) {
-            sa0 = vec4(
-                stage_a(me, ab, row0, k1, k_end),
-                stage_a(me + t, ab, row0, k1, k_end),
-                stage_a(me + 2u * t, ab, row0, k1, k_end),
-                stage_a(me + 3u * t, ab, row0, k1, k_end)
-            );
-            sa1 = vec4(
-                stage_a(me + 4u * t, ab, row0, k1, k_end),
-                stage_a(me + 5u * t, ab, row0, k1, k_end),
-                stage_a(me + 6u * t, ab, row0, k1, k_end),
-                stage_a(me + 7u * t, ab, row0, k1, k_end)
-            );
-            sb0 = vec4(
-                stage_b(me, bb, col0, k1, k_end),
-                stage_b(me + t, bb, col0, k1, k_end),
-                stage_b(me + 2u * t, bb, col0, k1, k_end),
-                stage_b(me + 3u * t, bb, col0, k1, k_end)
-            );
-            sb1 = vec4(
-                stage_b(me + 4u * t, bb, col0, k1, k_end),
-                stage_b(me + 5u * t, bb, col0, k1, k_end),
-                stage_b(me + 6u * t, bb, col0, k1, k_end),
-                stage_b(me + 7u * t, bb, col0, k1, k_end)
-            );
-        }
+        if (k1 < k_end) { staged = stage(me, ab, bb, row0, col0, k1, k_end); }
         for (var kk = 0u; kk < SIDE; kk = kk + 1u) {
             let row = kk * 2u * SIDE;
             let a0 = a_tile[row + swizzle(kk, lid.y)];
