@@ -372,9 +372,9 @@ fn the_listed_conv_products_are_the_launched_ones() {
 /// baseline limits (workgroup storage and invocations with the plan's tile constants). Every
 /// convolution product launches at least 2 workgroups per compute unit (264).
 ///
-/// The head's six products (under 0.1% of the step's multiply-adds) are too small for 64x64 (or
-/// 64x32) tiles to fill the GPU, so the plan takes 32x32 tiles and splits K in chunks of at
-/// least 256; each then launches 264 or more workgroups, or the most those rules allow:
+/// The head's six products (under 0.1% of the step's multiply-adds) are too small for 128x128 or
+/// 64x64 (or 64x32) tiles to fill the GPU, so the plan takes 32x32 tiles and splits K in chunks of
+/// at least 256; each then launches 264 or more workgroups, or the most those rules allow:
 /// ceil(M/32) x ceil(N/32) tiles x (K / 256 splits, 1 when K < 512). Before -> after, in the
 /// order the head launches them:
 /// - classifier forward, 64 x 2048 x 751: 96 (tiled) / 192 (subgroup) -> 288: 48 tiles x 6
