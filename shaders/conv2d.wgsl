@@ -32,10 +32,10 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // im2col: bindings 1 x (whole batch), 2 cols [K, chunk*P]. Grid (min(ceil(chunk*P / PIX_WG),
 // 65535), min(ceil(K / K_PER), 65535), 1): invocation x is one column (image in chunk, output
 // pixel), workgroup y a block of K_PER rows k = (ci, ki, kj) (grid-stride loops over columns and
-// blocks, so any size fits the grid limits). A column's (n, oy, ox) is divided out once for K_PER rows, and a row's
-// (ci, ki, kj) once per workgroup: the old one-invocation-per-element kernel spent most of its
-// time in five integer divisions per element.
-// Both set by src/ops/conv2d.rs (`column_grid`), which sizes the grid by them.
+// blocks, so any size fits the grid limits). A column's (n, oy, ox) is divided out once for its
+// K_PER rows, and a row's (ci, ki, kj) is the same across the workgroup: the old
+// one-invocation-per-element kernel spent most of its time in five integer divisions per element.
+// PIX_WG (also col2im's) and K_PER are set by src/ops/conv2d.rs, which sizes the grids by them.
 override PIX_WG: u32 = 128u;
 override K_PER: u32 = 4u;
 @group(0) @binding(1) var<storage, read> ic_x: array<f32>;
@@ -71,8 +71,8 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // ---------------------------------------------------------------------------------------------
 // col2im: bindings 1 dcols [K, chunk*P], 2 dx [chunk, C, H, W]. Grid (min(ceil(chunk*H*W /
 // PIX_WG), 65535), min(C, 65535), 1): invocation x is one (image, input pixel), workgroup y a
-// channel (grid-stride loops over both); each dx element sums every (tap, output pixel) whose window
-// reads it, taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no
+// channel (grid-stride loops over both); each dx element sums every (tap, output pixel) whose
+// window reads it, taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no
 // divisibility test or division per tap.
 override UNIT_STRIDE: bool = false;
 @group(0) @binding(1) var<storage, read> ci_cols: array<f32>;

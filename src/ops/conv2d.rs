@@ -312,14 +312,12 @@ const PIX_WG: usize = 128;
 /// is shared by that many rows.
 const IM2COL_ROWS: usize = 4;
 
-/// `kernel` with the column kernels' constants, and its grid: x over `columns` in workgroups of
+/// `kernel` with its workgroup size [`PIX_WG`], and its grid: x over `columns` in workgroups of
 /// [`PIX_WG`], y over `row_blocks`, each at most 65,535 (WebGPU's per-dimension limit; the kernels
 /// loop over the rest).
 fn column_grid(kernel: Kernel, columns: usize, row_blocks: usize) -> (Kernel, [u32; 3]) {
     const MAX: usize = 65_535;
-    let kernel = kernel
-        .with("PIX_WG", PIX_WG as u32)
-        .with("K_PER", IM2COL_ROWS as u32);
+    let kernel = kernel.with("PIX_WG", PIX_WG as u32);
     let grid = [
         columns.div_ceil(PIX_WG).clamp(1, MAX) as u32,
         row_blocks.clamp(1, MAX) as u32,
@@ -340,7 +338,7 @@ fn im2col_gpu(
     let n = g.kg() * chunk * g.p();
     let cols = alloc_f32(gpu, n, "conv2d im2col columns")?;
     let (kernel, grid) = column_grid(
-        Kernel::new("conv2d", "im2col"),
+        Kernel::new("conv2d", "im2col").with("K_PER", IM2COL_ROWS as u32),
         chunk * g.p(),
         g.kg().div_ceil(IM2COL_ROWS),
     );
