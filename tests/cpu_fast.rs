@@ -629,3 +629,96 @@ fn batch_norm_train_sweep_is_bit_identical_to_stats_then_apply() {
         }
     }
 }
+
+/// `gemm_into` with a transposed B runs products with few rows as the transposed product (see
+/// `cpu::matmul`): the same bits as the same product with B stored row-major (which the crate
+/// multiplies directly), with and without accumulation, single- and multi-threaded, A plain and
+/// transposed, at the sizes where the swap applies and just outside them; and within f32
+/// rounding of a host f64 product written out as the sum it is.
+#[test]
+fn gemm_with_a_transposed_b_matches_the_row_major_product_bit_for_bit() {
+    use unreid::cpu::matmul::gemm_into;
+    let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        let mut t = vec![0f32; x.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = x[r * cols + c];
+            }
+        }
+        t
+    };
+    // (m, k, n): the swap applies to all but the last three (m too small, n or k too short).
+    let cases = [
+        (16, 32, 32),
+        (17, 300, 147),
+        (64, 513, 576),
+        (100, 1000, 751),
+        (256, 512, 600),
+        (15, 300, 147),
+        (64, 100, 576),
+        (64, 513, 127),
+    ];
+    for (i, &(m, k, n)) in cases.iter().enumerate() {
+        let seed = 70 + 3 * i as u64;
+        let a = seeded(m * k, seed);
+        let b_t = seeded(n * k, seed + 1); // op(B) stored transposed: [n, k]
+        let b = transpose(&b_t, n, k); // the same op(B) row-major: [k, n]
+        let a_t = transpose(&a, m, k); // op(A) stored transposed: [k, m]
+        let start = seeded(m * n, seed + 2);
+        // Host f64 oracle: start + sum over k in order.
+        let oracle: Vec<f64> = (0..m * n)
+            .map(|o| {
+                let (r, c) = (o / n, o % n);
+                let dot: f64 = (0..k)
+                    .map(|j| a[r * k + j] as f64 * b[j * n + c] as f64)
+                    .sum();
+                start[o] as f64 + dot
+            })
+            .collect();
+        for accumulate in [false, true] {
+            for parallel in [false, true] {
+                for ta in [false, true] {
+                    let what =
+                        format!("{m}x{k}x{n} accumulate {accumulate} parallel {parallel} ta {ta}");
+                    let a_stored = if ta { &a_t } else { &a };
+                    let mut want = start.clone();
+                    gemm_into(
+                        &mut want,
+                        a_stored,
+                        &b,
+                        (m, k, n),
+                        ta,
+                        false,
+                        accumulate,
+                        parallel,
+                    );
+                    let mut got = start.clone();
+                    gemm_into(
+                        &mut got,
+                        a_stored,
+                        &b_t,
+                        (m, k, n),
+                        ta,
+                        true,
+                        accumulate,
+                        parallel,
+                    );
+                    let differ = got
+                        .iter()
+                        .zip(&want)
+                        .filter(|(g, w)| g.to_bits() != w.to_bits())
+                        .count();
+                    assert_eq!(differ, 0, "{what}: values differing in bits");
+                    let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+                    let shift = if accumulate { 0.0 } else { 1.0 };
+                    let oracle: Vec<f64> = oracle
+                        .iter()
+                        .zip(&start)
+                        .map(|(o, s)| o - shift * *s as f64)
+                        .collect();
+                    assert_close(&what, &got, &oracle, 1e-4, 1e-4 * (k as f64).sqrt());
+                }
+            }
+        }
+    }
+}

@@ -18,10 +18,82 @@ pub struct MatmulDims {
     pub b_batched: bool,
 }
 
+/// When the transposed product `C^T = op(B)^T op(A)^T` replaces `C = op(A) op(B)`: B stored
+/// transposed ([n, k]), `MIN_ROWS <= m <= MAX_ROWS`, and n and k both at least twice m. The
+/// `gemm` crate packs its right operand once per block of rows of the left one, value by value
+/// when that operand is stored transposed; with few rows to share the packing it costs more than
+/// the multiply-adds (a convolution's weight gradient dY cols^T: [64 x 2048] x [576 x 2048]^T runs
+/// at 33 GFLOP/s single-threaded on a 2-core AVX-512 machine). Swapped, the large B is the left
+/// operand (packed with vector loads in either layout) and the small A the right one: 88 GFLOP/s
+/// there, output transposes included; with m >= 512, or n or k short, the direct product is as
+/// fast or faster.
+const TRANSPOSED_PRODUCT_ROWS: std::ops::RangeInclusive<usize> = 16..=256;
+
+thread_local! {
+    /// Scratch for the transposed output of a transposed product (one per thread).
+    static TRANSPOSED_OUTPUT: std::cell::RefCell<Vec<f64>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[c * rows + r] = src[r * cols + c]` for a `[rows, cols]` `src`, in 8 x 8 tiles (both sides
+/// stay in a few cache lines while a tile moves).
+fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const TILE: usize = 8;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                for (c, v) in (c0..c1).zip(&src[r * cols + c0..r * cols + c1]) {
+                    dst[c * rows + r] = *v;
+                }
+            }
+        }
+    }
+}
+
+/// One operand of `gemm::gemm`: its storage and the strides of its rows and columns.
+#[derive(Clone, Copy)]
+struct Operand<'a, T> {
+    data: &'a [T],
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a, T> Operand<'a, T> {
+    /// A row-major matrix [rows, cols] as stored, read as itself or (`transposed`) as its
+    /// transpose.
+    fn new(data: &'a [T], cols: usize, transposed: bool) -> Self {
+        let (row_stride, col_stride) = if transposed {
+            (1, cols as isize)
+        } else {
+            (cols as isize, 1)
+        };
+        Operand {
+            data,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    fn transposed(self) -> Self {
+        Operand {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
 /// The crate's one GEMM wrapper: `dst[m, n] (+)= op(a) * op(b)`, all row-major and contiguous;
 /// `a` is [m, k] ([k, m] when `ta`), `b` is [k, n] ([n, k] when `tb`). `accumulate` adds to `dst`
 /// instead of overwriting it; `parallel` lets the `gemm` crate split the product over rayon's
 /// pool (its split is over output blocks, so the result does not depend on the thread count).
+///
+/// Products with a transposed B and few rows (`TRANSPOSED_PRODUCT_ROWS`) run as the transposed
+/// product into a scratch `C^T`, then transposed into `dst`: each output is the same sum of the
+/// same products in the same order (the crate blocks k alike), so the bits are those of the direct
+/// product at the sizes checked in tests/cpu_fast.rs; only the packing cost differs.
 ///
 /// Panics when a slice is shorter than its shape says (a caller's shape bug, never user input).
 #[allow(clippy::too_many_arguments)]
@@ -45,16 +117,69 @@ pub fn gemm_into<T: Float>(
         return;
     }
     assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    // Strides (row, column) of op(A) and op(B) in their storage.
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let dst = &mut dst[..m * n];
+    // op(A) [m, k] is stored [k, m] when transposed; op(B) [k, n] is stored [n, k].
+    let lhs = Operand::new(&a[..m * k], if ta { m } else { k }, ta);
+    let rhs = Operand::new(&b[..k * n], if tb { k } else { n }, tb);
+    if tb && TRANSPOSED_PRODUCT_ROWS.contains(&m) && n >= 2 * m && k >= 2 * m {
+        // Taken out of the thread-local for the call: a thread waiting inside a parallel
+        // product may run another task's `gemm_into` (rayon work stealing), which then finds
+        // the slot empty and allocates its own.
+        let mut scratch = TRANSPOSED_OUTPUT.with(|s| s.take());
+        let words = (m * n * std::mem::size_of::<T>()).div_ceil(8);
+        if scratch.len() < words {
+            scratch.resize(words, 0.0);
+        }
+        {
+            // SAFETY: the buffer holds at least m*n `T`s (f64 words are 8-aligned, enough for f32
+            // and f64) and any bit pattern is a valid float; it is written (the transposed `dst`
+            // or the product's overwrite) before it is read.
+            let dst_t: &mut [T] =
+                unsafe { std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<T>(), m * n) };
+            if accumulate {
+                transpose_into(dst, m, n, dst_t);
+            }
+            product(
+                dst_t,
+                (n, k, m),
+                rhs.transposed(),
+                lhs.transposed(),
+                accumulate,
+                parallel,
+            );
+            transpose_into(dst_t, n, m, dst);
+        }
+        TRANSPOSED_OUTPUT.with(|s| *s.borrow_mut() = scratch);
+        return;
+    }
+    product(dst, (m, k, n), lhs, rhs, accumulate, parallel);
+}
+
+/// `dst[m, n] (+)= lhs [m, k] * rhs [k, n]` through `gemm::gemm`, `dst` row-major.
+fn product<T: Float>(
+    dst: &mut [T],
+    (m, k, n): (usize, usize, usize),
+    lhs: Operand<T>,
+    rhs: Operand<T>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let span = |o: &Operand<T>, rows: usize, cols: usize| {
+        (rows - 1) * o.row_stride as usize + (cols - 1) * o.col_stride as usize + 1
+    };
+    assert!(
+        dst.len() >= m * n
+            && lhs.data.len() >= span(&lhs, m, k)
+            && rhs.data.len() >= span(&rhs, k, n)
+    );
     let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assert above bounds every access made with these strides (op(A) spans m*k
-    // elements, op(B) k*n, dst m*n), and `dst` is a unique borrow, so it aliases neither input.
+    // SAFETY: the assert above bounds every access made with these strides (the last element of
+    // each operand lies inside its slice, dst spans m*n), and `dst` is a unique borrow, so it
+    // aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -64,12 +189,12 @@ pub fn gemm_into<T: Float>(
             1,
             n as isize,
             accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
+            lhs.data.as_ptr(),
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.data.as_ptr(),
+            rhs.col_stride,
+            rhs.row_stride,
             T::one(),
             T::one(),
             false,
