@@ -183,3 +183,55 @@ fn high_rank_layouts_use_every_unrolled_dim() {
         0.0,
     );
 }
+
+/// The reference permute and broadcast_to (`cpu::shape`, rows of the last dim copied, filled or
+/// walked with a stride) against loops over the coordinates written out, including a broadcast
+/// last dim (stride 0), a permuted last dim (strided walk), a size-0 dim and rank 0.
+#[test]
+fn reference_permute_and_broadcast_match_written_out_loops() {
+    use unreid::cpu::shape::{broadcast_to, permute};
+    let (a, b, c) = (3, 4, 5);
+    let x: Vec<i32> = (0..(a * b * c) as i32).collect();
+    let at = |i: usize, j: usize, k: usize| x[(i * b + j) * c + k];
+    // out[k][i][j] = x[i][j][k]
+    let mut want = Vec::new();
+    for k in 0..c {
+        for i in 0..a {
+            for j in 0..b {
+                want.push(at(i, j, k));
+            }
+        }
+    }
+    assert_eq!(permute(&x, &[a, b, c], &[2, 0, 1]), want);
+    // out[i][k][j] = x[i][j][k]: contiguous rows are not the input's.
+    let mut want = Vec::new();
+    for i in 0..a {
+        for k in 0..c {
+            for j in 0..b {
+                want.push(at(i, j, k));
+            }
+        }
+    }
+    assert_eq!(permute(&x, &[a, b, c], &[0, 2, 1]), want);
+    // [3, 1, 5] -> [2, 3, 4, 5] and [3, 4, 1] -> [3, 4, 6].
+    let y: Vec<i32> = (0..15).collect();
+    let mut want = Vec::new();
+    for _ in 0..2 {
+        for i in 0..3 {
+            for _ in 0..4 {
+                want.extend((0..5).map(|k| y[i * 5 + k]));
+            }
+        }
+    }
+    assert_eq!(broadcast_to(&y, &[3, 1, 5], &[2, 3, 4, 5]), want);
+    let z: Vec<i32> = (0..12).collect();
+    let want: Vec<i32> = z.iter().flat_map(|&v| [v; 6]).collect();
+    assert_eq!(broadcast_to(&z, &[3, 4, 1], &[3, 4, 6]), want);
+    assert_eq!(broadcast_to(&[7], &[], &[2, 2]), vec![7; 4]);
+    assert_eq!(broadcast_to(&[7], &[], &[]), vec![7]);
+    assert_eq!(
+        broadcast_to::<i32>(&[], &[0, 3], &[2, 0, 3]),
+        Vec::<i32>::new()
+    );
+    assert_eq!(permute(&[9], &[], &[]), vec![9]);
+}

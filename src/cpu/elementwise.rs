@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::shape::Strided;
 use super::Float;
-use crate::shape::{broadcast_strides, contiguous_strides};
 
 /// Unary maps; the discriminant is also the `OP` constant in shaders/elementwise.wgsl.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,34 +236,6 @@ pub fn binary_scalar<T: Float>(op: BinaryOp, a: T, b: T) -> T {
     }
 }
 
-/// Broadcast strides of each operand into `out_shape`, with the output's own strides, so element
-/// offsets come from a short loop over dims and no per-element allocation.
-struct Broadcast<const N: usize> {
-    out_strides: Vec<usize>,
-    strides: [Vec<usize>; N],
-}
-
-impl<const N: usize> Broadcast<N> {
-    fn new(out_shape: &[usize], operand_shapes: [&[usize]; N]) -> Self {
-        Broadcast {
-            out_strides: contiguous_strides(out_shape),
-            strides: operand_shapes.map(|s| broadcast_strides(s, out_shape)),
-        }
-    }
-
-    fn offsets(&self, mut i: usize) -> [usize; N] {
-        let mut off = [0; N];
-        for (d, &os) in self.out_strides.iter().enumerate() {
-            let c = i / os;
-            i %= os;
-            for (o, st) in off.iter_mut().zip(&self.strides) {
-                *o += c * st[d];
-            }
-        }
-        off
-    }
-}
-
 pub fn binary<T: Float>(
     op: BinaryOp,
     a: &[T],
@@ -281,7 +253,7 @@ pub fn binary<T: Float>(
         };
     }
     let n: usize = out_shape.iter().product();
-    let bc = Broadcast::new(out_shape, [a_shape, b_shape]);
+    let bc = Strided::broadcast(out_shape, [a_shape, b_shape]);
     (0..n)
         .into_par_iter()
         .map(|i| {
@@ -299,7 +271,7 @@ pub fn where_select<T: Float>(
     out_shape: &[usize],
 ) -> Vec<T> {
     let n: usize = out_shape.iter().product();
-    let bc = Broadcast::new(out_shape, [cond.1, a.1, b.1]);
+    let bc = Strided::broadcast(out_shape, [cond.1, a.1, b.1]);
     (0..n)
         .into_par_iter()
         .map(|i| {
