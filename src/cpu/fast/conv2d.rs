@@ -1,7 +1,7 @@
 //! The CPU device's convolution (f32): the same results as `cpu::conv2d` (the plain reference),
 //! organised for speed on a few cores.
 //!
-//! - Large outputs (`ho*wo >= DIRECT_MIN_P`): one GEMM per image, images in parallel, each with a
+//! - Wide outputs (`ho*wo >= DIRECT_MIN_P`): one GEMM per image, images in parallel, each with a
 //!   thread-local column buffer; 1x1 stride-1 unpadded convolutions multiply the input as it lies.
 //! - Small outputs (deep layers, where one image's GEMM would be a few columns wide): the images
 //!   of a chunk side by side in one column matrix `[kg, chunk * P]`, one multi-threaded GEMM.
@@ -23,8 +23,21 @@ use crate::cpu::matmul::gemm_into;
 
 use super::depthwise::{self, is_depthwise};
 
-/// Output pixels per image from which one GEMM per image is wide enough.
-const DIRECT_MIN_P: usize = 256;
+/// Output pixels per image from which the forward and the input gradient run one GEMM per image
+/// (images in parallel, each image's columns still in the core's cache when its GEMM packs them)
+/// rather than one GEMM over a chunk of images side by side (whose column matrix, tens of MB,
+/// goes through memory twice). Measured on the 2-core AVX-512 machine, forward / input gradient:
+/// ResNet-18's 16x8 3x3 128->128 at batch 32 8.4 / 8.5 ms side by side, 6.4 / 6.4 per image;
+/// its 8x4 256->256 8.0 / 9.0 -> 6.9 / 6.8; ResNet-50's 16x8 3x3 512->512 at batch 16 53 / 55 ->
+/// 46 / 46; MobileNetV2's 8x4 1x1 576->96 1.5 / 1.5 -> 0.6 / 0.6. At 4x2 (8 pixels) per image
+/// is 1.7-2x slower. The quick demo's figures did not move with it.
+const DIRECT_MIN_P: usize = 32;
+/// The same choice for the weight gradient, which stays at 256 pixels: there the layout sets how
+/// the images' products are grouped into partial sums (per image, or per chunk), so moving it
+/// changes results in the last bits, and the quick demo's small run amplifies those into other
+/// figures (direct transfer 15.9% -> SpCL 22.7% instead of 19.2% -> 35.9%). Per image would be
+/// 0-25% faster for these weight gradients (ResNet-50's 16x8 1x1 1024->256: 7.9 -> 6.0 ms).
+const WEIGHT_GRAD_DIRECT_MIN_P: usize = 256;
 /// Floats of one chunk's column matrix (32 MiB by default): bounds the extra memory of batched
 /// GEMMs.
 static CHUNK_FLOATS: AtomicUsize = AtomicUsize::new(8 << 20);
@@ -410,13 +423,14 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// count, so the summation order, and so the result, is the same on every machine).
 const WEIGHT_GRAD_PARTS: usize = 4;
 /// Weight gradients of at least this many values (2 MB; narrow outputs only) are one
-/// multi-threaded GEMM instead of `WEIGHT_GRAD_PARTS` single-threaded ones (ResNet's layer3/4
-/// 3x3 convolutions; MobileNetV2's largest, 320 -> 1280, keeps the part split).
+/// multi-threaded GEMM instead of `WEIGHT_GRAD_PARTS` single-threaded ones (ResNet-18's 4x2 layer4
+/// 3x3 convolutions at 128x64 input; MobileNetV2's largest, 320 -> 1280, keeps the part split).
 const PARALLEL_GEMM_MIN_OUT: usize = 1 << 19;
 
 /// dL/dW [cout, c/groups, kh, kw] from dL/dy and x: `WEIGHT_GRAD_PARTS` image ranges in
-/// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for wide outputs, per
-/// chunk of images side by side for narrow ones), then the partial sums added in range order.
+/// parallel, each a sum of single-threaded GEMMs `dY cols^T` (per image for outputs of at least
+/// `WEIGHT_GRAD_DIRECT_MIN_P` pixels, per chunk of images side by side for narrower ones), then
+/// the partial sums added in range order.
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     if is_depthwise(g) {
         return depthwise::backward_weight(dy, x, g);
@@ -428,7 +442,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     if g.cout * kg == 0 || p == 0 || g.n == 0 {
         return vec![0f32; g.cout * kg];
     }
-    if p < DIRECT_MIN_P && g.cout * kg >= PARALLEL_GEMM_MIN_OUT {
+    if p < WEIGHT_GRAD_DIRECT_MIN_P && g.cout * kg >= PARALLEL_GEMM_MIN_OUT {
         // Deep layers: a large dW that the part split below would write (and sum) once per
         // part; one multi-threaded GEMM per chunk of images writes it once. The gemm crate
         // splits over output blocks, so the sum order does not depend on the thread count.
@@ -444,7 +458,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
         .map(|part| {
             let (lo, hi) = (part * per_part, ((part + 1) * per_part).min(g.n));
             let mut dw = vec![0f32; g.cout * kg];
-            if p >= DIRECT_MIN_P {
+            if p >= WEIGHT_GRAD_DIRECT_MIN_P {
                 // Wide outputs: one image's columns at a time (they stay in cache), K = P.
                 let chw = g.c * g.h * g.w;
                 let mut cols = Scratch::overwritten(if pointwise(g) { 0 } else { kg * p });
