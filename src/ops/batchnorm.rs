@@ -256,14 +256,15 @@ fn train_forward_raw(
 }
 
 /// (dx, dgamma, dbeta) from the output gradient `g`; `fused`: the forward's activation and its
-/// output y (the mask's source), `None` without one.
+/// output y (the mask's source), `None` without one. `beta` is the forward's shift (the CPU device
+/// recomputes the pre-activation from x and the forward's statistics instead of reading y).
 #[allow(clippy::too_many_arguments)]
 fn backward_raw(
     x: &Tensor,
     g: &Tensor,
     mean: &Tensor,
     var: &Tensor,
-    gamma: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
     d: Dims,
     eps: f64,
     train: bool,
@@ -321,18 +322,16 @@ fn backward_raw(
         return Ok((dx, sum_gx, sum_g));
     }
     if let Device::Cpu = x.device() {
-        let [xs, gs, mean, var, gamma] = [x, g, mean, var, gamma].map(f32::slice);
-        let fused = fused.map(|(a, y)| (a, f32::slice(y)));
+        // The mask comes from the pre-activation recomputed from x (one stream less than y).
+        let [xs, gs, mean, var, gamma, beta] = [x, g, mean, var, gamma, beta].map(f32::slice);
         let (dx, dgamma, dbeta) = cpu::fast::batchnorm::backward(
             xs,
             gs,
-            mean,
-            var,
-            gamma,
+            (mean, var, gamma, beta),
             (d.n, d.c, d.s),
             eps,
             train,
-            fused,
+            act,
         );
         return Ok((
             Tensor::from_host_f32(x.shape().to_vec(), &Device::Cpu, dx),
@@ -391,12 +390,13 @@ fn record_bn(
     train: bool,
     act: Activation,
 ) -> Tensor {
-    let (xs, gs) = (x.detach(), gamma.detach());
+    let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
     // The activation's mask comes from the output (which its consumers hold anyway).
     let y = (act != Activation::None).then(|| out.detach());
     record(out, "batch_norm", &[x, gamma, beta], move |g, needs| {
         let fused = y.as_ref().map(|y| (act, y));
-        let (dx, dgamma, dbeta) = backward_raw(&xs, g, &mean, &var, &gs, d, eps, train, fused)?;
+        let (dx, dgamma, dbeta) =
+            backward_raw(&xs, g, &mean, &var, (&gs, &bs), d, eps, train, fused)?;
         Ok(vec![
             needs[0].then_some(dx),
             needs[1].then_some(dgamma),

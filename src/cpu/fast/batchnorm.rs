@@ -66,29 +66,24 @@ fn combine_lanes(acc: [f32; LANES], tail: f32) -> f64 {
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
-/// `(Σ gate(g, y), Σ gate(g, y) * (x - mean))` over one plane in one pass, each sum as
+/// `(Σ gate(g, x), Σ gate(g, x) * (x - mean))` over one plane in one pass, each sum as
 /// [`lanes_sum`] computes it (the same partial sums, the same order).
 #[inline(always)]
 fn lanes_sum_backward(
-    (g, x, y): (&[f32], &[f32], &[f32]),
+    (g, x): (&[f32], &[f32]),
     mean: f32,
     gate: impl Fn(f32, f32) -> f32,
 ) -> (f64, f64) {
-    let ((gb, gt), (xb, xt), (yb, yt)) = (lane_blocks(g), lane_blocks(x), lane_blocks(y));
+    let ((gb, gt), (xb, xt)) = (lane_blocks(g), lane_blocks(x));
     let (mut acc_g, mut acc_gx) = ([0f32; LANES], [0f32; LANES]);
-    for ((g, x), y) in gb.zip(xb).zip(yb) {
+    for (g, x) in gb.zip(xb) {
         for l in 0..LANES {
-            let gated = gate(g[l], y[l]);
+            let gated = gate(g[l], x[l]);
             acc_g[l] += gated;
             acc_gx[l] += gated * (x[l] - mean);
         }
     }
-    let tail = || {
-        gt.iter()
-            .zip(yt)
-            .zip(xt)
-            .map(|((&g, &y), &x)| (gate(g, y), x))
-    };
+    let tail = || gt.iter().zip(xt).map(|(&g, &x)| (gate(g, x), x));
     let tail_g: f32 = tail().map(|(gated, _)| gated).sum();
     let tail_gx: f32 = tail().map(|(gated, x)| gated * (x - mean)).sum();
     (combine_lanes(acc_g, tail_g), combine_lanes(acc_gx, tail_gx))
@@ -277,45 +272,42 @@ fn apply_with(
 }
 
 /// (dx, dgamma, dbeta): `cpu::batchnorm::backward_reduce` then `backward_apply` in two passes;
-/// `train` uses batch statistics (their own gradient included). `fused`: the activation in the
-/// forward's epilogue and that forward's output y (shaped like x); the gradient `g` (of y) is
-/// masked by the activation's derivative at y inside both passes, with the same values as
-/// `cpu::elementwise::activation_backward` first (bit-identical to the unfused sequence).
+/// `train` uses batch statistics (their own gradient included). `act`: the activation fused into
+/// the forward's epilogue ([`train_forward`] or [`apply`] with these `mean`, `var`, `gamma`,
+/// `beta` and `eps`); the gradient `g` (of the activation's output) is masked by its derivative
+/// inside both passes, with the same values as `cpu::elementwise::activation_backward` on the
+/// forward's output first (bit-identical to the unfused sequence). The mask comes from the
+/// pre-activation `x * scale + shift` recomputed with the forward's own f32 arithmetic (the same
+/// bits as the forward's), which the gradient passes through exactly where it passes the output
+/// ([`Activation::passes`]): one stream of memory less than reading the output back.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     g: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    gamma: &[f32],
+    (mean, var, gamma, beta): (&[f32], &[f32], &[f32], &[f32]),
     dims: (usize, usize, usize),
     eps: f64,
     train: bool,
-    fused: Option<(Activation, &[f32])>,
+    act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let stats = (mean, var, gamma);
-    // Without an activation y is never read (`Activation::None` passes every gradient).
-    let (act, y) = fused.unwrap_or((Activation::None, g));
     with_activation!(act, |ACT| backward_with(
         x,
         g,
-        y,
-        stats,
+        (mean, var, gamma, beta),
         dims,
         eps,
         train,
         #[inline(always)]
-        |g, y| ACT.grad(g, y)
+        |g, pre| ACT.grad(g, pre)
     ))
 }
 
-/// [`backward`] with the masked gradient `gate(g, y)` per element.
+/// [`backward`] with the masked gradient `gate(g, pre-activation)` per element.
 #[allow(clippy::too_many_arguments)]
 fn backward_with(
     x: &[f32],
     g: &[f32],
-    y: &[f32],
-    (mean, var, gamma): (&[f32], &[f32], &[f32]),
+    (mean, var, gamma, beta): (&[f32], &[f32], &[f32], &[f32]),
     (n, c, s): (usize, usize, usize),
     eps: f64,
     train: bool,
@@ -336,13 +328,13 @@ fn backward_with(
                 #[inline(always)]
                 || {
                     let invstd = 1.0 / (var[ch] as f64 + eps).sqrt();
+                    let (scale, shift) = scale_shift(mean[ch], var[ch], gamma[ch], beta[ch], eps);
+                    // The forward's pre-activation, then the activation's mask.
+                    let gate = |g: f32, x: f32| gate(g, x * scale + shift);
                     let dims = (n, c, s);
                     let (mut sg, mut sgx) = (0f64, 0f64);
-                    for ((g, x), y) in channel_planes(g, dims, ch)
-                        .zip(channel_planes(x, dims, ch))
-                        .zip(channel_planes(y, dims, ch))
-                    {
-                        let (pg, pgx) = lanes_sum_backward((g, x, y), mean[ch], &gate);
+                    for (g, x) in channel_planes(g, dims, ch).zip(channel_planes(x, dims, ch)) {
+                        let (pg, pgx) = lanes_sum_backward((g, x), mean[ch], gate);
                         sg += pg;
                         sgx += pgx;
                     }
@@ -355,12 +347,10 @@ fn backward_with(
                     } else {
                         (a as f32, 0.0, 0.0)
                     };
-                    let inputs = channel_planes(g, dims, ch)
-                        .zip(channel_planes(x, dims, ch))
-                        .zip(channel_planes(y, dims, ch));
-                    for (d, ((g, x), y)) in out.iter_mut().zip(inputs) {
-                        for (((d, &g), x), &y) in d.iter_mut().zip(g).zip(x).zip(y) {
-                            *d = a * gate(g, y) + b * x + k;
+                    let inputs = channel_planes(g, dims, ch).zip(channel_planes(x, dims, ch));
+                    for (d, (g, x)) in out.iter_mut().zip(inputs) {
+                        for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
+                            *d = a * gate(g, x) + b * x + k;
                         }
                     }
                     (sgxhat as f32, sg as f32)
