@@ -188,7 +188,7 @@ fn train_forward_with(
     eps: f64,
     act: impl Fn(f32) -> f32 + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut y = vec![0f32; x.len()];
+    let mut y = super::zeros(x.len());
     if y.is_empty() {
         let (mean, var) = stats(x, n, c, s);
         return (y, mean, var);
@@ -254,7 +254,7 @@ fn apply_with(
     let coef: Vec<(f32, f32)> = (0..c)
         .map(|ch| scale_shift(mean[ch], var[ch], gamma[ch], beta[ch], eps))
         .collect();
-    let mut y = vec![0f32; x.len()];
+    let mut y = super::zeros(x.len());
     if s == 0 {
         return y;
     }
@@ -314,7 +314,7 @@ fn backward_with(
     gate: impl Fn(f32, f32) -> f32 + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n * s).max(1) as f64;
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = super::zeros(x.len());
     if dx.is_empty() {
         return (dx, vec![0.0; c], vec![0.0; c]);
     }

@@ -298,7 +298,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         return crate::cpu::conv2d::forward(x, w, g);
     }
     let (p, kg, chw) = (g.p(), g.kg(), g.c * g.h * g.w);
-    let mut y = vec![0f32; g.n * g.cout * p];
+    let mut y = super::zeros(g.n * g.cout * p);
     if y.is_empty() {
         return y;
     }
@@ -351,7 +351,7 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         return crate::cpu::conv2d::backward_input(dy, w, g);
     }
     let (p, kg, chw) = (g.p(), g.kg(), g.c * g.h * g.w);
-    let mut dx = vec![0f32; g.n * chw];
+    let mut dx = super::zeros(g.n * chw);
     if dx.is_empty() || p == 0 {
         return dx;
     }

@@ -236,7 +236,7 @@ fn image_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
 /// products added in the same order per output (bit-for-bit `forward`'s values).
 fn forward_lanes(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
-    let mut y = vec![0f32; g.n * g.cout * p];
+    let mut y = super::zeros(g.n * g.cout * p);
     let LaneGeometry {
         ph,
         positions,
@@ -281,7 +281,7 @@ fn forward_lanes(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// input-gradient value getting the same products in the same order (bit-for-bit).
 fn backward_input_lanes(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
-    let mut dx = vec![0f32; g.n * g.c * hw];
+    let mut dx = super::zeros(g.n * g.c * hw);
     let LaneGeometry {
         ph,
         positions,
@@ -410,7 +410,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// [`forward`] one plane at a time.
 fn forward_planes(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
-    let mut y = vec![0f32; g.n * g.cout * p];
+    let mut y = super::zeros(g.n * g.cout * p);
     let ph = PhasePlanes::new(g);
     let wide_len = g.ho * ph.wq;
     y.par_chunks_mut(p).enumerate().for_each_init(
@@ -450,7 +450,7 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// [`backward_input`] one plane at a time.
 fn backward_input_planes(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, hw, taps) = (g.p(), g.h * g.w, g.kh * g.kw);
-    let mut dx = vec![0f32; g.n * g.c * hw];
+    let mut dx = super::zeros(g.n * g.c * hw);
     let ph = PhasePlanes::new(g);
     let wide_len = g.ho * ph.wq;
     dx.par_chunks_mut(hw).enumerate().for_each_init(

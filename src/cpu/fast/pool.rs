@@ -18,7 +18,7 @@ fn span(start: isize, kernel: usize, len: usize) -> (usize, usize) {
 /// Panics if a window lies wholly in the padding (the op's geometry check rules it out).
 pub fn max_pool(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<i32>) {
     let (po, hw) = (g.ho * g.wo, g.h * g.w);
-    let mut out = vec![0f32; g.planes * po];
+    let mut out = super::zeros(g.planes * po);
     let mut idx = vec![0i32; g.planes * po];
     if po == 0 {
         return (out, idx);
