@@ -634,8 +634,8 @@ fn batch_norm_train_sweep_is_bit_identical_to_stats_then_apply() {
 /// `gemm_into` with a transposed B runs products with few rows as the transposed product (see
 /// `cpu::matmul`): the same bits as the same product with B stored row-major (which the crate
 /// multiplies directly), with and without accumulation, single- and multi-threaded, A plain and
-/// transposed, at the sizes where the swap applies and just outside them; and within f32
-/// rounding of a host f64 product written out as the sum it is.
+/// transposed, at the sizes where the swap applies and just outside them, in f32 and f64; and
+/// within f32 rounding of a host f64 product written out as the sum it is.
 #[test]
 fn gemm_with_a_transposed_b_matches_the_row_major_product_bit_for_bit() {
     use unreid::cpu::matmul::gemm_into;
@@ -659,6 +659,27 @@ fn gemm_with_a_transposed_b_matches_the_row_major_product_bit_for_bit() {
         (64, 100, 576),
         (64, 513, 127),
     ];
+    // f64 (the CpuF64 reference device's products) takes the same path.
+    {
+        let (m, k, n) = (20, 90, 70);
+        let a: Vec<f64> = seeded(m * k, 60).iter().map(|&v| v as f64 / 3.0).collect();
+        let b_t: Vec<f64> = seeded(n * k, 61).iter().map(|&v| v as f64 / 7.0).collect();
+        let mut b = vec![0f64; k * n];
+        for j in 0..n {
+            for i in 0..k {
+                b[i * n + j] = b_t[j * k + i];
+            }
+        }
+        let (mut want, mut got) = (vec![0f64; m * n], vec![0f64; m * n]);
+        gemm_into(&mut want, &a, &b, (m, k, n), false, false, false, false);
+        gemm_into(&mut got, &a, &b_t, (m, k, n), false, true, false, false);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits()),
+            "f64"
+        );
+    }
     for (i, &(m, k, n)) in cases.iter().enumerate() {
         let seed = 70 + 3 * i as u64;
         let a = seeded(m * k, seed);
