@@ -19,7 +19,7 @@ pub struct MatmulDims {
 }
 
 /// When the transposed product `C^T = op(B)^T op(A)^T` replaces `C = op(A) op(B)`: B stored
-/// transposed ([n, k]), `MIN_ROWS <= m <= MAX_ROWS`, and n and k both at least twice m. The
+/// transposed ([n, k]), m in this range, and n and k both at least twice m. The
 /// `gemm` crate packs its right operand once per block of rows of the left one, value by value
 /// when that operand is stored transposed; with few rows to share the packing it costs more than
 /// the multiply-adds (a convolution's weight gradient dY cols^T: [64 x 2048] x [576 x 2048]^T runs

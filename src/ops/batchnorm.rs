@@ -391,7 +391,8 @@ fn record_bn(
     act: Activation,
 ) -> Tensor {
     let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
-    // The activation's mask comes from the output (which its consumers hold anyway).
+    // The activation's mask comes from the output (which its consumers hold anyway) on the GPU
+    // and reference devices; the CPU device recomputes the pre-activation from x and beta.
     let y = (act != Activation::None).then(|| out.detach());
     record(out, "batch_norm", &[x, gamma, beta], move |g, needs| {
         let fused = y.as_ref().map(|y| (act, y));
