@@ -51,6 +51,7 @@ fn conv2d_fast_gradients_small() {
         ("1x1", [3, 4, 3, 3], [5, 4, 1, 1], s(1, 0)),
         ("1x1 stride 2", [2, 3, 5, 5], [2, 3, 1, 1], s(2, 0)),
         ("7x7 stride 2 pad 3", [2, 2, 9, 8], [2, 2, 7, 7], s(2, 3)),
+        ("3x3 stride 3", [2, 2, 8, 10], [3, 2, 3, 3], s(3, 1)),
         (
             "dilation 2",
             [2, 2, 5, 6],
@@ -99,6 +100,7 @@ fn conv2d_fast_matches_reference_on_wide_outputs() {
     let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dSpec)> = vec![
         ("stem 7x7/2", [2, 3, 37, 35], [8, 3, 7, 7], s(2, 3)),
         ("3x3 batch 1", [1, 5, 17, 19], [6, 5, 3, 3], s(1, 1)),
+        ("5x5 stride 3", [2, 3, 26, 29], [4, 3, 5, 5], s(3, 2)),
         (
             "3x3 dilation 2",
             [3, 4, 20, 17],
