@@ -140,7 +140,8 @@ fn conv2d_fast_matches_reference_on_wide_outputs() {
 fn conv2d_fast_chunks() {
     // A chunk bound of one image's columns: every chunk holds one image; then two images.
     let s = Conv2dSpec::new;
-    let (x, w, spec) = ([5, 3, 6, 5], [4, 3, 3, 3], s(1, 1));
+    // Dilation 2: a 3x3 stride-1 convolution would take the Winograd path instead.
+    let (x, w, spec) = ([5, 3, 6, 5], [4, 3, 3, 3], s(1, 2).dilation(2));
     let per_image = 27 * 30;
     for floats in [per_image, 2 * per_image + 1] {
         unreid::cpu::fast::conv2d::set_chunk_floats(floats);
@@ -343,25 +344,78 @@ fn conv2d_fast_weight_gradient_of_deep_layers_is_one_parallel_gemm() {
             seeded(g.n * g.cout * g.p(), 13),
         );
         let label = format!("n {}", g.n);
-        close_f32(
-            &label,
+        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&a| a as f64).collect() };
+        let (x64, w64, dy64) = (wide(&x), wide(&w), wide(&dy));
+        close_to_f64_reference(
+            &format!("{label} dw"),
             &f::backward_weight(&dy, &x, &g),
-            &r::backward_weight(&dy, &x, &g),
-            1e-4,
+            &r::backward_weight(&dy64, &x64, &g),
         );
-        close_f32(
-            &label,
+        close_to_f64_reference(
+            &format!("{label} dx"),
             &f::backward_input(&dy, &w, &g),
-            &r::backward_input(&dy, &w, &g),
-            1e-4,
+            &r::backward_input(&dy64, &w64, &g),
         );
-        close_f32(
-            &label,
+        close_to_f64_reference(
+            &format!("{label} y"),
             &f::forward(&x, &w, &g),
-            &r::forward(&x, &w, &g),
-            1e-4,
+            &r::forward(&x64, &w64, &g),
         );
     }
+}
+
+#[test]
+fn conv2d_fast_winograd_matches_the_f64_reference() {
+    // Dense 3x3 stride-1 convolutions take Winograd F(2x2, 3x3) (forward and input gradient):
+    // batch 1 (one unit, parallel GEMMs), paddings 0 / 1 / 2, odd output sizes (clipped tiles),
+    // channel counts off the 16-lane width, units of several images with a remainder (6 images
+    // of 16 tiles, units of 4), and planes wide enough to be split into blocks of tile rows.
+    use unreid::cpu::{conv2d as r, fast::conv2d as f};
+    let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&a| a as f64).collect() };
+    for (i, g) in [
+        geom(1, 5, (9, 11), 7, 3, 1, 1),
+        geom(2, 17, (8, 9), 23, 3, 1, 0),
+        geom(3, 19, (7, 6), 33, 3, 1, 2),
+        geom(6, 16, (16, 16), 16, 3, 1, 1),
+        geom(1, 64, (21, 64), 48, 3, 1, 1),
+        geom(2, 40, (13, 15), 64, 3, 1, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 40 + 3 * i as u64;
+        let (x, w, dy) = (
+            seeded(g.n * g.c * g.h * g.w, seed),
+            seeded(g.cout * g.kg(), seed + 1),
+            seeded(g.n * g.cout * g.p(), seed + 2),
+        );
+        let (x64, w64, dy64) = (wide(&x), wide(&w), wide(&dy));
+        let label = format!(
+            "{}x{}x{}x{} -> {} pad {}",
+            g.n, g.c, g.h, g.w, g.cout, g.padding.0
+        );
+        close_to_f64_reference(
+            &format!("{label}: y"),
+            &f::forward(&x, &w, &g),
+            &r::forward(&x64, &w64, &g),
+        );
+        close_to_f64_reference(
+            &format!("{label}: dx"),
+            &f::backward_input(&dy, &w, &g),
+            &r::backward_input(&dy64, &w64, &g),
+        );
+    }
+}
+
+/// f32 results of sums of hundreds of terms against the f64 reference: the error bound scales
+/// with the terms, not with each result (a result near zero is a cancellation of large terms),
+/// so the tolerance is 1e-5 of the reference's root mean square. Both f32 paths (the reference
+/// run in f32, and the fast one: GEMMs, Winograd's transforms) stay within 4e-6 of it on N(0, 1)
+/// data; a layout slip is off by the whole scale.
+fn close_to_f64_reference(what: &str, fast: &[f32], reference: &[f64]) {
+    let rms = (reference.iter().map(|v| v * v).sum::<f64>() / reference.len().max(1) as f64).sqrt();
+    let fast: Vec<f64> = fast.iter().map(|&v| v as f64).collect();
+    assert_close(what, &fast, reference, 0.0, 1e-5 * rms.max(1e-30));
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //!   order never depends on the thread count (bitwise reproducible).
 //! - im2col / col2im compute each output row's valid range once and copy contiguous runs
 //!   (no per-element bounds tests); depthwise convolutions run per plane (`depthwise`).
+//! - Dense 3x3 stride-1 convolutions (ResNet's blocks) compute the forward and the input
+//!   gradient with Winograd F(2x2, 3x3) (`winograd`): 16 multiplies per output tile and channel
+//!   pair instead of 36.
 //! - Other grouped convolutions use the reference (no model here has them).
 
 use std::ops::{Deref, DerefMut};
@@ -22,6 +25,7 @@ use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::matmul::gemm_into;
 
 use super::depthwise::{self, is_depthwise};
+use super::winograd;
 
 /// Output pixels per image from which the forward and the input gradient run one GEMM per image
 /// (images in parallel, each image's columns still in the core's cache when its GEMM packs them)
@@ -53,17 +57,18 @@ pub fn set_chunk_floats(floats: usize) {
 /// gradients): a training step needs the same few sizes again and again, and a fresh zeroed
 /// allocation of a column matrix (up to `CHUNK_FLOATS` values) costs a full `memset` each time.
 static SCRATCH_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-/// Buffers the pool keeps (more are freed): the most any call holds at once, two per thread.
-const SCRATCH_KEEP: usize = 6;
+/// Buffers the pool keeps (more are freed): what one call holds at once on a few cores (the
+/// Winograd path holds four per thread: channels-last input and output, `V`, `M`).
+const SCRATCH_KEEP: usize = 8;
 
 /// A work buffer from `SCRATCH_POOL`, returned to it on drop.
-struct Scratch(Vec<f32>);
+pub(super) struct Scratch(Vec<f32>);
 
 impl Scratch {
     /// `len` values with unspecified contents (what an earlier call left): only for buffers
     /// the caller overwrites completely before reading them (GEMM outputs with `accumulate`
     /// false, `fill_row` columns, `gather_chunk` copies).
-    fn overwritten(len: usize) -> Scratch {
+    pub(super) fn overwritten(len: usize) -> Scratch {
         let reused = {
             let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
             // The smallest buffer that is large enough, else the largest (it grows).
@@ -76,6 +81,11 @@ impl Scratch {
         let mut v = reused.unwrap_or_default();
         v.resize(len, 0.0);
         Scratch(v)
+    }
+
+    /// Changes the length to `len` (contents unspecified, as `overwritten`'s).
+    pub(super) fn resize(&mut self, len: usize) {
+        self.0.resize(len, 0.0);
     }
 }
 
@@ -347,6 +357,9 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     if g.groups != 1 {
         return crate::cpu::conv2d::forward(x, w, g);
     }
+    if winograd::applies(g) {
+        return winograd::forward(x, w, g);
+    }
     let (p, kg, chw) = (g.p(), g.kg(), g.c * g.h * g.w);
     let mut y = super::zeros(g.n * g.cout * p);
     if y.is_empty() {
@@ -399,6 +412,9 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     }
     if g.groups != 1 {
         return crate::cpu::conv2d::backward_input(dy, w, g);
+    }
+    if winograd::applies(g) {
+        return winograd::backward_input(dy, w, g);
     }
     let (p, kg, chw, hw) = (g.p(), g.kg(), g.c * g.h * g.w, g.h * g.w);
     let mut dx = super::zeros(g.n * chw);

@@ -12,6 +12,7 @@ pub mod conv2d;
 mod depthwise;
 pub mod optim;
 pub mod pool;
+mod winograd;
 
 /// Runs `f` compiled for the best instruction set this CPU has (AVX2 or AVX-512 where present,
 /// detected at run time; the crate itself targets baseline x86-64). Every loop of the fast path keeps its

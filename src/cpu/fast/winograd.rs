@@ -1,0 +1,465 @@
+//! Winograd F(2x2, 3x3) convolution for the CPU device's dense 3x3 stride-1 convolutions
+//! (ResNet's basic and bottleneck blocks), forward and input gradient.
+//!
+//! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), section 4:
+//! each 2x2 output tile is `A^T [(G g G^T) . (B^T d B)] A` for the tile's 4x4 input patch `d`
+//! and the 3x3 filter `g`, so the sum over input channels becomes 16 independent GEMMs
+//! `M[xi] = U[xi] V[xi]` ([cout x cin] x [cin x tiles]) with 16 multiplies per tile and channel
+//! pair instead of 36. The transform matrices (the paper's eq. 7):
+//!
+//! ```text
+//! B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+//! A^T = [1 1 1 0; 0 1 -1 -1]
+//! ```
+//!
+//! Their entries are 0, +-1 and +-1/2, so the transforms add exact multiples and the results
+//! differ from the direct convolution only by f32 rounding of the reordered sums (tests/cpu_fast.rs
+//! checks both passes against the f64 reference). The input gradient of a stride-1 3x3
+//! convolution is itself one: dy convolved with the filters rotated by 180 degrees and their
+//! input/output channels swapped, padding `2 - pad`.
+//!
+//! Layout: images are grouped into units of at least `MIN_TILES` tiles (whole images; the unit
+//! depends only on the shape, so results do not depend on the thread count) and units run in
+//! parallel. A unit's input is transposed to channels-last ([h, w, c]) so that both transforms
+//! run along the channels, a contiguous vector loop of `c` values per patch position, whatever
+//! the plane's size (deep layers have one or two tiles per row). Its tiles are transformed in
+//! blocks of tile rows into `V` [16][tiles][cin]; the GEMMs `M[xi] = V[xi] U[xi]` ([tiles x
+//! cin] x [cin x cout]) give channels-last outputs, transposed back to [cout, ho, wo] at the end.
+
+use rayon::prelude::*;
+
+use crate::cpu::conv2d::ConvGeom;
+use crate::cpu::matmul::{gemm_into, transpose_into};
+
+use super::conv2d::Scratch;
+
+/// Tiles (columns of the 16 GEMMs) a unit of whole images reaches at least, where the batch
+/// allows: narrower GEMMs waste the microkernel's 16-wide vectors and repack `U` more often.
+const MIN_TILES: usize = 64;
+/// Values of one tile block's `V` and `M` (16 planes each) above which a unit's tiles are
+/// transformed in several blocks of tile rows (about the core's L2).
+const BLOCK_FLOATS: usize = 1 << 17;
+/// Output tiles per image below which the direct convolution stays faster (ResNet-18's 4x2
+/// layer4 at 128x64 input: one tile row per image, and `U` as large as the work).
+const MIN_TILES_PER_IMAGE: usize = 4;
+
+/// The convolutions this module computes: dense (one group) 3x3, stride 1, dilation 1,
+/// padding at most 2 (so the input gradient's padding `2 - pad` is one too), with at least
+/// `MIN_TILES_PER_IMAGE` output tiles per image.
+pub(super) fn applies(g: &ConvGeom) -> bool {
+    g.groups == 1
+        && (g.kh, g.kw) == (3, 3)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.padding.0 <= 2
+        && g.padding.1 <= 2
+        && g.ho.div_ceil(2) * g.wo.div_ceil(2) >= MIN_TILES_PER_IMAGE
+        && g.h.div_ceil(2) * g.w.div_ceil(2) >= MIN_TILES_PER_IMAGE
+}
+
+/// y [n, cout, ho, wo] from x [n, c, h, w] and w [cout, c, 3, 3].
+pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let u = transform_filters(w, g.c, g.cout, false);
+    let plane = Plane {
+        cin: g.c,
+        h: g.h,
+        w: g.w,
+        cout: g.cout,
+        ho: g.ho,
+        wo: g.wo,
+        pad: g.padding,
+    };
+    plane.convolve(x, &u, g.n)
+}
+
+/// dx [n, c, h, w] from dy [n, cout, ho, wo] and w [cout, c, 3, 3]: dy convolved (padding
+/// `2 - pad`) with `w` rotated by 180 degrees, channels swapped.
+pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let u = transform_filters(w, g.cout, g.c, true);
+    let plane = Plane {
+        cin: g.cout,
+        h: g.ho,
+        w: g.wo,
+        cout: g.c,
+        ho: g.h,
+        wo: g.w,
+        pad: (2 - g.padding.0, 2 - g.padding.1),
+    };
+    plane.convolve(dy, &u, g.n)
+}
+
+/// `U[xi][i][o] = (G f G^T)[xi]` ([16][ins][outs]) for the 16 positions `xi` of the 4x4
+/// transformed filter, `f` the 3x3 filter from input channel `i` to output channel `o`: `w[o][i]`
+/// for `w` [outs, ins, 3, 3], or with `swap` (the input gradient's filters, `w` [ins, outs, 3, 3])
+/// `w[i][o]` rotated by 180 degrees.
+fn transform_filters(w: &[f32], ins: usize, outs: usize, swap: bool) -> Vec<f32> {
+    let mut u = vec![0f32; 16 * ins * outs];
+    // Tasks by input channel: U's rows [xi][i] for all xi (16 runs of `outs` values).
+    let mut by_input: Vec<Vec<f32>> = (0..ins).map(|_| vec![0f32; 16 * outs]).collect();
+    by_input.par_iter_mut().enumerate().for_each(|(i, out)| {
+        for o in 0..outs {
+            let k = if swap {
+                &w[(i * outs + o) * 9..][..9]
+            } else {
+                &w[(o * ins + i) * 9..][..9]
+            };
+            let f: [[f32; 3]; 3] = std::array::from_fn(|a| {
+                std::array::from_fn(|b| {
+                    if swap {
+                        k[(2 - a) * 3 + 2 - b]
+                    } else {
+                        k[a * 3 + b]
+                    }
+                })
+            });
+            for (xi, v) in filter_tile(&f).iter().enumerate() {
+                out[xi * outs + o] = *v;
+            }
+        }
+    });
+    for (i, out) in by_input.iter().enumerate() {
+        for xi in 0..16 {
+            u[(xi * ins + i) * outs..][..outs].copy_from_slice(&out[xi * outs..][..outs]);
+        }
+    }
+    u
+}
+
+/// `G f G^T` (4x4, row-major) for one 3x3 filter `f`.
+fn filter_tile(f: &[[f32; 3]; 3]) -> [f32; 16] {
+    let g_of = |r: [f32; 3]| {
+        [
+            r[0],
+            0.5 * (r[0] + r[1] + r[2]),
+            0.5 * (r[0] - r[1] + r[2]),
+            r[2],
+        ]
+    };
+    // G f: combine the filter's rows (column by column).
+    let cols: [[f32; 4]; 3] = std::array::from_fn(|b| g_of([f[0][b], f[1][b], f[2][b]]));
+    // (G f) G^T: combine the columns of each row.
+    let mut t = [0f32; 16];
+    for a in 0..4 {
+        t[a * 4..a * 4 + 4].copy_from_slice(&g_of([cols[0][a], cols[1][a], cols[2][a]]));
+    }
+    t
+}
+
+/// One convolution's planes: `cin` x [h, w] in, `cout` x [ho, wo] out, `ho = h + 2 pad - 2`.
+struct Plane {
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    ho: usize,
+    wo: usize,
+    pad: (usize, usize),
+}
+
+/// A block of tiles: tile rows `ty0..ty0+rows` of `images` images (`tiles` in all, ordered
+/// image, tile row, tile column).
+struct Block {
+    images: usize,
+    ty0: usize,
+    rows: usize,
+    tiles: usize,
+}
+
+/// Work buffers of one unit: channels-last input and output, `V`, `M`.
+struct Buffers {
+    x: Scratch,
+    y: Scratch,
+    v: Scratch,
+    m: Scratch,
+}
+
+impl Plane {
+    /// Tile rows and tiles per row of one output plane.
+    fn tiles(&self) -> (usize, usize) {
+        (self.ho.div_ceil(2), self.wo.div_ceil(2))
+    }
+
+    /// y [n, cout, ho, wo] from x [n, cin, h, w] and `U` [16][cin][cout].
+    fn convolve(&self, x: &[f32], u: &[f32], n: usize) -> Vec<f32> {
+        let (th, tw) = self.tiles();
+        let unit_images = MIN_TILES.div_ceil(th * tw).clamp(1, n.max(1));
+        let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
+        let mut y = super::zeros(n * out_image);
+        if y.is_empty() {
+            return y;
+        }
+        let units = n.div_ceil(unit_images);
+        // Tile rows per block: a whole unit when it fits, else as many rows of one image as do.
+        let block_rows = if unit_images > 1 {
+            th
+        } else {
+            (BLOCK_FLOATS / (16 * (self.cin + self.cout) * tw).max(1)).clamp(1, th)
+        };
+        y.par_chunks_mut(unit_images * out_image)
+            .enumerate()
+            .for_each_init(
+                || Buffers {
+                    x: Scratch::overwritten(0),
+                    y: Scratch::overwritten(0),
+                    v: Scratch::overwritten(0),
+                    m: Scratch::overwritten(0),
+                },
+                |buf, (unit, y_unit)| {
+                    let images = y_unit.len() / out_image;
+                    let x_unit = &x[unit * unit_images * in_image..][..images * in_image];
+                    buf.x.resize(images * in_image);
+                    buf.y.resize(images * out_image);
+                    let planes = (self.h * self.w, self.ho * self.wo);
+                    for img in 0..images {
+                        let (src, dst) = (
+                            &x_unit[img * in_image..][..in_image],
+                            &mut buf.x[img * in_image..][..in_image],
+                        );
+                        transpose_into(src, self.cin, planes.0, dst);
+                    }
+                    for ty0 in (0..th).step_by(block_rows) {
+                        let rows = block_rows.min(th - ty0);
+                        let block = Block {
+                            images,
+                            ty0,
+                            rows,
+                            tiles: images * rows * tw,
+                        };
+                        self.convolve_block(u, &block, buf, units == 1);
+                    }
+                    for img in 0..images {
+                        let (src, dst) = (
+                            &buf.y[img * out_image..][..out_image],
+                            &mut y_unit[img * out_image..][..out_image],
+                        );
+                        transpose_into(src, planes.1, self.cout, dst);
+                    }
+                },
+            );
+        y
+    }
+
+    /// One block: input transform into `V` [16][tiles][cin], the 16 GEMMs into `M`
+    /// [16][tiles][cout], output transform into the unit's channels-last output.
+    fn convolve_block(&self, u: &[f32], b: &Block, buf: &mut Buffers, parallel: bool) {
+        let (t, ci, co) = (b.tiles, self.cin, self.cout);
+        let (vp, mp) = (plane_stride(t * ci), plane_stride(t * co));
+        buf.v.resize(16 * vp);
+        buf.m.resize(16 * mp);
+        super::vectorized(
+            #[inline(always)]
+            || self.transform_input(&buf.x, b, &mut buf.v),
+        );
+        for xi in 0..16 {
+            gemm_into(
+                &mut buf.m[xi * mp..][..t * co],
+                &buf.v[xi * vp..][..t * ci],
+                &u[xi * ci * co..][..ci * co],
+                (t, ci, co),
+                false,
+                false,
+                false,
+                parallel,
+            );
+        }
+        super::vectorized(
+            #[inline(always)]
+            || self.transform_output(&buf.m, b, &mut buf.y),
+        );
+    }
+
+    /// `V[xi][t][c] = (B^T d B)[xi]` for every tile `t` of the block and channel `c`, from the
+    /// channels-last input `x` [images, h, w, cin] (zero outside the plane).
+    #[inline(always)]
+    fn transform_input(&self, x: &[f32], b: &Block, v: &mut [f32]) {
+        let (_, tw) = self.tiles();
+        let (c, t) = (self.cin, b.tiles);
+        let zeros = vec![0f32; c];
+        let mut tile = 0;
+        for img in 0..b.images {
+            let plane = &x[img * self.h * self.w * c..][..self.h * self.w * c];
+            for ty in b.ty0..b.ty0 + b.rows {
+                for tx in 0..tw {
+                    // The 16 channel vectors of the tile's 4x4 patch.
+                    let mut d: [[&[f32]; 4]; 4] = [[&zeros[..]; 4]; 4];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let iy = (2 * ty + i)
+                            .checked_sub(self.pad.0)
+                            .filter(|&iy| iy < self.h);
+                        for (j, at) in row.iter_mut().enumerate() {
+                            let ix = (2 * tx + j)
+                                .checked_sub(self.pad.1)
+                                .filter(|&ix| ix < self.w);
+                            if let (Some(iy), Some(ix)) = (iy, ix) {
+                                *at = &plane[(iy * self.w + ix) * c..][..c];
+                            }
+                        }
+                    }
+                    input_tile(&d, v, plane_stride(t * c), tile * c, c);
+                    tile += 1;
+                }
+            }
+        }
+    }
+
+    /// `y[tile] = A^T M A` for every tile of the block and output channel, into the unit's
+    /// channels-last output [images, ho, wo, cout], clipped at the plane's last row and column
+    /// when ho or wo is odd.
+    #[inline(always)]
+    fn transform_output(&self, m: &[f32], b: &Block, y: &mut [f32]) {
+        let (_, tw) = self.tiles();
+        let (k, t, p) = (self.cout, b.tiles, self.ho * self.wo);
+        let mut tile = 0;
+        for img in 0..b.images {
+            for ty in b.ty0..b.ty0 + b.rows {
+                for tx in 0..tw {
+                    // Where output (2 ty + a, 2 tx + b) of the tile goes, if inside the plane.
+                    let mut dst = [None; 4];
+                    for (q, at) in dst.iter_mut().enumerate() {
+                        let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
+                        if oy < self.ho && ox < self.wo {
+                            *at = Some((img * p + oy * self.wo + ox) * k);
+                        }
+                    }
+                    output_tile(m, plane_stride(t * k), tile * k, k, y, &dst);
+                    tile += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Distance between the 16 planes of `V` (or `M`) holding `len` values each: `len` rounded up to
+/// a whole number of 4 KiB pages plus one cache line, so that a tile's 16 values (one per plane)
+/// fall in 16 different L1 sets. With `len` a multiple of 4 KiB (64 tiles x 64 channels) they
+/// all map to one set, and the input transform's stores waited on the conflicts (half its time).
+fn plane_stride(len: usize) -> usize {
+    const PAGE: usize = 1024;
+    const LINE: usize = 16;
+    len.div_ceil(PAGE) * PAGE + LINE
+}
+
+/// Channels a transform handles at once: one AVX-512 register of f32 (the fixed-size arrays
+/// below compile to whole-register operations, and narrower sets to several per array).
+const LANES: usize = 16;
+type Lanes = [f32; LANES];
+
+/// `src[..width]` into `l` (the rest zero); a full set is a fixed-size copy.
+#[inline(always)]
+fn load(src: &[f32], width: usize, l: &mut Lanes) {
+    if width == LANES {
+        l.copy_from_slice(&src[..LANES]);
+    } else {
+        l.fill(0.0);
+        for (d, s) in l.iter_mut().zip(&src[..width]) {
+            *d = *s;
+        }
+    }
+}
+
+/// The first `width` lanes of `l` into `dst`.
+#[inline(always)]
+fn store(dst: &mut [f32], l: &Lanes, width: usize) {
+    if width == LANES {
+        dst[..LANES].copy_from_slice(l);
+    } else {
+        for (d, s) in dst[..width].iter_mut().zip(l) {
+            *d = *s;
+        }
+    }
+}
+
+/// `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`: `B^T` applied to four rows (or columns).
+#[inline(always)]
+fn apply_bt(d0: &Lanes, d1: &Lanes, d2: &Lanes, d3: &Lanes, out: &mut [Lanes; 4]) {
+    for l in 0..LANES {
+        out[0][l] = d0[l] - d2[l];
+        out[1][l] = d1[l] + d2[l];
+        out[2][l] = d2[l] - d1[l];
+        out[3][l] = d1[l] - d3[l];
+    }
+}
+
+/// `[m0 + m1 + m2, m1 - m2 - m3]`: `A^T` applied to four rows (or columns).
+#[inline(always)]
+fn apply_at(m0: &Lanes, m1: &Lanes, m2: &Lanes, m3: &Lanes, out: &mut [Lanes; 2]) {
+    for l in 0..LANES {
+        out[0][l] = m0[l] + m1[l] + m2[l];
+        out[1][l] = m1[l] - m2[l] - m3[l];
+    }
+}
+
+/// `B^T d B` of one tile along the channels: `d[i][j]` is patch position (i, j)'s `c` channel
+/// values; position `xi` of the result goes to `v[xi * plane + at..][..c]`. Plain loops over
+/// fixed-size arrays only: everything here inlines into `vectorized`'s instruction set (a closure
+/// or `array::from_fn` compiled apart runs baseline SSE code).
+#[inline(always)]
+fn input_tile(d: &[[&[f32]; 4]; 4], v: &mut [f32], plane: usize, at: usize, c: usize) {
+    let mut patch = [[[0f32; LANES]; 4]; 4];
+    let mut by_col = [[[0f32; LANES]; 4]; 4];
+    let mut row = [[0f32; LANES]; 4];
+    let mut ch = 0;
+    while ch < c {
+        let width = LANES.min(c - ch);
+        for i in 0..4 {
+            for j in 0..4 {
+                load(&d[i][j][ch..], width, &mut patch[i][j]);
+            }
+        }
+        // B^T d (column by column), then (.) B: the same of the rows' columns.
+        for j in 0..4 {
+            let col = &patch;
+            apply_bt(
+                &col[0][j],
+                &col[1][j],
+                &col[2][j],
+                &col[3][j],
+                &mut by_col[j],
+            );
+        }
+        for r in 0..4 {
+            let c = &by_col;
+            apply_bt(&c[0][r], &c[1][r], &c[2][r], &c[3][r], &mut row);
+            for (q, lanes) in row.iter().enumerate() {
+                store(&mut v[(4 * r + q) * plane + at + ch..], lanes, width);
+            }
+        }
+        ch += width;
+    }
+}
+
+/// `A^T M A` of one tile along the output channels: `M[xi]` is `m[xi * plane + at..][..k]`;
+/// output row a, column b goes to `y[dst[2 a + b]..][..k]` (`None`: outside the plane).
+#[inline(always)]
+fn output_tile(
+    m: &[f32],
+    plane: usize,
+    at: usize,
+    k: usize,
+    y: &mut [f32],
+    dst: &[Option<usize>; 4],
+) {
+    let mut mm = [[0f32; LANES]; 16];
+    let mut z = [[[0f32; LANES]; 2]; 4];
+    let mut out = [[0f32; LANES]; 2];
+    let mut ch = 0;
+    while ch < k {
+        let width = LANES.min(k - ch);
+        for (xi, lanes) in mm.iter_mut().enumerate() {
+            load(&m[xi * plane + at + ch..], width, lanes);
+        }
+        // A^T M (column by column), then (.) A: the same of the rows' columns.
+        for (j, zj) in z.iter_mut().enumerate() {
+            apply_at(&mm[j], &mm[4 + j], &mm[8 + j], &mm[12 + j], zj);
+        }
+        for a in 0..2 {
+            apply_at(&z[0][a], &z[1][a], &z[2][a], &z[3][a], &mut out);
+            for (b, lanes) in out.iter().enumerate() {
+                if let Some(at) = dst[2 * a + b] {
+                    store(&mut y[at + ch..], lanes, width);
+                }
+            }
+        }
+        ch += width;
+    }
+}
