@@ -58,7 +58,7 @@ pub fn set_chunk_floats(floats: usize) {
 /// allocation of a column matrix (up to `CHUNK_FLOATS` values) costs a full `memset` each time.
 static SCRATCH_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 /// Buffers the pool keeps (more are freed): what one call holds at once on a few cores (the
-/// Winograd path holds four per thread: channels-last input and output, `V`, `M`).
+/// Winograd path holds three per thread: channels-last input, `V`, `M`).
 const SCRATCH_KEEP: usize = 8;
 
 /// A work buffer from `SCRATCH_POOL`, returned to it on drop.

@@ -24,7 +24,8 @@
 //! run along the channels, a contiguous vector loop of `c` values per patch position, whatever
 //! the plane's size (deep layers have one or two tiles per row). Its tiles are transformed in
 //! blocks of tile rows into `V` [16][tiles][cin]; the GEMMs `M[xi] = V[xi] U[xi]` ([tiles x
-//! cin] x [cin x cout]) give channels-last outputs, transposed back to [cout, ho, wo] at the end.
+//! cin] x [cin x cout]) give `M` [16][tiles][cout], and the output transform writes each tile's
+//! 2x2 outputs straight into the [cout, ho, wo] planes.
 
 use rayon::prelude::*;
 
@@ -165,10 +166,9 @@ struct Block {
     tiles: usize,
 }
 
-/// Work buffers of one unit: channels-last input and output, `V`, `M`.
+/// Work buffers of one unit: its channels-last input, `V`, `M`.
 struct Buffers {
     x: Scratch,
-    y: Scratch,
     v: Scratch,
     m: Scratch,
 }
@@ -200,7 +200,6 @@ impl Plane {
             .for_each_init(
                 || Buffers {
                     x: Scratch::overwritten(0),
-                    y: Scratch::overwritten(0),
                     v: Scratch::overwritten(0),
                     m: Scratch::overwritten(0),
                 },
@@ -208,14 +207,13 @@ impl Plane {
                     let images = y_unit.len() / out_image;
                     let x_unit = &x[unit * unit_images * in_image..][..images * in_image];
                     buf.x.resize(images * in_image);
-                    buf.y.resize(images * out_image);
-                    let planes = (self.h * self.w, self.ho * self.wo);
+                    let plane = self.h * self.w;
                     for img in 0..images {
                         let (src, dst) = (
                             &x_unit[img * in_image..][..in_image],
                             &mut buf.x[img * in_image..][..in_image],
                         );
-                        transpose_into(src, self.cin, planes.0, dst);
+                        transpose_into(src, self.cin, plane, dst);
                     }
                     for ty0 in (0..th).step_by(block_rows) {
                         let rows = block_rows.min(th - ty0);
@@ -225,14 +223,7 @@ impl Plane {
                             rows,
                             tiles: images * rows * tw,
                         };
-                        self.convolve_block(u, &block, buf, units == 1);
-                    }
-                    for img in 0..images {
-                        let (src, dst) = (
-                            &buf.y[img * out_image..][..out_image],
-                            &mut y_unit[img * out_image..][..out_image],
-                        );
-                        transpose_into(src, planes.1, self.cout, dst);
+                        self.convolve_block(u, &block, buf, y_unit, units == 1);
                     }
                 },
             );
@@ -240,8 +231,15 @@ impl Plane {
     }
 
     /// One block: input transform into `V` [16][tiles][cin], the 16 GEMMs into `M`
-    /// [16][tiles][cout], output transform into the unit's channels-last output.
-    fn convolve_block(&self, u: &[f32], b: &Block, buf: &mut Buffers, parallel: bool) {
+    /// [16][tiles][cout], output transform into the unit's output planes `y`.
+    fn convolve_block(
+        &self,
+        u: &[f32],
+        b: &Block,
+        buf: &mut Buffers,
+        y: &mut [f32],
+        parallel: bool,
+    ) {
         let (t, ci, co) = (b.tiles, self.cin, self.cout);
         let (vp, mp) = (plane_stride(t * ci), plane_stride(t * co));
         buf.v.resize(16 * vp);
@@ -264,7 +262,7 @@ impl Plane {
         }
         super::vectorized(
             #[inline(always)]
-            || self.transform_output(&buf.m, b, &mut buf.y),
+            || self.transform_output(&buf.m, b, y),
         );
     }
 
@@ -303,7 +301,7 @@ impl Plane {
     }
 
     /// `y[tile] = A^T M A` for every tile of the block and output channel, into the unit's
-    /// channels-last output [images, ho, wo, cout], clipped at the plane's last row and column
+    /// output [images, cout, ho, wo], clipped at the plane's last row and column
     /// when ho or wo is odd.
     #[inline(always)]
     fn transform_output(&self, m: &[f32], b: &Block, y: &mut [f32]) {
@@ -318,10 +316,10 @@ impl Plane {
                     for (q, at) in dst.iter_mut().enumerate() {
                         let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
                         if oy < self.ho && ox < self.wo {
-                            *at = Some((img * p + oy * self.wo + ox) * k);
+                            *at = Some(img * p * k + oy * self.wo + ox);
                         }
                     }
-                    output_tile(m, plane_stride(t * k), tile * k, k, y, &dst);
+                    output_tile(m, plane_stride(t * k), tile * k, k, y, p, &dst);
                     tile += 1;
                 }
             }
@@ -369,67 +367,51 @@ fn store(dst: &mut [f32], l: &Lanes, width: usize) {
     }
 }
 
-/// `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`: `B^T` applied to four rows (or columns).
-#[inline(always)]
-fn apply_bt(d0: &Lanes, d1: &Lanes, d2: &Lanes, d3: &Lanes, out: &mut [Lanes; 4]) {
-    for l in 0..LANES {
-        out[0][l] = d0[l] - d2[l];
-        out[1][l] = d1[l] + d2[l];
-        out[2][l] = d2[l] - d1[l];
-        out[3][l] = d1[l] - d3[l];
-    }
-}
-
-/// `[m0 + m1 + m2, m1 - m2 - m3]`: `A^T` applied to four rows (or columns).
-#[inline(always)]
-fn apply_at(m0: &Lanes, m1: &Lanes, m2: &Lanes, m3: &Lanes, out: &mut [Lanes; 2]) {
-    for l in 0..LANES {
-        out[0][l] = m0[l] + m1[l] + m2[l];
-        out[1][l] = m1[l] - m2[l] - m3[l];
-    }
-}
-
 /// `B^T d B` of one tile along the channels: `d[i][j]` is patch position (i, j)'s `c` channel
 /// values; position `xi` of the result goes to `v[xi * plane + at..][..c]`. Plain loops over
 /// fixed-size arrays only: everything here inlines into `vectorized`'s instruction set (a closure
 /// or `array::from_fn` compiled apart runs baseline SSE code).
 #[inline(always)]
 fn input_tile(d: &[[&[f32]; 4]; 4], v: &mut [f32], plane: usize, at: usize, c: usize) {
-    let mut patch = [[[0f32; LANES]; 4]; 4];
-    let mut by_col = [[[0f32; LANES]; 4]; 4];
-    let mut row = [[0f32; LANES]; 4];
+    let mut p = [[0f32; LANES]; 16];
+    let mut out = [[0f32; LANES]; 16];
     let mut ch = 0;
     while ch < c {
         let width = LANES.min(c - ch);
-        for i in 0..4 {
+        for (q, lanes) in p.iter_mut().enumerate() {
+            load(&d[q / 4][q % 4][ch..], width, lanes);
+        }
+        // One lane at a time, every value named: the compiler turns the lane loop into
+        // whole-register operations (nested array indexing made it emit gathers and scatters).
+        for l in 0..LANES {
+            // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 of each column j.
+            let mut t = [0f32; 16];
             for j in 0..4 {
-                load(&d[i][j][ch..], width, &mut patch[i][j]);
+                let (d0, d1, d2, d3) = (p[j][l], p[4 + j][l], p[8 + j][l], p[12 + j][l]);
+                t[j] = d0 - d2;
+                t[4 + j] = d1 + d2;
+                t[8 + j] = d2 - d1;
+                t[12 + j] = d1 - d3;
+            }
+            // (.) B: the same combination of each row's columns.
+            for r in 0..4 {
+                let (a0, a1, a2, a3) = (t[4 * r], t[4 * r + 1], t[4 * r + 2], t[4 * r + 3]);
+                out[4 * r][l] = a0 - a2;
+                out[4 * r + 1][l] = a1 + a2;
+                out[4 * r + 2][l] = a2 - a1;
+                out[4 * r + 3][l] = a1 - a3;
             }
         }
-        // B^T d (column by column), then (.) B: the same of the rows' columns.
-        for j in 0..4 {
-            let col = &patch;
-            apply_bt(
-                &col[0][j],
-                &col[1][j],
-                &col[2][j],
-                &col[3][j],
-                &mut by_col[j],
-            );
-        }
-        for r in 0..4 {
-            let c = &by_col;
-            apply_bt(&c[0][r], &c[1][r], &c[2][r], &c[3][r], &mut row);
-            for (q, lanes) in row.iter().enumerate() {
-                store(&mut v[(4 * r + q) * plane + at + ch..], lanes, width);
-            }
+        for (xi, lanes) in out.iter().enumerate() {
+            store(&mut v[xi * plane + at + ch..], lanes, width);
         }
         ch += width;
     }
 }
 
 /// `A^T M A` of one tile along the output channels: `M[xi]` is `m[xi * plane + at..][..k]`;
-/// output row a, column b goes to `y[dst[2 a + b]..][..k]` (`None`: outside the plane).
+/// output row a, column b of channel `ch` goes to `y[dst[2 a + b] + ch * p]` (`None`: outside
+/// the plane).
 #[inline(always)]
 fn output_tile(
     m: &[f32],
@@ -437,26 +419,37 @@ fn output_tile(
     at: usize,
     k: usize,
     y: &mut [f32],
+    p: usize,
     dst: &[Option<usize>; 4],
 ) {
     let mut mm = [[0f32; LANES]; 16];
-    let mut z = [[[0f32; LANES]; 2]; 4];
-    let mut out = [[0f32; LANES]; 2];
+    let mut out = [[0f32; LANES]; 4];
     let mut ch = 0;
     while ch < k {
         let width = LANES.min(k - ch);
         for (xi, lanes) in mm.iter_mut().enumerate() {
             load(&m[xi * plane + at + ch..], width, lanes);
         }
-        // A^T M (column by column), then (.) A: the same of the rows' columns.
-        for (j, zj) in z.iter_mut().enumerate() {
-            apply_at(&mm[j], &mm[4 + j], &mm[8 + j], &mm[12 + j], zj);
+        for l in 0..LANES {
+            // A^T M: rows m0 + m1 + m2 and m1 - m2 - m3 of each column j.
+            let mut z = [0f32; 8];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (mm[j][l], mm[4 + j][l], mm[8 + j][l], mm[12 + j][l]);
+                z[j] = m0 + m1 + m2;
+                z[4 + j] = m1 - m2 - m3;
+            }
+            // (.) A: the same combination of each row's columns.
+            for a in 0..2 {
+                let (z0, z1, z2, z3) = (z[4 * a], z[4 * a + 1], z[4 * a + 2], z[4 * a + 3]);
+                out[2 * a][l] = z0 + z1 + z2;
+                out[2 * a + 1][l] = z1 - z2 - z3;
+            }
         }
-        for a in 0..2 {
-            apply_at(&z[0][a], &z[1][a], &z[2][a], &z[3][a], &mut out);
-            for (b, lanes) in out.iter().enumerate() {
-                if let Some(at) = dst[2 * a + b] {
-                    store(&mut y[at + ch..], lanes, width);
+        for (q, lanes) in out.iter().enumerate() {
+            if let Some(at) = dst[q] {
+                // Channel planes `p` apart: one value per plane (no transpose pass after).
+                for (l, v) in lanes[..width].iter().enumerate() {
+                    y[at + (ch + l) * p] = *v;
                 }
             }
         }
