@@ -366,7 +366,8 @@ fn conv2d_fast_weight_gradient_of_deep_layers_is_one_parallel_gemm() {
 
 #[test]
 fn conv2d_fast_winograd_matches_the_f64_reference() {
-    // Dense 3x3 stride-1 convolutions take Winograd F(2x2, 3x3) (forward and input gradient):
+    // Dense 3x3 stride-1 convolutions take Winograd F(2x2, 3x3) (forward and input gradient)
+    // and F(3x3, 2x2) (weight gradient, summed over image ranges):
     // batch 1 (one unit, parallel GEMMs), paddings 0 / 1 / 2, odd output sizes (clipped tiles),
     // channel counts off the 16-lane width, units of several images with a remainder (6 images
     // of 16 tiles, units of 4), and planes wide enough to be split into blocks of tile rows.
@@ -403,6 +404,11 @@ fn conv2d_fast_winograd_matches_the_f64_reference() {
             &format!("{label}: dx"),
             &f::backward_input(&dy, &w, &g),
             &r::backward_input(&dy64, &w64, &g),
+        );
+        close_to_f64_reference(
+            &format!("{label}: dw"),
+            &f::backward_weight(&dy, &x, &g),
+            &r::backward_weight(&dy64, &x64, &g),
         );
     }
 }

@@ -505,6 +505,9 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
     if g.groups != 1 {
         return crate::cpu::conv2d::backward_weight(dy, x, g);
     }
+    if winograd::applies(g) {
+        return winograd::backward_weight(dy, x, g);
+    }
     let (p, kg) = (g.p(), g.kg());
     if g.cout * kg == 0 || p == 0 || g.n == 0 {
         return vec![0f32; g.cout * kg];

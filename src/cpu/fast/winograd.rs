@@ -89,6 +89,57 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     plane.convolve(dy, &u, g.n)
 }
 
+/// dw [cout, c, 3, 3] from dy [n, cout, ho, wo] and x [n, c, h, w]: Winograd F(3x3, 2x2) over
+/// the forward's 2x2 output tiles. Each tile adds the 3x3 correlation of its 4x4 input patch `d`
+/// with its 2x2 output gradient `e`, which is `A'^T [(G' e G'^T) . (B^T d B)] A'` with the
+/// forward's `B^T` (its `V` is the same input transform), `G' = [1 0; 1 1; 1 -1; 0 1]` and
+/// `A'^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 -1]` (the same points 0, 1, -1 and infinity,
+/// roles of the filter and output swapped; Lavin & Gray section 4 builds both from them). The
+/// sum over tiles is taken before `A'`: 16 GEMMs `S[xi] += E[xi]^T V[xi]` ([cout x tiles] x
+/// [tiles x c]) per block, `WEIGHT_GRAD_PARTS` image ranges in parallel, partial sums added in
+/// range order (the same for every thread count).
+pub(super) fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let plane = Plane {
+        cin: g.c,
+        h: g.h,
+        w: g.w,
+        cout: g.cout,
+        ho: g.ho,
+        wo: g.wo,
+        pad: g.padding,
+    };
+    let s = plane.correlate(x, dy, g.n);
+    let (k, c) = (g.cout, g.c);
+    let mut dw = vec![0f32; k * c * 9];
+    dw.par_chunks_mut(c * 9).enumerate().for_each(|(ko, dw_k)| {
+        for (ci, out) in dw_k.chunks_exact_mut(9).enumerate() {
+            let t: [f32; 16] = std::array::from_fn(|xi| s[(xi * k + ko) * c + ci]);
+            out.copy_from_slice(&gradient_tile(&t));
+        }
+    });
+    dw
+}
+
+/// `A'^T S A'` (3x3, row-major) of one summed 4x4 tile `s` (see `backward_weight`).
+fn gradient_tile(s: &[f32; 16]) -> [f32; 9] {
+    let a_of = |r: [f32; 4]| {
+        let (h1, h2) = (0.5 * r[1], 0.5 * r[2]);
+        [r[0] + h1 + h2, h1 - h2, h1 + h2 - r[3]]
+    };
+    // A'^T S: combine the rows (column by column); then the columns of each row.
+    let cols: [[f32; 3]; 4] = std::array::from_fn(|q| a_of([s[q], s[4 + q], s[8 + q], s[12 + q]]));
+    let mut out = [0f32; 9];
+    for i in 0..3 {
+        out[i * 3..i * 3 + 3]
+            .copy_from_slice(&a_of([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]));
+    }
+    out
+}
+
+/// Image ranges the Winograd weight gradient is split into (fixed, so the summation order and
+/// the result do not depend on the thread count).
+const WEIGHT_GRAD_PARTS: usize = 4;
+
 /// `U[xi][i][o] = (G f G^T)[xi]` ([16][ins][outs]) for the 16 positions `xi` of the 4x4
 /// transformed filter, `f` the 3x3 filter from input channel `i` to output channel `o`: `w[o][i]`
 /// for `w` [outs, ins, 3, 3], or with `swap` (the input gradient's filters, `w` [ins, outs, 3, 3])
@@ -228,6 +279,140 @@ impl Plane {
                 },
             );
         y
+    }
+
+    /// `S[xi][cout][cin] = sum over tiles of E[xi]^T V[xi]`, `E` the transformed output
+    /// gradient tiles of dy [n, cout, ho, wo] and `V` the transformed input tiles of x.
+    fn correlate(&self, x: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
+        let (th, tw) = self.tiles();
+        let unit_images = MIN_TILES.div_ceil(th * tw).clamp(1, n.max(1));
+        let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
+        let s_len = 16 * self.cout * self.cin;
+        let units = n.div_ceil(unit_images);
+        if units == 0 {
+            return vec![0f32; s_len];
+        }
+        let parts = WEIGHT_GRAD_PARTS.min(units);
+        let per_part = units.div_ceil(parts);
+        let block_rows = if unit_images > 1 {
+            th
+        } else {
+            (BLOCK_FLOATS / (16 * (self.cin + self.cout) * tw).max(1)).clamp(1, th)
+        };
+        let partials: Vec<Vec<f32>> = (0..parts)
+            .into_par_iter()
+            .map(|part| {
+                let mut s = vec![0f32; s_len];
+                let mut buf = Buffers {
+                    x: Scratch::overwritten(0),
+                    v: Scratch::overwritten(0),
+                    m: Scratch::overwritten(0),
+                };
+                let mut dyt = Scratch::overwritten(0);
+                let mut first = true;
+                for unit in part * per_part..((part + 1) * per_part).min(units) {
+                    let img0 = unit * unit_images;
+                    let images = unit_images.min(n - img0);
+                    buf.x.resize(images * in_image);
+                    dyt.resize(images * out_image);
+                    for img in 0..images {
+                        let at = (img0 + img) * in_image;
+                        let src = &x[at..][..in_image];
+                        let dst = &mut buf.x[img * in_image..][..in_image];
+                        transpose_into(src, self.cin, self.h * self.w, dst);
+                        let at = (img0 + img) * out_image;
+                        let src = &dy[at..][..out_image];
+                        let dst = &mut dyt[img * out_image..][..out_image];
+                        transpose_into(src, self.cout, self.ho * self.wo, dst);
+                    }
+                    for ty0 in (0..th).step_by(block_rows) {
+                        let rows = block_rows.min(th - ty0);
+                        let block = Block {
+                            images,
+                            ty0,
+                            rows,
+                            tiles: images * rows * tw,
+                        };
+                        self.correlate_block(&dyt, &block, &mut buf, &mut s, !first, parts == 1);
+                        first = false;
+                    }
+                }
+                s
+            })
+            .collect();
+        let mut partials = partials.into_iter();
+        let mut s = partials.next().expect("at least one part");
+        for part in partials {
+            for (a, b) in s.iter_mut().zip(&part) {
+                *a += *b;
+            }
+        }
+        s
+    }
+
+    /// One block of the weight gradient: `V` (input transform of `buf.x`), `E` [16][tiles][cout]
+    /// (output-gradient transform of the channels-last `dy`) into `buf.m`, then
+    /// `S[xi] (+)= E[xi]^T V[xi]`.
+    /// `parallel` (one part: a single image range) lets the GEMMs use the thread pool.
+    fn correlate_block(
+        &self,
+        dy: &[f32],
+        b: &Block,
+        buf: &mut Buffers,
+        s: &mut [f32],
+        add: bool,
+        parallel: bool,
+    ) {
+        let (t, ci, co) = (b.tiles, self.cin, self.cout);
+        let (vp, ep) = (plane_stride(t * ci), plane_stride(t * co));
+        buf.v.resize(16 * vp);
+        buf.m.resize(16 * ep);
+        super::vectorized(
+            #[inline(always)]
+            || {
+                self.transform_input(&buf.x, b, &mut buf.v);
+                self.transform_gradient(dy, b, &mut buf.m);
+            },
+        );
+        for xi in 0..16 {
+            gemm_into(
+                &mut s[xi * co * ci..][..co * ci],
+                &buf.m[xi * ep..][..t * co],
+                &buf.v[xi * vp..][..t * ci],
+                (co, t, ci),
+                true,
+                false,
+                add,
+                parallel,
+            );
+        }
+    }
+
+    /// `E[xi][t][k] = (G' e G'^T)[xi]` for every tile `t` of the block and output channel `k`,
+    /// `e` the tile's 2x2 output gradient (zero past the plane's last row or column), from the
+    /// channels-last `dy` [images, ho, wo, cout].
+    #[inline(always)]
+    fn transform_gradient(&self, dy: &[f32], b: &Block, e: &mut [f32]) {
+        let (_, tw) = self.tiles();
+        let (k, t, p) = (self.cout, b.tiles, self.ho * self.wo);
+        let zeros = vec![0f32; k];
+        let mut tile = 0;
+        for img in 0..b.images {
+            let plane = &dy[img * p * k..][..p * k];
+            for ty in b.ty0..b.ty0 + b.rows {
+                for tx in 0..tw {
+                    let mut g: [&[f32]; 4] = [&zeros[..]; 4];
+                    for (q, at) in g.iter_mut().enumerate() {
+                        let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
+                        if oy < self.ho && ox < self.wo {
+                            *at = &plane[(oy * self.wo + ox) * k..][..k];
+                        }
+                    }
+                    gradient_input_tile(&g, e, plane_stride(t * k), tile * k, k);
+                    tile += 1;
+                }
+            }
+        }
     }
 
     /// One block: input transform into `V` [16][tiles][cin], the 16 GEMMs into `M`
@@ -452,6 +637,43 @@ fn output_tile(
                     y[at + (ch + l) * p] = *v;
                 }
             }
+        }
+        ch += width;
+    }
+}
+
+/// `G' e G'^T` of one output-gradient tile along the channels: `e[2 a + b]` is position (a, b)'s
+/// `k` channel values; position `xi` of the result goes to `out[xi * plane + at..][..k]`
+/// (`G' = [1 0; 1 1; 1 -1; 0 1]`, see `backward_weight`).
+#[inline(always)]
+fn gradient_input_tile(e: &[&[f32]; 4], out: &mut [f32], plane: usize, at: usize, k: usize) {
+    let mut p = [[0f32; LANES]; 4];
+    let mut res = [[0f32; LANES]; 16];
+    let mut ch = 0;
+    while ch < k {
+        let width = LANES.min(k - ch);
+        for (q, lanes) in p.iter_mut().enumerate() {
+            load(&e[q][ch..], width, lanes);
+        }
+        for l in 0..LANES {
+            let (e00, e01, e10, e11) = (p[0][l], p[1][l], p[2][l], p[3][l]);
+            // G' e: rows e0, e0 + e1, e0 - e1, e1 of each column.
+            let rows = [
+                (e00, e01),
+                (e00 + e10, e01 + e11),
+                (e00 - e10, e01 - e11),
+                (e10, e11),
+            ];
+            // (.) G'^T: the same of each row's two columns.
+            for (r, (c0, c1)) in rows.iter().enumerate() {
+                res[4 * r][l] = *c0;
+                res[4 * r + 1][l] = c0 + c1;
+                res[4 * r + 2][l] = c0 - c1;
+                res[4 * r + 3][l] = *c1;
+            }
+        }
+        for (xi, lanes) in res.iter().enumerate() {
+            store(&mut out[xi * plane + at + ch..], lanes, width);
         }
         ch += width;
     }
