@@ -558,14 +558,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
             dw
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut dw = partials.next().expect("at least one part");
-    for part in partials {
-        for (a, b) in dw.iter_mut().zip(&part) {
-            *a += *b;
-        }
-    }
-    dw
+    super::sum_in_order(partials)
 }
 
 /// `dw = dY cols^T` over images `imgs`, `nc` images side by side per GEMM (K = nc * P), the

@@ -41,6 +41,19 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// The sum of equal-length partial results, added in the order given (weight gradients summed
+/// over fixed image ranges: the order, and so the bits, never depend on the thread count).
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>) -> Vec<f32> {
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().expect("at least one partial sum");
+    for part in partials {
+        for (a, b) in sum.iter_mut().zip(&part) {
+            *a += *b;
+        }
+    }
+    sum
+}
+
 /// `y`'s planes [n, c] (each `s` values) reordered channel-major: chunk `ch` of `n` entries holds
 /// channel ch's planes image by image, so that one task can write a whole channel (while its
 /// inputs are still in cache, or several images at once).

@@ -61,16 +61,7 @@ pub(super) fn applies(g: &ConvGeom) -> bool {
 /// y [n, cout, ho, wo] from x [n, c, h, w] and w [cout, c, 3, 3].
 pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let u = transform_filters(w, g.c, g.cout, false);
-    let plane = Plane {
-        cin: g.c,
-        h: g.h,
-        w: g.w,
-        cout: g.cout,
-        ho: g.ho,
-        wo: g.wo,
-        pad: g.padding,
-    };
-    plane.convolve(x, &u, g.n)
+    Plane::forward(g).convolve(x, &u, g.n)
 }
 
 /// dx [n, c, h, w] from dy [n, cout, ho, wo] and w [cout, c, 3, 3]: dy convolved (padding
@@ -99,16 +90,7 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// [tiles x c]) per block, `WEIGHT_GRAD_PARTS` image ranges in parallel, partial sums added in
 /// range order (the same for every thread count).
 pub(super) fn backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let plane = Plane {
-        cin: g.c,
-        h: g.h,
-        w: g.w,
-        cout: g.cout,
-        ho: g.ho,
-        wo: g.wo,
-        pad: g.padding,
-    };
-    let s = plane.correlate(x, dy, g.n);
+    let s = Plane::forward(g).correlate(x, dy, g.n);
     let (k, c) = (g.cout, g.c);
     let mut dw = vec![0f32; k * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each(|(ko, dw_k)| {
@@ -225,27 +207,47 @@ struct Buffers {
 }
 
 impl Plane {
+    /// The forward convolution's planes.
+    fn forward(g: &ConvGeom) -> Plane {
+        Plane {
+            cin: g.c,
+            h: g.h,
+            w: g.w,
+            cout: g.cout,
+            ho: g.ho,
+            wo: g.wo,
+            pad: g.padding,
+        }
+    }
+
     /// Tile rows and tiles per row of one output plane.
     fn tiles(&self) -> (usize, usize) {
         (self.ho.div_ceil(2), self.wo.div_ceil(2))
     }
 
-    /// y [n, cout, ho, wo] from x [n, cin, h, w] and `U` [16][cin][cout].
-    fn convolve(&self, x: &[f32], u: &[f32], n: usize) -> Vec<f32> {
+    /// How `n` images are worked through: images per unit (whole images, at least `MIN_TILES`
+    /// tiles where the batch allows), the number of units, and the tile rows per block (a whole
+    /// unit when it has several images, else as many rows of one image as `BLOCK_FLOATS` holds).
+    fn layout(&self, n: usize) -> (usize, usize, usize) {
         let (th, tw) = self.tiles();
         let unit_images = MIN_TILES.div_ceil(th * tw).clamp(1, n.max(1));
-        let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
-        let mut y = super::zeros(n * out_image);
-        if y.is_empty() {
-            return y;
-        }
-        let units = n.div_ceil(unit_images);
-        // Tile rows per block: a whole unit when it fits, else as many rows of one image as do.
         let block_rows = if unit_images > 1 {
             th
         } else {
             (BLOCK_FLOATS / (16 * (self.cin + self.cout) * tw).max(1)).clamp(1, th)
         };
+        (unit_images, n.div_ceil(unit_images), block_rows)
+    }
+
+    /// y [n, cout, ho, wo] from x [n, cin, h, w] and `U` [16][cin][cout].
+    fn convolve(&self, x: &[f32], u: &[f32], n: usize) -> Vec<f32> {
+        let (th, tw) = self.tiles();
+        let (unit_images, units, block_rows) = self.layout(n);
+        let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
+        let mut y = super::zeros(n * out_image);
+        if y.is_empty() {
+            return y;
+        }
         y.par_chunks_mut(unit_images * out_image)
             .enumerate()
             .for_each_init(
@@ -285,20 +287,14 @@ impl Plane {
     /// gradient tiles of dy [n, cout, ho, wo] and `V` the transformed input tiles of x.
     fn correlate(&self, x: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
         let (th, tw) = self.tiles();
-        let unit_images = MIN_TILES.div_ceil(th * tw).clamp(1, n.max(1));
+        let (unit_images, units, block_rows) = self.layout(n);
         let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
         let s_len = 16 * self.cout * self.cin;
-        let units = n.div_ceil(unit_images);
         if units == 0 {
             return vec![0f32; s_len];
         }
         let parts = WEIGHT_GRAD_PARTS.min(units);
         let per_part = units.div_ceil(parts);
-        let block_rows = if unit_images > 1 {
-            th
-        } else {
-            (BLOCK_FLOATS / (16 * (self.cin + self.cout) * tw).max(1)).clamp(1, th)
-        };
         let partials: Vec<Vec<f32>> = (0..parts)
             .into_par_iter()
             .map(|part| {
@@ -340,14 +336,7 @@ impl Plane {
                 s
             })
             .collect();
-        let mut partials = partials.into_iter();
-        let mut s = partials.next().expect("at least one part");
-        for part in partials {
-            for (a, b) in s.iter_mut().zip(&part) {
-                *a += *b;
-            }
-        }
-        s
+        super::sum_in_order(partials)
     }
 
     /// One block of the weight gradient: `V` (input transform of `buf.x`), `E` [16][tiles][cout]
