@@ -46,9 +46,12 @@ const MIN_TILES_PER_IMAGE: usize = 4;
 
 /// The convolutions this module computes: dense (one group) 3x3, stride 1, dilation 1,
 /// padding at most 2 (so the input gradient's padding `2 - pad` is one too), with at least
-/// `MIN_TILES_PER_IMAGE` output tiles per image.
+/// `MIN_TILES_PER_IMAGE` output tiles per image and at least one channel on each side (the
+/// GEMMs' work buffers are only defined where a product writes them).
 pub(super) fn applies(g: &ConvGeom) -> bool {
     g.groups == 1
+        && g.c > 0
+        && g.cout > 0
         && (g.kh, g.kw) == (3, 3)
         && g.stride == (1, 1)
         && g.dilation == (1, 1)
