@@ -37,8 +37,9 @@ thread_local! {
 
 /// `dst[c * rows + r] = src[r * cols + c]` for a `[rows, cols]` `src`, in 8 x 8 tiles (both sides
 /// stay in a few cache lines while a tile moves). A whole tile goes through a fixed-size array
-/// (8 row loads, 8 column stores, no bounds tests inside): 2-3x the speed of a value-by-value
-/// loop; the edges of a size that is not a multiple of 8 go value by value.
+/// (8 row loads, 8 column stores, no bounds tests inside; its share of a Winograd forward profile
+/// went from 16.5% to 13.3% with it); the edges of a size that is not a multiple of 8 go value by
+/// value.
 pub(crate) fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     const TILE: usize = 8;
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);

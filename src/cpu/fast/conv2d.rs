@@ -10,9 +10,9 @@
 //!   order never depends on the thread count (bitwise reproducible).
 //! - im2col / col2im compute each output row's valid range once and copy contiguous runs
 //!   (no per-element bounds tests); depthwise convolutions run per plane (`depthwise`).
-//! - Dense 3x3 stride-1 convolutions (ResNet's blocks) compute the forward and the input
-//!   gradient with Winograd F(2x2, 3x3) (`winograd`): 16 multiplies per output tile and channel
-//!   pair instead of 36.
+//! - Dense 3x3 stride-1 convolutions (ResNet's blocks) compute all three passes with Winograd
+//!   (`winograd`: F(2x2, 3x3) for the forward and the input gradient, F(3x3, 2x2) for the weight
+//!   gradient): 16 multiplies per 2x2 output tile and channel pair instead of 36.
 //! - Other grouped convolutions use the reference (no model here has them).
 
 use std::ops::{Deref, DerefMut};

@@ -1,5 +1,6 @@
-//! Winograd F(2x2, 3x3) convolution for the CPU device's dense 3x3 stride-1 convolutions
-//! (ResNet's basic and bottleneck blocks), forward and input gradient.
+//! Winograd convolution for the CPU device's dense 3x3 stride-1 convolutions (ResNet's basic and
+//! bottleneck blocks): F(2x2, 3x3) for the forward and the input gradient, F(3x3, 2x2) for the
+//! weight gradient (see `backward_weight`).
 //!
 //! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), section 4:
 //! each 2x2 output tile is `A^T [(G g G^T) . (B^T d B)] A` for the tile's 4x4 input patch `d`
@@ -14,7 +15,7 @@
 //!
 //! Their entries are 0, +-1 and +-1/2, so the transforms add exact multiples and the results
 //! differ from the direct convolution only by f32 rounding of the reordered sums (tests/cpu_fast.rs
-//! checks both passes against the f64 reference). The input gradient of a stride-1 3x3
+//! checks all three passes against the f64 reference). The input gradient of a stride-1 3x3
 //! convolution is itself one: dy convolved with the filters rotated by 180 degrees and their
 //! input/output channels swapped, padding `2 - pad`.
 //!
@@ -209,6 +210,28 @@ struct Buffers {
     m: Scratch,
 }
 
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            x: Scratch::overwritten(0),
+            v: Scratch::overwritten(0),
+            m: Scratch::overwritten(0),
+        }
+    }
+}
+
+/// `images` consecutive [channels, plane] images of `src` into `dst` as [plane, channels] each
+/// (channels-last, for the transforms' channel lanes).
+fn channels_last(src: &[f32], images: usize, channels: usize, plane: usize, dst: &mut [f32]) {
+    let image = channels * plane;
+    for (src, dst) in src[..images * image]
+        .chunks_exact(image)
+        .zip(dst[..images * image].chunks_exact_mut(image))
+    {
+        transpose_into(src, channels, plane, dst);
+    }
+}
+
 impl Plane {
     /// The forward convolution's planes.
     fn forward(g: &ConvGeom) -> Plane {
@@ -242,9 +265,22 @@ impl Plane {
         (unit_images, n.div_ceil(unit_images), block_rows)
     }
 
+    /// The blocks of a unit of `images` images, `block_rows` tile rows each (fewer in the last).
+    fn blocks(&self, images: usize, block_rows: usize) -> impl Iterator<Item = Block> {
+        let (th, tw) = self.tiles();
+        (0..th).step_by(block_rows).map(move |ty0| {
+            let rows = block_rows.min(th - ty0);
+            Block {
+                images,
+                ty0,
+                rows,
+                tiles: images * rows * tw,
+            }
+        })
+    }
+
     /// y [n, cout, ho, wo] from x [n, cin, h, w] and `U` [16][cin][cout].
     fn convolve(&self, x: &[f32], u: &[f32], n: usize) -> Vec<f32> {
-        let (th, tw) = self.tiles();
         let (unit_images, units, block_rows) = self.layout(n);
         let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
         let mut y = super::zeros(n * out_image);
@@ -253,43 +289,21 @@ impl Plane {
         }
         y.par_chunks_mut(unit_images * out_image)
             .enumerate()
-            .for_each_init(
-                || Buffers {
-                    x: Scratch::overwritten(0),
-                    v: Scratch::overwritten(0),
-                    m: Scratch::overwritten(0),
-                },
-                |buf, (unit, y_unit)| {
-                    let images = y_unit.len() / out_image;
-                    let x_unit = &x[unit * unit_images * in_image..][..images * in_image];
-                    buf.x.resize(images * in_image);
-                    let plane = self.h * self.w;
-                    for img in 0..images {
-                        let (src, dst) = (
-                            &x_unit[img * in_image..][..in_image],
-                            &mut buf.x[img * in_image..][..in_image],
-                        );
-                        transpose_into(src, self.cin, plane, dst);
-                    }
-                    for ty0 in (0..th).step_by(block_rows) {
-                        let rows = block_rows.min(th - ty0);
-                        let block = Block {
-                            images,
-                            ty0,
-                            rows,
-                            tiles: images * rows * tw,
-                        };
-                        self.convolve_block(u, &block, buf, y_unit, units == 1);
-                    }
-                },
-            );
+            .for_each_init(Buffers::new, |buf, (unit, y_unit)| {
+                let images = y_unit.len() / out_image;
+                let x_unit = &x[unit * unit_images * in_image..];
+                buf.x.resize(images * in_image);
+                channels_last(x_unit, images, self.cin, self.h * self.w, &mut buf.x);
+                for block in self.blocks(images, block_rows) {
+                    self.convolve_block(u, &block, buf, y_unit, units == 1);
+                }
+            });
         y
     }
 
     /// `S[xi][cout][cin] = sum over tiles of E[xi]^T V[xi]`, `E` the transformed output
     /// gradient tiles of dy [n, cout, ho, wo] and `V` the transformed input tiles of x.
     fn correlate(&self, x: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
-        let (th, tw) = self.tiles();
         let (unit_images, units, block_rows) = self.layout(n);
         let (in_image, out_image) = (self.cin * self.h * self.w, self.cout * self.ho * self.wo);
         let s_len = 16 * self.cout * self.cin;
@@ -302,36 +316,20 @@ impl Plane {
             .into_par_iter()
             .map(|part| {
                 let mut s = vec![0f32; s_len];
-                let mut buf = Buffers {
-                    x: Scratch::overwritten(0),
-                    v: Scratch::overwritten(0),
-                    m: Scratch::overwritten(0),
-                };
+                let mut buf = Buffers::new();
                 let mut dyt = Scratch::overwritten(0);
+                // The part's first block overwrites S: accumulating onto zeros reads S (16 x cout
+                // x cin) once more per part, measurably slower at ResNet-18's 8x4 layer3.
                 let mut first = true;
                 for unit in part * per_part..((part + 1) * per_part).min(units) {
                     let img0 = unit * unit_images;
                     let images = unit_images.min(n - img0);
                     buf.x.resize(images * in_image);
                     dyt.resize(images * out_image);
-                    for img in 0..images {
-                        let at = (img0 + img) * in_image;
-                        let src = &x[at..][..in_image];
-                        let dst = &mut buf.x[img * in_image..][..in_image];
-                        transpose_into(src, self.cin, self.h * self.w, dst);
-                        let at = (img0 + img) * out_image;
-                        let src = &dy[at..][..out_image];
-                        let dst = &mut dyt[img * out_image..][..out_image];
-                        transpose_into(src, self.cout, self.ho * self.wo, dst);
-                    }
-                    for ty0 in (0..th).step_by(block_rows) {
-                        let rows = block_rows.min(th - ty0);
-                        let block = Block {
-                            images,
-                            ty0,
-                            rows,
-                            tiles: images * rows * tw,
-                        };
+                    let (x, dy) = (&x[img0 * in_image..], &dy[img0 * out_image..]);
+                    channels_last(x, images, self.cin, self.h * self.w, &mut buf.x);
+                    channels_last(dy, images, self.cout, self.ho * self.wo, &mut dyt);
+                    for block in self.blocks(images, block_rows) {
                         self.correlate_block(&dyt, &block, &mut buf, &mut s, !first, parts == 1);
                         first = false;
                     }
@@ -344,8 +342,8 @@ impl Plane {
 
     /// One block of the weight gradient: `V` (input transform of `buf.x`), `E` [16][tiles][cout]
     /// (output-gradient transform of the channels-last `dy`) into `buf.m`, then
-    /// `S[xi] (+)= E[xi]^T V[xi]`.
-    /// `parallel` (one part: a single image range) lets the GEMMs use the thread pool.
+    /// `S[xi] (+)= E[xi]^T V[xi]` (`add`: onto S, else overwriting it). `parallel` (one part: a
+    /// single image range) lets the GEMMs use the thread pool.
     fn correlate_block(
         &self,
         dy: &[f32],
