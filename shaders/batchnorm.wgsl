@@ -1,6 +1,7 @@
 // Batch normalisation over x viewed as [N, C, S] (S = H*W for 2-D inputs, 1 for [N, C]).
 //
-// bn_stats:      one workgroup (256) per channel: mean, then the biased variance (two passes).
+// bn_stats:      one workgroup (RED_WG invocations) per channel: mean, then the biased variance
+//                (two passes).
 //                Bindings 1 x, 2 mean [C], 3 var [C]. Dispatch: C workgroups (2-D folded).
 // bn_stats_running: bn_stats, and the running statistics updated in place in the same pass
 //                (torch.nn.BatchNorm, momentum m): rmean = (1 - m) rmean + m mean,
@@ -60,6 +61,12 @@ struct Params { n: u32, c: u32, s: u32, eps: f32, momentum: f32, unbias: f32, pa
 @group(0) @binding(0) var<uniform> p: Params;
 
 const WG: u32 = 256u;
+// Invocations per workgroup of the per-channel reductions (bn_stats, bn_stats_running,
+// bn_stats_part, bn_bwd_reduce): a power of two up to 256, set by src/ops/batchnorm.rs from
+// `Gpu::reduction_workgroup` (256 on GPUs; 8 on CPU adapters, where a workgroup wider than one
+// SIMD batch runs its batches as coroutines switched at every barrier: lavapipe spent 157 ms of a
+// ResNet-18 b8 step in bn_stats_running at 256, 13 ms at 8). The grid does not depend on it.
+override RED_WG: u32 = 256u;
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
 
@@ -77,7 +84,7 @@ fn chunk(k: u32) -> vec2<u32> {
 
 fn tree2(lid: u32) {
     workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k = k >> 1u) {
+    for (var k = RED_WG / 2u; k > 0u; k = k >> 1u) {
         if (lid < k) {
             red_a[lid] = red_a[lid] + red_a[lid + k];
             red_b[lid] = red_b[lid] + red_b[lid + k];
@@ -97,7 +104,7 @@ fn range_stats(c: u32, r: vec2<u32>, lid: u32) -> vec2<f32> {
     let valid = c < p.c;
     var s = 0.0;
     if (valid) {
-        for (var i = r.x + lid; i < r.y; i = i + WG) { s = s + st_x[elem(i, c)]; }
+        for (var i = r.x + lid; i < r.y; i = i + RED_WG) { s = s + st_x[elem(i, c)]; }
     }
     red_a[lid] = s;
     red_b[lid] = 0.0;
@@ -107,7 +114,7 @@ fn range_stats(c: u32, r: vec2<u32>, lid: u32) -> vec2<f32> {
     workgroupBarrier();
     var q = 0.0;
     if (valid) {
-        for (var i = r.x + lid; i < r.y; i = i + WG) {
+        for (var i = r.x + lid; i < r.y; i = i + RED_WG) {
             let d = st_x[elem(i, c)] - mean;
             q = q + d * d;
         }
@@ -125,7 +132,7 @@ fn channel_stats(c: u32, lid: u32) -> vec2<f32> {
     return vec2<f32>(sq.x / f32(max(m, 1u)), sq.y / f32(max(m, 1u)));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.y * nwg.x + wid.x;
@@ -139,7 +146,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @group(0) @binding(4) var<storage, read_write> st_rmean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> st_rvar: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_stats_running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.y * nwg.x + wid.x;
@@ -177,7 +184,7 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @group(0) @binding(6) var<storage, read_write> br_sum_g: array<f32>;
 @group(0) @binding(7) var<storage, read_write> br_sum_gx: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = wid.y * nwg.x + wid.x;
@@ -189,7 +196,7 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let mean = br_mean[c];
         let invstd = 1.0 / sqrt(br_var[c] + p.eps);
         let r = chunk(w % p.parts);
-        for (var i = r.x + lid.x; i < r.y; i = i + WG) {
+        for (var i = r.x + lid.x; i < r.y; i = i + RED_WG) {
             let e = elem(i, c);
             let gv = act_grad(br_g[e], br_y[e]);
             sg = sg + gv;
@@ -228,7 +235,7 @@ fn bn_bwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(2) var<storage, read_write> sp_sum: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sp_m2: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_stats_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = wid.y * nwg.x + wid.x;

@@ -5,13 +5,22 @@
 //! reference and f64 finite differences.
 
 mod common;
-use common::{check, check_on, compare_forward};
+use common::{check, check_on, compare_forward, compare_forward_on};
 use unreid::autograd::gradcheck::{assert_close, evaluate, Input};
 use unreid::ops::batchnorm::Activation;
 use unreid::{Device, Tensor};
 
 #[test]
 fn batch_norm_train_and_eval() {
+    for device in [common::gpu(), common::gpu_shaped()] {
+        batch_norm_train_and_eval_on(&device);
+    }
+}
+
+fn batch_norm_train_and_eval_on(device: &Device) {
+    let check = |name: &str, f: &unreid::autograd::gradcheck::TestFn, inputs: &[Input]| {
+        check_on(device, name, f, inputs)
+    };
     for (name, shape) in [
         ("2d", vec![3, 4, 3, 5]),
         ("2d batch 1", vec![1, 3, 2, 3]),
@@ -45,7 +54,8 @@ fn batch_norm_train_and_eval() {
     // Batch statistics at a size past one workgroup: mean and biased variance vs the reference.
     let x = Input::randn(&[4, 7, 9, 11], 8);
     for which in 0..2 {
-        compare_forward(
+        compare_forward_on(
+            device,
             &format!("batch stats {which}"),
             &move |xs, dev| {
                 let g = Tensor::ones(&[7], dev)?;
@@ -67,6 +77,7 @@ fn batch_norm_train_and_eval() {
 #[test]
 fn batch_norm_with_fused_activation() {
     fused_activation_checks(&common::gpu());
+    fused_activation_checks(&common::gpu_shaped());
 }
 
 /// The same checks on an adapter that binds at most 8 storage buffers per shader stage (WebGPU's
@@ -209,18 +220,20 @@ fn batch_norm_split_reductions() {
                 .unwrap();
             [out.mean, out.var, out.running_mean, out.running_var].map(|t| t.to_vec_f64().unwrap())
         };
-        let (want, got) = (run(&Device::CpuF64), run(&common::gpu()));
+        let want = run(&Device::CpuF64);
         for (k, what) in ["mean", "var", "running mean", "running var"]
             .iter()
             .enumerate()
         {
-            assert_close(
-                &format!("{what} of {shape:?}"),
-                &got[k],
-                &want[k],
-                1e-4,
-                1e-5,
-            );
+            for device in [common::gpu(), common::gpu_shaped()] {
+                assert_close(
+                    &format!("{what} of {shape:?} on {device}"),
+                    &run(&device)[k],
+                    &want[k],
+                    1e-4,
+                    1e-5,
+                );
+            }
         }
         for act in [Activation::None, Activation::Relu] {
             let f = move |xs: &[Tensor], _: &Device| {
@@ -228,17 +241,19 @@ fn batch_norm_split_reductions() {
             };
             let inputs = [x.clone(), gamma.clone(), beta.clone()];
             let want = evaluate(&f, &inputs, &Device::CpuF64).unwrap();
-            let got = evaluate(&f, &inputs, &common::gpu()).unwrap();
-            let name = format!("{shape:?} {act:?}");
-            assert_close(
-                &format!("{name} forward"),
-                &got.output,
-                &want.output,
-                1e-4,
-                1e-4,
-            );
-            for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
-                assert_close(&format!("{name} gradient {i}"), g, w, 1e-3, 1e-3);
+            for device in [common::gpu(), common::gpu_shaped()] {
+                let got = evaluate(&f, &inputs, &device).unwrap();
+                let name = format!("{shape:?} {act:?} on {device}");
+                assert_close(
+                    &format!("{name} forward"),
+                    &got.output,
+                    &want.output,
+                    1e-4,
+                    1e-4,
+                );
+                for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+                    assert_close(&format!("{name} gradient {i}"), g, w, 1e-3, 1e-3);
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::autograd::record;
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Kernel};
+use crate::gpu::{grid_1d, Gpu, Kernel};
 use crate::ops::{alloc_f32, binds_storage_buffers, same_device, writable_state, HostElem, Params};
 use crate::tensor::{DType, Data, HostFloat};
 use crate::{cpu, Device, Tensor};
@@ -112,6 +112,12 @@ fn bn_kernel(entry: &'static str) -> Kernel {
     Kernel::new("batchnorm", entry)
 }
 
+/// A per-channel reduction kernel (bn_stats*, bn_bwd_reduce) with the adapter's reduction
+/// workgroup size (its `RED_WG`; the grid, one workgroup per channel or chunk, is the same).
+fn reduce_kernel(gpu: &Gpu, entry: &'static str) -> Kernel {
+    bn_kernel(entry).with("RED_WG", gpu.reduction_workgroup())
+}
+
 /// One invocation per element (256 per workgroup).
 fn per_element(d: Dims) -> [u32; 3] {
     grid_1d((d.n * d.c * d.s) as u32, 256)
@@ -130,6 +136,7 @@ fn gpu_stats(
     d: Dims,
     running: Option<(&Tensor, &Tensor, f64, f64)>,
 ) -> Result<(Tensor, Tensor)> {
+    let gpu = x.device().as_gpu().unwrap();
     let p = parts(d);
     let consts = running.map_or((0.0, 0.0), |r| (r.2, r.3));
     let pars = || params(d, 0.0, consts, p);
@@ -146,7 +153,7 @@ fn gpu_stats(
         (entry, vec![x], grid_1d(d.c as u32, 1))
     } else {
         partial = launch(
-            bn_kernel("bn_stats_part"),
+            reduce_kernel(gpu, "bn_stats_part"),
             pars(),
             &[x],
             &[vec![d.c * p], vec![d.c * p]],
@@ -159,7 +166,6 @@ fn gpu_stats(
         };
         (entry, partial.iter().collect(), per_channel(d))
     };
-    let gpu = x.device().as_gpu().unwrap();
     let outs = [alloc_f32(gpu, d.c, entry)?, alloc_f32(gpu, d.c, entry)?];
     let mut bufs: Vec<_> = reads.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.extend([&outs[0], &outs[1]]);
@@ -169,7 +175,12 @@ fn gpu_stats(
             .iter()
             .flat_map(|r| [r.0, r.1].map(|t| t.gpu_buffer().unwrap())),
     );
-    gpu.dispatch(&bn_kernel(entry), pars().bytes(), &bufs, grid)?;
+    let kernel = if p == 1 {
+        reduce_kernel(gpu, entry)
+    } else {
+        bn_kernel(entry)
+    };
+    gpu.dispatch(&kernel, pars().bytes(), &bufs, grid)?;
     let [mean, var] = outs.map(|b| Tensor::from_gpu(vec![d.c], DType::F32, x.device(), b));
     Ok((mean, var))
 }
@@ -273,12 +284,13 @@ fn backward_raw(
     let act = fused.map_or(Activation::None, |f| f.0);
     if x.device().is_gpu() {
         // Without an activation the kernels leave their y binding unread: x stands in.
+        let gpu = x.device().as_gpu().unwrap();
         let y = fused.map_or(x, |f| f.1);
         // Per-channel sums, over [`parts`] workgroups per channel and then combined.
         let p = parts(d);
         let pars = || params(d, eps, (0.0, 0.0), p);
         let mut sums = launch(
-            bn_kernel("bn_bwd_reduce").with("ACT", act as u32),
+            reduce_kernel(gpu, "bn_bwd_reduce").with("ACT", act as u32),
             pars(),
             &[x, g, y, mean, var],
             &[vec![d.c * p], vec![d.c * p]],
@@ -300,13 +312,12 @@ fn backward_raw(
         // of 8), the two sums travel packed in one [2C] buffer to bn_bwd_apply_packed (same
         // arithmetic, two small copies more).
         let packed;
-        let (entry, sums): (_, Vec<&Tensor>) =
-            if binds_storage_buffers(x.device().as_gpu().unwrap(), 9) {
-                ("bn_bwd_apply", vec![&sum_g, &sum_gx])
-            } else {
-                packed = Tensor::concat(&[&sum_g, &sum_gx], 0)?;
-                ("bn_bwd_apply_packed", vec![&packed])
-            };
+        let (entry, sums): (_, Vec<&Tensor>) = if binds_storage_buffers(gpu, 9) {
+            ("bn_bwd_apply", vec![&sum_g, &sum_gx])
+        } else {
+            packed = Tensor::concat(&[&sum_g, &sum_gx], 0)?;
+            ("bn_bwd_apply_packed", vec![&packed])
+        };
         let mut inputs = vec![x, g, y, mean, var, gamma];
         inputs.extend(sums);
         let dx = launch(

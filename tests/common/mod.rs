@@ -35,12 +35,46 @@ pub fn baseline_gpu() -> Device {
         .clone()
 }
 
+/// The same adapter with the kernel shapes real GPUs get (`KernelShapes::Gpu`: 256-wide
+/// reduction workgroups, one element per strided-copy invocation, ...), once per test binary,
+/// poisoning on: on lavapipe (CI) the ops otherwise choose the CPU-adapter shapes, and this is
+/// what keeps the GPU shapes tested there.
+pub fn gpu_shaped() -> Device {
+    static SHARED: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let options = unreid::gpu::GpuOptions {
+                kernel_shapes: unreid::gpu::KernelShapes::Gpu,
+                ..Default::default()
+            };
+            let device = Device::gpu_with(&options)
+                .unwrap_or_else(|e| panic!("the GPU tests need an adapter: {e}"));
+            let gpu = device.as_gpu().unwrap();
+            assert!(!gpu.cpu_shapes());
+            gpu.set_poison(true);
+            device
+        })
+        .clone()
+}
+
 use unreid::autograd::gradcheck::{assert_close, Input, TestFn};
 use unreid::Tensor;
 
 /// Forward only: `f` on the GPU vs the f64 CPU reference (for ops with no gradient, or inputs too
 /// large for finite differences).
 pub fn compare_forward(name: &str, f: &TestFn, inputs: &[Input], rtol: f64, atol: f64) {
+    compare_forward_on(&gpu(), name, f, inputs, rtol, atol);
+}
+
+/// [`compare_forward`] on `device` (e.g. [`gpu_shaped`]).
+pub fn compare_forward_on(
+    device: &Device,
+    name: &str,
+    f: &TestFn,
+    inputs: &[Input],
+    rtol: f64,
+    atol: f64,
+) {
     let run = |device: &Device| -> (Vec<f64>, Vec<usize>) {
         let ts: Vec<Tensor> = inputs
             .iter()
@@ -50,7 +84,7 @@ pub fn compare_forward(name: &str, f: &TestFn, inputs: &[Input], rtol: f64, atol
         (out.to_vec_f64().unwrap(), out.shape().to_vec())
     };
     let (want, want_shape) = run(&Device::CpuF64);
-    let (got, got_shape) = run(&gpu());
+    let (got, got_shape) = run(device);
     assert_eq!(got_shape, want_shape, "{name}: output shape");
     assert_close(
         &format!("{name}: GPU vs CPU reference"),
