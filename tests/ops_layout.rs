@@ -4,66 +4,109 @@
 //! Layout and index ops: GPU vs the CPU reference (f32 and i32), gradients, bad input.
 
 mod common;
-use common::{check, compare_forward};
-use unreid::autograd::gradcheck::Input;
+use common::{check, check_on, compare_forward_on};
+use unreid::autograd::gradcheck::{Input, TestFn};
 use unreid::{Device, Tensor};
+
+/// On the adapter's own kernel shapes and on the GPU shapes (on lavapipe: strided copies in
+/// runs of 16 innermost elements, then one element per invocation).
+fn both_shapes() -> [Device; 2] {
+    [common::gpu(), common::gpu_shaped()]
+}
 
 #[test]
 fn permute_transpose_reshape() {
-    let x = Input::randn(&[2, 3, 4, 5], 1);
-    check(
-        "permute",
-        &|xs, _| xs[0].permute(&[2, 0, 3, 1]),
-        &[x.clone()],
-    );
-    check("transpose", &|xs, _| xs[0].transpose(1, -1), &[x.clone()]);
-    check(
-        "reshape",
-        &|xs, _| xs[0].reshape(&[6, 20])?.transpose(0, 1),
-        &[x],
-    );
-    // Larger than one workgroup and of odd size.
-    let y = Input::randn(&[33, 65, 3], 2);
-    compare_forward(
-        "permute large",
-        &|xs, _| xs[0].permute(&[1, 2, 0]),
-        &[y],
-        0.0,
-        0.0,
-    );
+    for device in both_shapes() {
+        let x = Input::randn(&[2, 3, 4, 5], 1);
+        check_on(
+            &device,
+            "permute",
+            &|xs, _| xs[0].permute(&[2, 0, 3, 1]),
+            &[x.clone()],
+        );
+        check_on(
+            &device,
+            "transpose",
+            &|xs, _| xs[0].transpose(1, -1),
+            &[x.clone()],
+        );
+        check_on(
+            &device,
+            "reshape",
+            &|xs, _| xs[0].reshape(&[6, 20])?.transpose(0, 1),
+            &[x],
+        );
+        // Larger than one workgroup and of odd size; innermost runs of 33 (two whole runs of 16
+        // and one element) and of 40 read with a stride.
+        let y = Input::randn(&[33, 65, 3], 2);
+        compare_forward_on(
+            &device,
+            "permute large",
+            &|xs, _| xs[0].permute(&[1, 2, 0]),
+            &[y],
+            0.0,
+            0.0,
+        );
+        let z = Input::randn(&[3, 37, 40], 7);
+        compare_forward_on(
+            &device,
+            "transpose large",
+            &|xs, _| xs[0].transpose(1, 2),
+            &[z],
+            0.0,
+            0.0,
+        );
+    }
 }
 
 #[test]
 fn narrow_concat_broadcast() {
-    let x = Input::randn(&[4, 7, 3], 3);
-    check("narrow", &|xs, _| xs[0].narrow(1, 2, 4), &[x.clone()]);
-    check(
-        "narrow first axis",
-        &|xs, _| xs[0].narrow(0, 3, 1),
-        &[x.clone()],
-    );
-    let (a, b) = (Input::randn(&[4, 2, 3], 4), Input::randn(&[4, 5, 3], 5));
-    check(
-        "concat axis 1",
-        &|xs, _| Tensor::concat(&[&xs[0], &xs[1], &xs[0]], 1),
-        &[a, b],
-    );
-    check(
-        "concat axis 0",
-        &|xs, _| Tensor::concat(&[&xs[0], &xs[0]], 0),
-        &[x.clone()],
-    );
-    check(
-        "broadcast_to",
-        &|xs, _| xs[0].broadcast_to(&[2, 4, 7, 3]),
-        &[x],
-    );
-    let row = Input::randn(&[1, 5], 6);
-    check(
-        "broadcast_to rows",
-        &|xs, _| xs[0].broadcast_to(&[9, 5]),
-        &[row],
-    );
+    for device in both_shapes() {
+        let check = |name: &str, f: &TestFn, inputs: &[Input]| check_on(&device, name, f, inputs);
+        let x = Input::randn(&[4, 7, 3], 3);
+        check("narrow", &|xs, _| xs[0].narrow(1, 2, 4), &[x.clone()]);
+        check(
+            "narrow first axis",
+            &|xs, _| xs[0].narrow(0, 3, 1),
+            &[x.clone()],
+        );
+        let (a, b) = (Input::randn(&[4, 2, 3], 4), Input::randn(&[4, 5, 3], 5));
+        check(
+            "concat axis 1",
+            &|xs, _| Tensor::concat(&[&xs[0], &xs[1], &xs[0]], 1),
+            &[a, b],
+        );
+        check(
+            "concat axis 0",
+            &|xs, _| Tensor::concat(&[&xs[0], &xs[0]], 0),
+            &[x.clone()],
+        );
+        check(
+            "broadcast_to",
+            &|xs, _| xs[0].broadcast_to(&[2, 4, 7, 3]),
+            &[x],
+        );
+        let row = Input::randn(&[1, 5], 6);
+        check(
+            "broadcast_to rows",
+            &|xs, _| xs[0].broadcast_to(&[9, 5]),
+            &[row],
+        );
+        // A broadcast innermost dim (stride 0) of 21 elements, written at an offset by narrow.
+        let col = Input::randn(&[5, 1], 8);
+        check(
+            "broadcast_to columns, narrowed",
+            &|xs, _| xs[0].broadcast_to(&[5, 21])?.narrow(1, 3, 17),
+            &[col],
+        );
+        // A single element (every dim of size 1 collapses away).
+        let one = Input::randn(&[1, 1, 1], 9);
+        check(
+            "concat of single elements",
+            &|xs, _| Tensor::concat(&[&xs[0], &xs[0]], 1),
+            &[one],
+        );
+    }
 }
 
 #[test]
@@ -167,21 +210,25 @@ fn out_of_range_indices_read_nan_and_bad_shapes_are_errors() {
 
 #[test]
 fn high_rank_layouts_use_every_unrolled_dim() {
-    // Six and eight dims that no collapsing can merge.
-    let x = Input::randn(&[2, 3, 2, 3, 2, 2], 13);
-    check(
-        "permute rank 6",
-        &|xs, _| xs[0].permute(&[5, 3, 1, 0, 2, 4]),
-        &[x],
-    );
-    let y = Input::randn(&[2, 1, 2, 1, 2, 1, 2, 1], 14);
-    compare_forward(
-        "broadcast rank 8",
-        &|xs, _| xs[0].broadcast_to(&[2, 3, 2, 3, 2, 3, 2, 3]),
-        &[y],
-        0.0,
-        0.0,
-    );
+    for device in both_shapes() {
+        // Six and eight dims that no collapsing can merge.
+        let x = Input::randn(&[2, 3, 2, 3, 2, 2], 13);
+        check_on(
+            &device,
+            "permute rank 6",
+            &|xs, _| xs[0].permute(&[5, 3, 1, 0, 2, 4]),
+            &[x],
+        );
+        let y = Input::randn(&[2, 1, 2, 1, 2, 1, 2, 1], 14);
+        compare_forward_on(
+            &device,
+            "broadcast rank 8",
+            &|xs, _| xs[0].broadcast_to(&[2, 3, 2, 3, 2, 3, 2, 3]),
+            &[y],
+            0.0,
+            0.0,
+        );
+    }
 }
 
 /// The reference permute and broadcast_to (`cpu::shape`, rows of the last dim copied, filled or
