@@ -33,7 +33,7 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // 65535), min(ceil(K / K_PER), 65535), 1): invocation x is one column (image in chunk, output
 // pixel), workgroup y a block of K_PER rows k = (ci, ki, kj) (grid-stride loops over columns and
 // blocks, so any size fits the grid limits). A column's (n, oy, ox) is divided out once for its
-// K_PER rows, and a row's (ci, ki, kj) is the same across the workgroup: the old
+// K_PER rows, and the block's first (ci, ki, kj) once, the next rows' by counting: the old
 // one-invocation-per-element kernel spent most of its time in five integer divisions per element.
 // PIX_WG (also col2im's) and K_PER are set by src/ops/conv2d.rs, which sizes the grids by them.
 override PIX_WG: u32 = 128u;
@@ -54,15 +54,28 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let y0 = i32((pix / g.wo) * g.sh) - i32(g.ph);
         let x0 = i32((pix % g.wo) * g.sw) - i32(g.pw);
         for (var blk = wid.y; blk * K_PER < rows; blk = blk + nwg.y) {
-            for (var k = blk * K_PER; k < min(rows, (blk + 1u) * K_PER); k = k + 1u) {
-                let tap = k % kk;
-                let iy = y0 + i32((tap / g.kw) * g.dh);
-                let ix = x0 + i32((tap % g.kw) * g.dw);
+            let k0 = blk * K_PER;
+            let tap0 = k0 % kk;
+            var ci = k0 / kk;
+            var ki = tap0 / g.kw;
+            var kj = tap0 % g.kw;
+            for (var k = k0; k < min(rows, k0 + K_PER); k = k + 1u) {
+                let iy = y0 + i32(ki * g.dh);
+                let ix = x0 + i32(kj * g.dw);
                 var v = 0.0;
                 if (iy >= 0 && iy < i32(g.h) && ix >= 0 && ix < i32(g.w)) {
-                    v = ic_x[(plane0 + k / kk) * g.h * g.w + u32(iy) * g.w + u32(ix)];
+                    v = ic_x[(plane0 + ci) * g.h * g.w + u32(iy) * g.w + u32(ix)];
                 }
                 ic_cols[k * cols + col] = v;
+                kj = kj + 1u;
+                if (kj == g.kw) {
+                    kj = 0u;
+                    ki = ki + 1u;
+                    if (ki == g.kh) {
+                        ki = 0u;
+                        ci = ci + 1u;
+                    }
+                }
             }
         }
     }
@@ -70,11 +83,13 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 
 // ---------------------------------------------------------------------------------------------
 // col2im: bindings 1 dcols [K, chunk*P], 2 dx [chunk, C, H, W]. Grid (min(ceil(chunk*H*W /
-// PIX_WG), 65535), min(C, 65535), 1): invocation x is one (image, input pixel), workgroup y a
-// channel (grid-stride loops over both); each dx element sums every (tap, output pixel) whose
-// window reads it, taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no
-// divisibility test or division per tap.
+// PIX_WG), 65535), min(ceil(C / C_PER), 65535), 1): invocation x is one (image, input pixel),
+// workgroup y a block of C_PER channels (grid-stride loops over both), so a pixel's divisions are
+// shared by C_PER channels; each dx element sums every (tap, output pixel) whose window reads it,
+// taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no divisibility
+// test or division per tap. C_PER is set by src/ops/conv2d.rs, which sizes the grid by it.
 override UNIT_STRIDE: bool = false;
+override C_PER: u32 = 1u;
 @group(0) @binding(1) var<storage, read> ci_cols: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
 
@@ -102,19 +117,21 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let pix = t % hw;
         let iy = pix / g.w;
         let ix = pix % g.w;
-        for (var ci = wid.y; ci < g.c; ci = ci + nwg.y) {
-            var acc = 0.0;
-            for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
-                let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
-                if (oy < 0) { continue; }
-                for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
-                    let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
-                    if (ox < 0) { continue; }
-                    let k = (ci * g.kh + ki) * g.kw + kj;
-                    acc = acc + ci_cols[k * cols + n * p + u32(oy) * g.wo + u32(ox)];
+        for (var blk = wid.y; blk * C_PER < g.c; blk = blk + nwg.y) {
+            for (var ci = blk * C_PER; ci < min(g.c, (blk + 1u) * C_PER); ci = ci + 1u) {
+                var acc = 0.0;
+                for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+                    let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
+                    if (oy < 0) { continue; }
+                    for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+                        let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
+                        if (ox < 0) { continue; }
+                        let k = (ci * g.kh + ki) * g.kw + kj;
+                        acc = acc + ci_cols[k * cols + n * p + u32(oy) * g.wo + u32(ox)];
+                    }
                 }
+                ci_dx[(n * g.c + ci) * hw + pix] = acc;
             }
-            ci_dx[(n * g.c + ci) * hw + pix] = acc;
         }
     }
 }

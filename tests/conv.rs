@@ -5,20 +5,26 @@
 //! dilation, groups (depthwise included), 1x1 and 7x7 kernels, odd sizes and batch 1.
 
 mod common;
-use common::{check, compare_forward};
+use common::{check_on, compare_forward_on};
 use unreid::autograd::gradcheck::Input;
 use unreid::ops::conv2d::Conv2dSpec;
 
+/// The op's full check (finite differences, GPU vs the reference) on the adapter's own kernel
+/// shapes and on the GPU shapes (on lavapipe: im2col rows per workgroup 32, then 4; batch-norm
+/// reductions 8, then 256 wide).
 fn conv_case(name: &str, x: &[usize], w: &[usize], spec: Conv2dSpec, bias: bool, seed: u64) {
     let mut inputs = vec![Input::randn(x, seed), Input::randn(w, seed + 1)];
     if bias {
         inputs.push(Input::randn(&[w[0]], seed + 2));
     }
-    check(
-        name,
-        &move |xs, _| xs[0].conv2d(&xs[1], xs.get(2), spec),
-        &inputs,
-    );
+    for device in [common::gpu(), common::gpu_shaped()] {
+        check_on(
+            &device,
+            name,
+            &move |xs, _| xs[0].conv2d(&xs[1], xs.get(2), spec),
+            &inputs,
+        );
+    }
 }
 
 #[test]
@@ -118,9 +124,13 @@ fn conv2d_forward_larger_shapes() {
             s(2, 1).groups(96),
         ),
     ];
-    for (name, x, w, spec) in cases {
+    for ((name, x, w, spec), dev) in cases
+        .into_iter()
+        .flat_map(|case| [(case.clone(), common::gpu()), (case, common::gpu_shaped())])
+    {
         let inputs = [Input::randn(&x, 3), Input::randn(&w, 4)];
-        compare_forward(
+        compare_forward_on(
+            &dev,
             name,
             &move |xs, _| xs[0].conv2d(&xs[1], None, spec),
             &inputs,
@@ -129,7 +139,6 @@ fn conv2d_forward_larger_shapes() {
         );
         // Backward at these sizes: GPU vs the f64 reference (no finite differences).
         let inputs2 = inputs.clone();
-        let dev = common::gpu();
         let want = unreid::autograd::gradcheck::evaluate(
             &move |xs, _| xs[0].conv2d(&xs[1], None, spec),
             &inputs2,

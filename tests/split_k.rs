@@ -353,7 +353,8 @@ fn the_listed_conv_products_are_the_launched_ones() {
                 // operands are as large as the activations, which must fit whole.)
                 assert!(listed.len() > 3, "{what}: the limit should chunk it");
             }
-            // The backward runs the input gradient before the weight gradient; the list does too.
+            // The backward runs each chunk's input gradient, then its weight gradient (a
+            // pointwise convolution: all input gradients first); the list does too.
             let listed: Vec<String> = listed.iter().map(|(_, d)| format!("{d:?}")).collect();
             let logged: Vec<String> = logged.iter().map(|d| format!("{d:?}")).collect();
             assert_eq!(listed, logged, "{what}");

@@ -284,20 +284,18 @@ pub fn gemms(
                 product(1, g.cout, g.kg(), c * g.p(), false, false, false),
             ));
         }
-        if input_grad {
-            for c in chunks(im2col) {
-                out.push((
-                    "input grad",
-                    product(1, g.kg(), g.cout, c * g.p(), true, false, false),
-                ));
-            }
-        }
     }
+    let weight_grad = |c| product(1, g.cout, c * g.p(), g.kg(), false, true, false);
     for c in chunks(im2col) {
-        out.push((
-            "weight grad",
-            product(1, g.cout, c * g.p(), g.kg(), false, true, false),
-        ));
+        // `backward_im2col_gpu`: each chunk's input gradient (not a pointwise one's: that is
+        // listed above), then its weight gradient.
+        if input_grad && !is_pointwise(&g) {
+            out.push((
+                "input grad",
+                product(1, g.kg(), g.cout, c * g.p(), true, false, false),
+            ));
+        }
+        out.push(("weight grad", weight_grad(c)));
     }
     Ok(out)
 }
@@ -309,8 +307,27 @@ fn gpu_tensor(dev: &Device, shape: Vec<usize>, buf: crate::gpu::GpuBuffer) -> Te
 /// Invocations per workgroup of `im2col` / `col2im` (their `PIX_WG`), one column each.
 const PIX_WG: usize = 128;
 /// Rows of the column matrix per `im2col` workgroup (its `K_PER`): a column's pixel arithmetic
-/// is shared by that many rows.
-const IM2COL_ROWS: usize = 4;
+/// is shared by that many rows. 4 on GPUs (measured on the H200, issue 16); 32 on CPU adapters,
+/// where each row is a per-lane scalar store and the column's divisions are the rest: lavapipe's
+/// ResNet-18 b8 step spent 226 ms in im2col with 4 rows, 147-164 with 9, 116-119 with 32 and 64
+/// (issue 14).
+fn im2col_rows(gpu: &Gpu) -> usize {
+    if gpu.cpu_shapes() {
+        32
+    } else {
+        4
+    }
+}
+
+/// Channels per `col2im` workgroup (its `C_PER`), which share a pixel's divisions: 1 on GPUs; 16
+/// on CPU adapters (lavapipe's ResNet-18 b8 step: 78 ms of col2im with 1, issue 14).
+fn col2im_channels(gpu: &Gpu) -> usize {
+    if gpu.cpu_shapes() {
+        16
+    } else {
+        1
+    }
+}
 
 /// `kernel` with its workgroup size [`PIX_WG`], and its grid: x over `columns` in workgroups of
 /// [`PIX_WG`], y over `row_blocks`, each at most 65,535 (WebGPU's per-dimension limit; the kernels
@@ -337,10 +354,11 @@ fn im2col_gpu(
 ) -> Result<Tensor> {
     let n = g.kg() * chunk * g.p();
     let cols = alloc_f32(gpu, n, "conv2d im2col columns")?;
+    let rows = im2col_rows(gpu);
     let (kernel, grid) = column_grid(
-        Kernel::new("conv2d", "im2col").with("K_PER", IM2COL_ROWS as u32),
+        Kernel::new("conv2d", "im2col").with("K_PER", rows as u32),
         chunk * g.p(),
-        g.kg().div_ceil(IM2COL_ROWS),
+        g.kg().div_ceil(rows),
     );
     gpu.dispatch(
         &kernel,
@@ -456,7 +474,8 @@ fn by_chunks(
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
 }
 
-/// dL/dx from dL/dy.
+/// dL/dx from dL/dy (on the GPU: pointwise and grouped convolutions; the others'
+/// are [`backward_im2col_gpu`]'s).
 fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = dy.device();
     let x_shape = vec![g.n, g.c, g.h, g.w];
@@ -469,35 +488,6 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
                     .reshape(&[c, g.c, g.h, g.w])
             })
         }),
-        Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
-            let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
-            let mut parts = Vec::new();
-            for n0 in (0..g.n).step_by(chunk) {
-                let c = chunk.min(g.n - n0);
-                let dyc = dy_chunk(dy, g, n0, c)?;
-                let dcols = w2.matmul_t(&dyc, true, false)?; // [K, c*P]
-                let dx = alloc_f32(gpu, c * g.c * g.h * g.w, "conv2d col2im")?;
-                let unit_stride = g.stride == (1, 1);
-                let (kernel, grid) = column_grid(
-                    Kernel::new("conv2d", "col2im").with("UNIT_STRIDE", unit_stride as u32),
-                    c * g.h * g.w,
-                    g.c,
-                );
-                gpu.dispatch(
-                    &kernel,
-                    params(g, n0, c).bytes(),
-                    &[dcols.gpu_buffer().unwrap(), &dx],
-                    grid,
-                )?;
-                parts.push(gpu_tensor(dev, vec![c, g.c, g.h, g.w], dx));
-            }
-            if parts.len() == 1 {
-                Ok(parts.pop().unwrap())
-            } else {
-                Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
-            }
-        }),
         Device::Gpu(_) => direct_gpu("conv_direct_dx", dy, w, g, x_shape),
         Device::Cpu => {
             let data = cpu::fast::conv2d::backward_input(f32::slice(dy), f32::slice(w), g);
@@ -508,6 +498,71 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
             Ok(Tensor::from_parts(x_shape, DType::F32, dev.clone(), data))
         }
     }
+}
+
+/// The GPU's im2col-path gradients (groups 1, not pointwise): dL/dx [N, C, H, W] when `need_dx`
+/// (W^T x dY per chunk, then col2im) and dL/dW [Cout, C, KH, KW] when `need_dw` (dY x cols^T
+/// summed over chunks), in one pass over the chunks of images that fit the binding limit, so
+/// each chunk's dY is permuted to [Cout, c*P] once for both products.
+fn backward_im2col_gpu(
+    gpu: &Arc<Gpu>,
+    dy: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    g: &ConvGeom,
+    (need_dx, need_dw): (bool, bool),
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    if !need_dx && !need_dw {
+        return Ok((None, None));
+    }
+    no_grad(|| {
+        let dev = dy.device();
+        let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
+        let w2 = w.detach().reshape(&[g.cout, g.kg()])?;
+        let mut dx_parts = Vec::new();
+        let mut dw: Option<Tensor> = None;
+        for n0 in (0..g.n).step_by(chunk) {
+            let c = chunk.min(g.n - n0);
+            let dyc = dy_chunk(dy, g, n0, c)?;
+            if need_dx {
+                let dcols = w2.matmul_t(&dyc, true, false)?; // [K, c*P]
+                let dx = alloc_f32(gpu, c * g.c * g.h * g.w, "conv2d col2im")?;
+                let unit_stride = g.stride == (1, 1);
+                let channels = col2im_channels(gpu);
+                let (kernel, grid) = column_grid(
+                    Kernel::new("conv2d", "col2im")
+                        .with("UNIT_STRIDE", unit_stride as u32)
+                        .with("C_PER", channels as u32),
+                    c * g.h * g.w,
+                    g.c.div_ceil(channels),
+                );
+                gpu.dispatch(
+                    &kernel,
+                    params(g, n0, c).bytes(),
+                    &[dcols.gpu_buffer().unwrap(), &dx],
+                    grid,
+                )?;
+                dx_parts.push(gpu_tensor(dev, vec![c, g.c, g.h, g.w], dx));
+            }
+            if need_dw {
+                let cols = im2col_gpu(gpu, dev, x, g, n0, c)?;
+                let part = dyc.matmul_t(&cols, false, true)?; // [Cout, K]
+                dw = Some(match dw {
+                    Some(acc) => acc.add(&part)?,
+                    None => part,
+                });
+            }
+        }
+        let dx = match dx_parts.len() {
+            0 => None,
+            1 => dx_parts.pop(),
+            _ => Some(Tensor::concat(&dx_parts.iter().collect::<Vec<_>>(), 0)?),
+        };
+        let dw = dw
+            .map(|t| t.reshape(&[g.cout, g.cin_g(), g.kh, g.kw]))
+            .transpose()?;
+        Ok((dx, dw))
+    })
 }
 
 /// dY of images n0..n0+c as [Cout, c*P].
@@ -526,26 +581,12 @@ fn dy_chunk(dy: &Tensor, g: &ConvGeom, n0: usize, c: usize) -> Result<Tensor> {
     }
 }
 
-/// dL/dW from dL/dy and x.
+/// dL/dW from dL/dy and x (on the GPU: grouped convolutions; ungrouped ones' are
+/// [`backward_im2col_gpu`]'s).
 fn backward_weight_raw(dy: &Tensor, x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dev = dy.device();
     let w_shape = vec![g.cout, g.cin_g(), g.kh, g.kw];
     match dev {
-        Device::Gpu(gpu) if g.groups == 1 => no_grad(|| {
-            let chunk = chunk_images(gpu.max_binding_bytes(), g, im2col_chunk_bytes)?;
-            let mut acc: Option<Tensor> = None;
-            for n0 in (0..g.n).step_by(chunk) {
-                let c = chunk.min(g.n - n0);
-                let cols = im2col_gpu(gpu, dev, x, g, n0, c)?;
-                let dyc = dy_chunk(dy, g, n0, c)?;
-                let dw = dyc.matmul_t(&cols, false, true)?; // [Cout, K]
-                acc = Some(match acc {
-                    Some(a) => a.add(&dw)?,
-                    None => dw,
-                });
-            }
-            acc.unwrap().reshape(&w_shape)
-        }),
         Device::Gpu(_) => direct_gpu("conv_direct_dw", dy, x, g, w_shape),
         Device::Cpu => {
             let data = cpu::fast::conv2d::backward_weight(f32::slice(dy), f32::slice(x), g);
@@ -574,6 +615,19 @@ impl Tensor {
         let out = forward_raw(self, weight, &g)?;
         let (x, w) = (self.detach(), weight.detach());
         let y = record(out, "conv2d", &[self, weight], move |dy, needs| {
+            if let Device::Gpu(gpu) = dy.device() {
+                if g.groups == 1 {
+                    // A pointwise convolution's dX is one batched product (no col2im); its dW
+                    // takes the im2col path like every other ungrouped convolution's.
+                    let pointwise = is_pointwise(&g);
+                    let dx_pointwise = (pointwise && needs[0])
+                        .then(|| backward_input_raw(dy, &w, &g))
+                        .transpose()?;
+                    let needs_im2col = (needs[0] && !pointwise, needs[1]);
+                    let (dx, dw) = backward_im2col_gpu(gpu, dy, &x, &w, &g, needs_im2col)?;
+                    return Ok(vec![dx_pointwise.or(dx), dw]);
+                }
+            }
             Ok(vec![
                 needs[0]
                     .then(|| backward_input_raw(dy, &w, &g))
