@@ -10,7 +10,8 @@
 //                5 running var [C] (in/out). Dispatch: C workgroups (2-D folded).
 // bn_apply:      y = act((x - mean) / sqrt(var + eps) * gamma + beta) (batch or running
 //                statistics; act by ACT, torch.nn.BatchNorm2d then ReLU / ReLU6).
-//                Bindings 1 x, 2 mean, 3 var, 4 gamma, 5 beta, 6 y. One invocation per element.
+//                Bindings 1 x, 2 mean, 3 var, 4 gamma, 5 beta, 6 y. One invocation per run of RUN
+//                elements of a plane (see `run_of`), as the bn_bwd_apply forms.
 // bn_bwd_reduce: per channel sum(g') and sum(g' * xhat), g' = g masked by the activation's
 //                derivative at the forward's output y (g itself for ACT = 0). Bindings 1 x, 2 g,
 //                3 y (any read-only buffer of N*C*S floats, unread, for ACT = 0), 4 mean, 5 var,
@@ -166,14 +167,36 @@ fn bn_stats_running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 @group(0) @binding(5) var<storage, read> ap_beta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ap_y: array<f32>;
 
+// The elementwise passes (bn_apply, bn_bwd_apply, bn_bwd_apply_packed) give each invocation a run
+// of RUN elements of one [N, C] plane, so its channel and that channel's values are found once per
+// run: RUN = 1 on GPUs, more on CPU adapters, where every division and every load is a per-lane
+// scalar loop (`Gpu::run_length`, set by src/ops/batchnorm.rs, which sizes the grid: one
+// invocation per run, N*C*ceil(S / RUN) in all).
+override RUN: u32 = 1u;
+
+// Invocation t's run: (channel, first element, end) of its plane's elements; first = end past the
+// last run.
+fn run_of(t: u32) -> vec3<u32> {
+    let runs = (p.s + RUN - 1u) / RUN;
+    let plane = t / runs;
+    if (plane >= p.n * p.c) { return vec3<u32>(0u, 0u, 0u); }
+    let lo = plane * p.s + (t % runs) * RUN;
+    return vec3<u32>(plane % p.c, lo, min(lo + RUN, (plane + 1u) * p.s));
+}
+
 @compute @workgroup_size(256)
 fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (t >= p.n * p.c * p.s) { return; }
-    let c = (t / p.s) % p.c;
+    let r = run_of((wid.y * nwg.x + wid.x) * WG + lid.x);
+    let c = r.x;
+    if (r.y >= r.z) { return; }
     let invstd = 1.0 / sqrt(ap_var[c] + p.eps);
-    ap_y[t] = activate((ap_x[t] - ap_mean[c]) * invstd * ap_gamma[c] + ap_beta[c]);
+    let mean = ap_mean[c];
+    let gamma = ap_gamma[c];
+    let beta = ap_beta[c];
+    for (var t = r.y; t < r.z; t = t + 1u) {
+        ap_y[t] = activate((ap_x[t] - mean) * invstd * gamma + beta);
+    }
 }
 
 @group(0) @binding(1) var<storage, read> br_x: array<f32>;
@@ -305,26 +328,32 @@ fn bn_stats_combine_running(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(8) var<storage, read> ba_sum_gx: array<f32>;
 @group(0) @binding(9) var<storage, read_write> ba_dx: array<f32>;
 
-// Element t of x (channel c) -> dx, given channel c's sum_g and sum_gx (both bn_bwd_apply forms).
-fn bwd_dx(t: u32, c: u32, sum_g: f32, sum_gx: f32) -> f32 {
+// Channel c's constants of the backward's elementwise pass, given its sum_g and sum_gx.
+struct BwdChannel { invstd: f32, scale: f32, mean: f32, sum_g: f32, sum_gx: f32 }
+
+fn bwd_channel(c: u32, sum_g: f32, sum_gx: f32) -> BwdChannel {
     let invstd = 1.0 / sqrt(ba_var[c] + p.eps);
-    let scale = ba_gamma[c] * invstd;
+    return BwdChannel(invstd, ba_gamma[c] * invstd, ba_mean[c], sum_g, sum_gx);
+}
+
+// Element t of x (channel constants k) -> dx (both bn_bwd_apply forms).
+fn bwd_dx(t: u32, k: BwdChannel) -> f32 {
     let gv = act_grad(ba_g[t], ba_y[t]);
     if (TRAIN == 1u) {
         let m = f32(p.n * p.s);
-        let xhat = (ba_x[t] - ba_mean[c]) * invstd;
-        return scale * (gv - sum_g / m - xhat * sum_gx / m);
+        let xhat = (ba_x[t] - k.mean) * k.invstd;
+        return k.scale * (gv - k.sum_g / m - xhat * k.sum_gx / m);
     }
-    return gv * scale;
+    return gv * k.scale;
 }
 
 @compute @workgroup_size(256)
 fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (t >= p.n * p.c * p.s) { return; }
-    let c = (t / p.s) % p.c;
-    ba_dx[t] = bwd_dx(t, c, ba_sum_g[c], ba_sum_gx[c]);
+    let r = run_of((wid.y * nwg.x + wid.x) * WG + lid.x);
+    if (r.y >= r.z) { return; }
+    let k = bwd_channel(r.x, ba_sum_g[r.x], ba_sum_gx[r.x]);
+    for (var t = r.y; t < r.z; t = t + 1u) { ba_dx[t] = bwd_dx(t, k); }
 }
 
 @group(0) @binding(7) var<storage, read> bp_sums: array<f32>;
@@ -334,8 +363,8 @@ fn bn_bwd_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn bn_bwd_apply_packed(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (t >= p.n * p.c * p.s) { return; }
-    let c = (t / p.s) % p.c;
-    bp_dx[t] = bwd_dx(t, c, bp_sums[c], bp_sums[p.c + c]);
+    let r = run_of((wid.y * nwg.x + wid.x) * WG + lid.x);
+    if (r.y >= r.z) { return; }
+    let k = bwd_channel(r.x, bp_sums[r.x], bp_sums[p.c + r.x]);
+    for (var t = r.y; t < r.z; t = t + 1u) { bp_dx[t] = bwd_dx(t, k); }
 }

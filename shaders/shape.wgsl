@@ -6,10 +6,10 @@
 //
 // The innermost dim (`inner` elements, strides inner_in / inner_out) is cut into `chunks` runs of
 // ROW elements, and each invocation copies one run: its coordinate in the outer dims (shape,
-// in_strides, out_strides: `rank` of them, the innermost outer dim last) is divided out once per
-// run, not once per element (at most 7 outer dims, so the last slot of the arrays is unused). ROW (override) is 1 on GPUs (neighbouring invocations copy
-// neighbouring elements); src/ops/shape.rs sets more on CPU adapters, where every element's
-// divisions are per-lane scalar code (lavapipe: see `copy_row` there).
+// in_strides, out_strides: `rank` of them, at most 7, the innermost outer dim last) is divided
+// out once per run, not once per element. ROW (override, `Gpu::run_length`) is 1 on GPUs
+// (neighbouring invocations copy neighbouring elements) and 16 on CPU adapters, where every
+// element's divisions are per-lane scalar code.
 // Bindings: 0 params, 1 x (u32 words), 2 out (u32 words). Workgroup 256, 2-D folded grid, one
 // invocation per run (`n` runs in all).
 

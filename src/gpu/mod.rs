@@ -517,6 +517,19 @@ impl Gpu {
         self.cpu_shapes
     }
 
+    /// Elements one invocation of an elementwise or copy kernel takes in a row (strided copies'
+    /// innermost runs, batch norm's per-plane runs): 1 on GPUs, where neighbouring invocations
+    /// take neighbouring elements; 16 with [`Gpu::cpu_shapes`], where the index arithmetic each
+    /// invocation divides out (per-lane scalar code there) then serves 16 elements (lavapipe's
+    /// ResNet-18 b8 step: strided copies 104-121 -> 21 ms, issue 14).
+    pub fn run_length(&self) -> u32 {
+        if self.cpu_shapes {
+            16
+        } else {
+            1
+        }
+    }
+
     /// Invocations per workgroup for kernels that reduce through workgroup memory and barriers
     /// (batch-norm statistics and gradient sums): 256 on GPUs, 8 with [`Gpu::cpu_shapes`]. A CPU adapter
     /// runs a workgroup as SIMD batches of its vector width (8 lanes on lavapipe's 256-bit

@@ -118,9 +118,12 @@ fn reduce_kernel(gpu: &Gpu, entry: &'static str) -> Kernel {
     bn_kernel(entry).with("RED_WG", gpu.reduction_workgroup())
 }
 
-/// One invocation per element (256 per workgroup).
-fn per_element(d: Dims) -> [u32; 3] {
-    grid_1d((d.n * d.c * d.s) as u32, 256)
+/// An elementwise pass (bn_apply, bn_bwd_apply*) with the adapter's run length (its `RUN`), and
+/// its grid: one invocation per run of a plane's elements, 256 per workgroup.
+fn elementwise(gpu: &Gpu, kernel: Kernel, d: Dims) -> (Kernel, [u32; 3]) {
+    let run = gpu.run_length() as usize;
+    let runs = d.n * d.c * d.s.div_ceil(run);
+    (kernel.with("RUN", run as u32), grid_1d(runs as u32, 256))
 }
 
 /// One invocation per channel (64 per workgroup).
@@ -212,13 +215,14 @@ fn apply_raw(
     eps: f64,
     act: Activation,
 ) -> Result<Tensor> {
-    if x.device().is_gpu() {
+    if let Device::Gpu(gpu) = x.device() {
+        let (kernel, grid) = elementwise(gpu, bn_kernel("bn_apply").with("ACT", act as u32), d);
         return Ok(launch(
-            bn_kernel("bn_apply").with("ACT", act as u32),
+            kernel,
             params(d, eps, (0.0, 0.0), 1),
             &[x, mean, var, gamma, beta],
             &[x.shape().to_vec()],
-            per_element(d),
+            grid,
         )?
         .remove(0));
     }
@@ -320,16 +324,14 @@ fn backward_raw(
         };
         let mut inputs = vec![x, g, y, mean, var, gamma];
         inputs.extend(sums);
-        let dx = launch(
+        let (kernel, grid) = elementwise(
+            gpu,
             bn_kernel(entry)
                 .with("TRAIN", train as u32)
                 .with("ACT", act as u32),
-            pars(),
-            &inputs,
-            &[x.shape().to_vec()],
-            per_element(d),
-        )?
-        .remove(0);
+            d,
+        );
+        let dx = launch(kernel, pars(), &inputs, &[x.shape().to_vec()], grid)?.remove(0);
         return Ok((dx, sum_gx, sum_g));
     }
     if let Device::Cpu = x.device() {

@@ -23,17 +23,6 @@ macro_rules! host_any {
     };
 }
 
-/// Elements of the innermost dim one `strided_copy` invocation copies (its `ROW`): 1 on GPUs; 16
-/// on CPU adapters, where the outer coordinates' divisions are per-lane scalar code dearer than
-/// the copy itself (lavapipe, ResNet-18 b8 step: 104-121 ms of strided copies with 1, issue 14).
-fn copy_row(g: &Gpu) -> usize {
-    if g.cpu_shapes() {
-        16
-    } else {
-        1
-    }
-}
-
 /// Records one strided copy (see shaders/shape.wgsl) of `shape` elements from `src` to `dst`.
 #[allow(clippy::too_many_arguments)]
 fn gpu_copy(
@@ -57,7 +46,7 @@ fn gpu_copy(
     // The innermost dim (all dims of size 1 collapse to none: one element) is copied in runs.
     let inner = shape.pop().unwrap_or(1);
     let [inner_in, inner_out] = [0, 1].map(|i| strides[i].pop().unwrap_or(0));
-    let row = copy_row(g);
+    let row = g.run_length() as usize;
     let chunks = inner.div_ceil(row);
     let runs = n / inner * chunks;
     let params = Params::new()
