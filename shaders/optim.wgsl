@@ -8,7 +8,7 @@ fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
 
-// The Adam step both `adam` and `adam_multi` take, torch.optim.Adam (no amsgrad):
+// The Adam step `adam`, `adam4` and `adam_multi` take, torch.optim.Adam (no amsgrad):
 // g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), bc_i = 1 - b_i^t.
 struct AdamHyper { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, bc1: f32, bc2_sqrt: f32 }
@@ -40,6 +40,34 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     a_p[i] = r.x;
     a_m[i] = r.y;
     a_v[i] = r.z;
+}
+
+// adam4: `adam` on tensors of a multiple of 4 elements, four per invocation through vec4 bindings
+// (ap.n counts vec4s): on CPU adapters each storage access is a per-lane loop whatever its width,
+// so a vec4 moves four elements for the price of one (src/ops/optim.rs picks it there). Same
+// arithmetic per element (`adam_step`). Bindings as `adam`.
+@group(0) @binding(1) var<storage, read_write> a4_p: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> a4_m: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> a4_v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> a4_g: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn adam4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear(wid, nwg, lid);
+    if (i >= ap.n) { return; }
+    let h = AdamHyper(ap.lr, ap.beta1, ap.beta2, ap.eps, ap.weight_decay, ap.bc1, ap.bc2_sqrt);
+    let p = a4_p[i];
+    let g = a4_g[i];
+    let m = a4_m[i];
+    let v = a4_v[i];
+    let r0 = adam_step(h, p.x, g.x, m.x, v.x);
+    let r1 = adam_step(h, p.y, g.y, m.y, v.y);
+    let r2 = adam_step(h, p.z, g.z, m.z, v.z);
+    let r3 = adam_step(h, p.w, g.w, m.w, v.w);
+    a4_p[i] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+    a4_m[i] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+    a4_v[i] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
 }
 
 // adam_multi: the Adam update of up to 7 tensors in one dispatch (multi-tensor Adam, as

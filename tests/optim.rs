@@ -386,13 +386,23 @@ fn multi_tensor_adam_matches_the_per_tensor_path_and_the_reference() {
     };
     let want = run(&Device::CpuF64, false);
     let multi = run(&common::gpu(), true);
+    // Per tensor: on a CPU adapter `adam4` for the sizes that are multiples of 4 (256, 700, 64,
+    // 1000, 128, 300) and `adam` for the rest; with the GPU shapes `adam` for all.
     let single = run(&common::gpu(), false);
+    let single_gpu_shaped = run(&common::gpu_shaped(), false);
     // An adapter that binds at most 8 storage buffers per stage (WebGPU's baseline) cannot take
     // adam_multi's 28: the multi-tensor request falls back to one `adam` dispatch per tensor,
     // bit for bit the per-tensor path.
     let baseline = run(&common::baseline_gpu(), true);
     assert_eq!(baseline, single, "multi-tensor adam on the WebGPU baseline");
     for k in 0..sizes.len() {
+        assert_close(
+            &format!("per-tensor adam with the GPU shapes t{k}"),
+            &single_gpu_shaped[k],
+            &want[k],
+            1e-5,
+            1e-5,
+        );
         assert_close(
             &format!("multi-tensor adam t{k}"),
             &multi[k],

@@ -272,8 +272,9 @@ fn profiling_times_every_dispatch_or_says_it_cannot() {
 ///   and each basic block's first) rides in those kernels (activation epilogue, mask in the
 ///   backward), no dispatch of its own.
 /// - Adam: 62 tensors with a gradient (20 conv weights + 21 BN weights + 20 BN biases, the BNNeck
-///   bias being frozen, + the classifier), one `adam` dispatch each on lavapipe (`MultiTensor::Auto`
-///   on a CPU adapter; a real GPU takes 7 per `adam_multi` dispatch, ceil(62 / 7) = 9).
+///   bias being frozen, + the classifier), one `adam4` dispatch each on lavapipe (`MultiTensor::Auto`
+///   on a CPU adapter, every size a multiple of 4; a real GPU takes 7 per `adam_multi` dispatch,
+///   ceil(62 / 7) = 9).
 /// - 8 ReLUs after the residual sums (one per basic block): one `relu_backward` each.
 /// - The rest as measured when pinned: layout copies (`strided_copy`), ReLU forward, residual adds
 ///   and gradient sums (`unary`, `binary_same`), pooling, the losses' reductions, softmax and
@@ -298,7 +299,7 @@ const RESNET18_B4_STEP: &[(&str, u64)] = &[
     ("index:scatter_add", 3),
     ("matmul:pad", 5),
     ("matmul_subgroup:matmul_sg", 65),
-    ("optim:adam", 62),
+    ("optim:adam4", 62),
     ("pool:max_pool", 1),
     ("pool:max_pool_bwd", 1),
     ("reduce:reduce_thread", 12),
