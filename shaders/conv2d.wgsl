@@ -174,6 +174,7 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // ---------------------------------------------------------------------------------------------
 // conv_direct_dx (grouped input gradient, a gather): bindings 1 dy, 2 weight, 3 dx [N, C, H, W].
+// Output coordinates by col2im's `tap_output` (UNIT_STRIDE: no division per tap).
 @group(0) @binding(1) var<storage, read> dx_dy: array<f32>;
 @group(0) @binding(2) var<storage, read> dx_w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx_out: array<f32>;
@@ -195,18 +196,14 @@ fn conv_direct_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let p = g.ho * g.wo;
     var acc = 0.0;
     for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
-        let ty = i32(iy + g.ph) - i32(ki * g.dh);
-        if (ty < 0 || ty % i32(g.sh) != 0) { continue; }
-        let oy = u32(ty) / g.sh;
-        if (oy >= g.ho) { continue; }
+        let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
+        if (oy < 0) { continue; }
         for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
-            let tx = i32(ix + g.pw) - i32(kj * g.dw);
-            if (tx < 0 || tx % i32(g.sw) != 0) { continue; }
-            let ox = u32(tx) / g.sw;
-            if (ox >= g.wo) { continue; }
+            let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
+            if (ox < 0) { continue; }
             for (var oc = 0u; oc < cout_g; oc = oc + 1u) {
                 let co = grp * cout_g + oc;
-                acc = acc + dx_dy[(n * g.cout + co) * p + oy * g.wo + ox]
+                acc = acc + dx_dy[(n * g.cout + co) * p + u32(oy) * g.wo + u32(ox)]
                     * dx_w[((co * cin_g + cg) * g.kh + ki) * g.kw + kj];
             }
         }
@@ -216,13 +213,17 @@ fn conv_direct_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 // ---------------------------------------------------------------------------------------------
 // conv_direct_dw (grouped weight gradient): bindings 1 dy, 2 x, 3 dw [Cout, Cin/groups, KH, KW].
-// One workgroup of 256 per weight element (2-D folded); threads stride over N*Ho*Wo, then a tree.
+// One workgroup of DW_WG per weight element (2-D folded); threads stride over N*Ho*Wo, then a
+// tree. DW_WG (a power of two up to 256) is `Gpu::reduction_workgroup`: 256 on GPUs, 8 on CPU
+// adapters, where a wider workgroup's barriers switch between its SIMD batches (lavapipe,
+// MobileNetV2 b8 step: 806 ms in this kernel at 256).
+override DW_WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> dw_dy: array<f32>;
 @group(0) @binding(2) var<storage, read> dw_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dw_out: array<f32>;
 var<workgroup> dw_scratch: array<f32, 256>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(DW_WG)
 fn conv_direct_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = wid.y * nwg.x + wid.x;
@@ -238,7 +239,7 @@ fn conv_direct_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let p = g.ho * g.wo;
     var acc = 0.0;
     if (valid) {
-        for (var i = lid.x; i < g.n * p; i = i + WG) {
+        for (var i = lid.x; i < g.n * p; i = i + DW_WG) {
             let n = i / p;
             let oy = (i % p) / g.wo;
             let ox = i % g.wo;
@@ -252,7 +253,7 @@ fn conv_direct_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     dw_scratch[lid.x] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    for (var s = DW_WG / 2u; s > 0u; s = s >> 1u) {
         if (lid.x < s) { dw_scratch[lid.x] = dw_scratch[lid.x] + dw_scratch[lid.x + s]; }
         workgroupBarrier();
     }

@@ -380,13 +380,18 @@ fn direct_gpu(
     let gpu = dev.as_gpu().unwrap();
     let n: usize = out_shape.iter().product();
     let out = alloc_f32(gpu, n, entry)?;
+    let mut kernel = Kernel::new("conv2d", entry);
     let groups = if entry == "conv_direct_dw" {
+        kernel = kernel.with("DW_WG", gpu.reduction_workgroup());
         grid_1d(n as u32, 1)
     } else {
+        if entry == "conv_direct_dx" {
+            kernel = kernel.with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
+        }
         grid_1d(n as u32, 256)
     };
     gpu.dispatch(
-        &Kernel::new("conv2d", entry),
+        &kernel,
         params(g, 0, g.n).bytes(),
         &[a.gpu_buffer().unwrap(), b.gpu_buffer().unwrap(), &out],
         groups,
