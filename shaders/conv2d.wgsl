@@ -137,6 +137,23 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 // ---------------------------------------------------------------------------------------------
+// conv_direct and conv_direct_dx give each invocation a run of RUN consecutive pixels of one
+// output plane (RUN = `Gpu::run_length`: 1 on GPUs, 16 on CPU adapters, where the plane's and
+// pixel's divisions are per-lane scalar code); src/ops/conv2d.rs sizes the grid, one invocation
+// per run. Each pixel's sum is the same as with RUN = 1.
+override RUN: u32 = 1u;
+
+// Run t of `planes` planes of `size` pixels each: (plane, first pixel, end) within the plane;
+// first = end past the last run.
+fn plane_run(t: u32, planes: u32, size: u32) -> vec3<u32> {
+    let runs = (size + RUN - 1u) / RUN;
+    let plane = t / runs;
+    if (plane >= planes) { return vec3<u32>(0u, 0u, 0u); }
+    let lo = (t % runs) * RUN;
+    return vec3<u32>(plane, lo, min(lo + RUN, size));
+}
+
+// ---------------------------------------------------------------------------------------------
 // conv_direct (grouped forward): bindings 1 x, 2 weight, 3 out [N, Cout, Ho, Wo].
 @group(0) @binding(1) var<storage, read> df_x: array<f32>;
 @group(0) @binding(2) var<storage, read> df_w: array<f32>;
@@ -145,31 +162,38 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(256)
 fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = linear_id(wid, nwg, lid);
     let p = g.ho * g.wo;
-    if (t >= g.n * g.cout * p) { return; }
-    let n = t / (g.cout * p);
-    let co = (t / p) % g.cout;
-    let oy = (t % p) / g.wo;
-    let ox = t % g.wo;
+    let r = plane_run(linear_id(wid, nwg, lid), g.n * g.cout, p);
+    if (r.y >= r.z) { return; }
+    let n = r.x / g.cout;
+    let co = r.x % g.cout;
+    var oy = r.y / g.wo;
+    var ox = r.y % g.wo;
     let cin_g = g.c / g.groups;
     let cout_g = g.cout / g.groups;
     let c0 = (co / cout_g) * cin_g;
-    var acc = 0.0;
-    for (var cg = 0u; cg < cin_g; cg = cg + 1u) {
-        let xbase = (n * g.c + c0 + cg) * g.h * g.w;
-        let wbase = (co * cin_g + cg) * g.kh * g.kw;
-        for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
-            let iy = i32(oy * g.sh + ki * g.dh) - i32(g.ph);
-            if (iy < 0 || iy >= i32(g.h)) { continue; }
-            for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
-                let ix = i32(ox * g.sw + kj * g.dw) - i32(g.pw);
-                if (ix < 0 || ix >= i32(g.w)) { continue; }
-                acc = acc + df_x[xbase + u32(iy) * g.w + u32(ix)] * df_w[wbase + ki * g.kw + kj];
+    for (var pix = r.y; pix < r.z; pix = pix + 1u) {
+        var acc = 0.0;
+        for (var cg = 0u; cg < cin_g; cg = cg + 1u) {
+            let xbase = (n * g.c + c0 + cg) * g.h * g.w;
+            let wbase = (co * cin_g + cg) * g.kh * g.kw;
+            for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+                let iy = i32(oy * g.sh + ki * g.dh) - i32(g.ph);
+                if (iy < 0 || iy >= i32(g.h)) { continue; }
+                for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+                    let ix = i32(ox * g.sw + kj * g.dw) - i32(g.pw);
+                    if (ix < 0 || ix >= i32(g.w)) { continue; }
+                    acc = acc + df_x[xbase + u32(iy) * g.w + u32(ix)] * df_w[wbase + ki * g.kw + kj];
+                }
             }
         }
+        df_out[r.x * p + pix] = acc;
+        ox = ox + 1u;
+        if (ox == g.wo) {
+            ox = 0u;
+            oy = oy + 1u;
+        }
     }
-    df_out[t] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,33 +206,40 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(256)
 fn conv_direct_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = linear_id(wid, nwg, lid);
     let hw = g.h * g.w;
-    if (t >= g.n * g.c * hw) { return; }
-    let n = t / (g.c * hw);
-    let ci = (t / hw) % g.c;
-    let iy = (t % hw) / g.w;
-    let ix = t % g.w;
+    let r = plane_run(linear_id(wid, nwg, lid), g.n * g.c, hw);
+    if (r.y >= r.z) { return; }
+    let n = r.x / g.c;
+    let ci = r.x % g.c;
+    var iy = r.y / g.w;
+    var ix = r.y % g.w;
     let cin_g = g.c / g.groups;
     let cout_g = g.cout / g.groups;
     let grp = ci / cin_g;
     let cg = ci % cin_g;
     let p = g.ho * g.wo;
-    var acc = 0.0;
-    for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
-        let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
-        if (oy < 0) { continue; }
-        for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
-            let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
-            if (ox < 0) { continue; }
-            for (var oc = 0u; oc < cout_g; oc = oc + 1u) {
-                let co = grp * cout_g + oc;
-                acc = acc + dx_dy[(n * g.cout + co) * p + u32(oy) * g.wo + u32(ox)]
-                    * dx_w[((co * cin_g + cg) * g.kh + ki) * g.kw + kj];
+    for (var pix = r.y; pix < r.z; pix = pix + 1u) {
+        var acc = 0.0;
+        for (var ki = 0u; ki < g.kh; ki = ki + 1u) {
+            let oy = tap_output(i32(iy + g.ph) - i32(ki * g.dh), g.sh, g.ho);
+            if (oy < 0) { continue; }
+            for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
+                let ox = tap_output(i32(ix + g.pw) - i32(kj * g.dw), g.sw, g.wo);
+                if (ox < 0) { continue; }
+                for (var oc = 0u; oc < cout_g; oc = oc + 1u) {
+                    let co = grp * cout_g + oc;
+                    acc = acc + dx_dy[(n * g.cout + co) * p + u32(oy) * g.wo + u32(ox)]
+                        * dx_w[((co * cin_g + cg) * g.kh + ki) * g.kw + kj];
+                }
             }
         }
+        dx_out[r.x * hw + pix] = acc;
+        ix = ix + 1u;
+        if (ix == g.w) {
+            ix = 0u;
+            iy = iy + 1u;
+        }
     }
-    dx_out[t] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -388,7 +388,12 @@ fn direct_gpu(
         if entry == "conv_direct_dx" {
             kernel = kernel.with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
         }
-        grid_1d(n as u32, 256)
+        // One invocation per run of a plane's pixels (out_shape is [N, C, H, W]).
+        let run = gpu.run_length();
+        kernel = kernel.with("RUN", run);
+        let plane = out_shape[2] * out_shape[3];
+        let runs = out_shape[0] * out_shape[1] * plane.div_ceil(run as usize);
+        grid_1d(runs as u32, 256)
     };
     gpu.dispatch(
         &kernel,
