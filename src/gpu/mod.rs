@@ -512,7 +512,8 @@ impl Gpu {
     /// SIMD batches of one core's vector width, each storage access and integer division is a
     /// per-lane scalar loop, and barriers switch between the batches, so kernels there take
     /// narrow workgroups and more elements per invocation. By the adapter's type unless
-    /// [`GpuOptions::kernel_shapes`] says otherwise.
+    /// [`GpuOptions::kernel_shapes`] says otherwise. Also what picks the matmul kernel
+    /// (`ops::matmul::GemmTarget`) and per-tensor Adam (`optim::MultiTensor::Auto`).
     pub fn cpu_shapes(&self) -> bool {
         self.cpu_shapes
     }

@@ -118,7 +118,8 @@ fn with_cell<T: Copy + 'static, R>(
 /// ([`launch_plan`] on a 132-SM GPU's numbers, say).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTarget {
-    /// The adapter runs on the host CPU (lavapipe): `Auto` picks the subgroup kernel.
+    /// Kernels shaped for an adapter that runs on the host CPU (lavapipe; `Gpu::cpu_shapes`):
+    /// `Auto` picks the subgroup kernel.
     pub cpu_adapter: bool,
     /// Subgroup operations with subgroups of at least 8 lanes (what `matmul_sg` needs).
     pub subgroups: bool,
@@ -134,7 +135,7 @@ impl GemmTarget {
     /// The target of an opened adapter.
     pub fn of(gpu: &Gpu) -> GemmTarget {
         GemmTarget {
-            cpu_adapter: gpu.summary().is_cpu(),
+            cpu_adapter: gpu.cpu_shapes(),
             subgroups: gpu.subgroup_min_size().is_some_and(|s| s >= 8),
             compute_units: compute_units(gpu),
             max_workgroups: gpu.limits().max_compute_workgroups_per_dimension as usize,

@@ -80,9 +80,10 @@ struct AdamState {
 /// How [`Adam`] batches its tensors into dispatches on a GPU device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MultiTensor {
-    /// Multi-tensor dispatches, except on a CPU adapter (lavapipe), whose SIMD lanes run every
-    /// slot of `adam_multi`'s per-workgroup switch (measured: a ResNet-18 b8 step's Adam 686-719
-    /// ms in 9 multi-tensor dispatches, 186-204 ms in 62 per-tensor ones).
+    /// Multi-tensor dispatches, except with CPU-adapter kernel shapes (`Gpu::cpu_shapes`: on
+    /// lavapipe, say), whose SIMD lanes run every slot of `adam_multi`'s per-workgroup switch
+    /// (measured: a ResNet-18 b8 step's Adam 686-719 ms in 9 multi-tensor dispatches, 186-204
+    /// ms in 62 per-tensor ones).
     Auto,
     /// Always multi-tensor (where the adapter can bind its buffers).
     Always,
@@ -186,7 +187,7 @@ impl Optimizer for Adam {
                 MultiTensor::Never => false,
                 MultiTensor::Auto => !matches!(
                     tensors.first().map(|t| t.p.device()),
-                    Some(Device::Gpu(g)) if g.summary().is_cpu()
+                    Some(Device::Gpu(g)) if g.cpu_shapes()
                 ),
             };
             if multi {

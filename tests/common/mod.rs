@@ -36,7 +36,8 @@ pub fn baseline_gpu() -> Device {
 }
 
 /// The same adapter with the kernel shapes real GPUs get (`KernelShapes::Gpu`: 256-wide
-/// reduction workgroups, one element per strided-copy invocation, ...), once per test binary,
+/// reduction workgroups, one element per strided-copy invocation, the tiled matmul, multi-tensor
+/// Adam, ...), once per test binary,
 /// poisoning on: on lavapipe (CI) the ops otherwise choose the CPU-adapter shapes, and this is
 /// what keeps the GPU shapes tested there.
 pub fn gpu_shaped() -> Device {
