@@ -86,9 +86,11 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // PIX_WG), 65535), min(ceil(C / C_PER), 65535), 1): invocation x is one (image, input pixel),
 // workgroup y a block of C_PER channels (grid-stride loops over both), so a pixel's divisions are
 // shared by C_PER channels; each dx element sums every (tap, output pixel) whose window reads it,
-// taps in (ki, kj) order. UNIT_STRIDE (stride 1 both ways, most convolutions): no divisibility
-// test or division per tap. C_PER is set by src/ops/conv2d.rs, which sizes the grid by it.
-override UNIT_STRIDE: bool = false;
+// taps in (ki, kj) order. C_PER is set by src/ops/conv2d.rs, which sizes the grid by it.
+// STRIDE (col2im and conv_direct_dx): the stride of both dims when they are equal, which makes
+// it a constant the shader compiler folds into `tap_output` (stride 1, most convolutions: no
+// divisibility test or division per tap; 2: a mask and a shift); 0: each dim's from the params.
+override STRIDE: u32 = 0u;
 override C_PER: u32 = 1u;
 @group(0) @binding(1) var<storage, read> ci_cols: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
@@ -97,13 +99,10 @@ override C_PER: u32 = 1u;
 // dilation) on this input coordinate, or -1 when none does.
 fn tap_output(off: i32, stride: u32, size: u32) -> i32 {
     if (off < 0) { return -1; }
-    var o = u32(off);
-    if (!UNIT_STRIDE) {
-        if (o % stride != 0u) { return -1; }
-        o = o / stride;
-    }
-    if (o >= size) { return -1; }
-    return i32(o);
+    let s = select(stride, STRIDE, STRIDE > 0u);
+    let o = u32(off);
+    if (o % s != 0u || o / s >= size) { return -1; }
+    return i32(o / s);
 }
 
 @compute @workgroup_size(PIX_WG)
@@ -198,7 +197,7 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // ---------------------------------------------------------------------------------------------
 // conv_direct_dx (grouped input gradient, a gather): bindings 1 dy, 2 weight, 3 dx [N, C, H, W].
-// Output coordinates by col2im's `tap_output` (UNIT_STRIDE: no division per tap).
+// Output coordinates by col2im's `tap_output` (a constant STRIDE: no division per tap).
 @group(0) @binding(1) var<storage, read> dx_dy: array<f32>;
 @group(0) @binding(2) var<storage, read> dx_w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx_out: array<f32>;

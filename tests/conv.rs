@@ -107,6 +107,20 @@ fn conv2d_gradients() {
         false,
         28,
     );
+    // Grouped, the other way round (the direct input gradient with a stride per dim).
+    conv_case(
+        "grouped asymmetric stride/pad",
+        &[1, 4, 7, 9],
+        &[4, 2, 3, 2],
+        Conv2dSpec {
+            stride: (1, 2),
+            padding: (1, 0),
+            groups: 2,
+            ..Default::default()
+        },
+        false,
+        29,
+    );
 }
 
 #[test]

@@ -329,6 +329,15 @@ fn col2im_channels(gpu: &Gpu) -> usize {
     }
 }
 
+/// The `STRIDE` constant of `col2im` / `conv_direct_dx`: the stride when both dims share it (the
+/// shader compiler then folds the per-tap division), else 0 (each dim's from the parameters).
+fn tap_stride(g: &ConvGeom) -> u32 {
+    match g.stride {
+        (sh, sw) if sh == sw => sh as u32,
+        _ => 0,
+    }
+}
+
 /// `kernel` with its workgroup size [`PIX_WG`], and its grid: x over `columns` in workgroups of
 /// [`PIX_WG`], y over `row_blocks`, each at most 65,535 (WebGPU's per-dimension limit; the kernels
 /// loop over the rest).
@@ -386,7 +395,7 @@ fn direct_gpu(
         grid_1d(n as u32, 1)
     } else {
         if entry == "conv_direct_dx" {
-            kernel = kernel.with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
+            kernel = kernel.with("STRIDE", tap_stride(g));
         }
         // One invocation per run of a plane's pixels (out_shape is [N, C, H, W]).
         let run = gpu.run_length();
@@ -537,11 +546,10 @@ fn backward_im2col_gpu(
             if need_dx {
                 let dcols = w2.matmul_t(&dyc, true, false)?; // [K, c*P]
                 let dx = alloc_f32(gpu, c * g.c * g.h * g.w, "conv2d col2im")?;
-                let unit_stride = g.stride == (1, 1);
                 let channels = col2im_channels(gpu);
                 let (kernel, grid) = column_grid(
                     Kernel::new("conv2d", "col2im")
-                        .with("UNIT_STRIDE", unit_stride as u32)
+                        .with("STRIDE", tap_stride(g))
                         .with("C_PER", channels as u32),
                     c * g.h * g.w,
                     g.c.div_ceil(channels),
