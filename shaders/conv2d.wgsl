@@ -182,7 +182,8 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 for (var kj = 0u; kj < g.kw; kj = kj + 1u) {
                     let ix = i32(ox * g.sw + kj * g.dw) - i32(g.pw);
                     if (ix < 0 || ix >= i32(g.w)) { continue; }
-                    acc = acc + df_x[xbase + u32(iy) * g.w + u32(ix)] * df_w[wbase + ki * g.kw + kj];
+                    acc = acc
+                        + df_x[xbase + u32(iy) * g.w + u32(ix)] * df_w[wbase + ki * g.kw + kj];
                 }
             }
         }

@@ -532,11 +532,11 @@ impl Gpu {
     }
 
     /// Invocations per workgroup for kernels that reduce through workgroup memory and barriers
-    /// (batch-norm statistics and gradient sums): 256 on GPUs, 8 with [`Gpu::cpu_shapes`]. A CPU adapter
-    /// runs a workgroup as SIMD batches of its vector width (8 lanes on lavapipe's 256-bit
-    /// build) and switches between them at every barrier, so there one batch per workgroup keeps
-    /// the barriers free: lavapipe's ResNet-18 b8 step spent 157 ms in `bn_stats_running` with
-    /// 256, 13 ms with 8 (issue 14).
+    /// (batch-norm statistics and gradient sums, the grouped convolution's weight gradient): 256
+    /// on GPUs, 8 with [`Gpu::cpu_shapes`]. A CPU adapter runs a workgroup as SIMD batches of its
+    /// vector width (8 lanes on lavapipe's 256-bit build) and switches between them at every
+    /// barrier, so there one batch per workgroup keeps the barriers free: lavapipe's ResNet-18
+    /// b8 step spent 157 ms in `bn_stats_running` with 256, 13 ms with 8 (issue 14).
     pub fn reduction_workgroup(&self) -> u32 {
         if self.cpu_shapes {
             8

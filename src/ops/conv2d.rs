@@ -519,10 +519,11 @@ fn backward_input_raw(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     }
 }
 
-/// The GPU's im2col-path gradients (groups 1, not pointwise): dL/dx [N, C, H, W] when `need_dx`
-/// (W^T x dY per chunk, then col2im) and dL/dW [Cout, C, KH, KW] when `need_dw` (dY x cols^T
-/// summed over chunks), in one pass over the chunks of images that fit the binding limit, so
-/// each chunk's dY is permuted to [Cout, c*P] once for both products.
+/// The GPU's im2col-path gradients of an ungrouped convolution: dL/dx [N, C, H, W] when
+/// `need_dx` (W^T x dY per chunk, then col2im; not asked for pointwise convolutions, whose dX is
+/// one batched product) and dL/dW [Cout, C, KH, KW] when `need_dw` (dY x cols^T summed over
+/// chunks), in one pass over the chunks of images that fit the binding limit, so each chunk's dY
+/// is permuted to [Cout, c*P] once for both products.
 fn backward_im2col_gpu(
     gpu: &Arc<Gpu>,
     dy: &Tensor,

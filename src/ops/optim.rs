@@ -43,7 +43,8 @@ macro_rules! host_vec {
 }
 
 /// Runs a fused in-place kernel over `state` (written, bindings 1..) and `inputs` (read, after
-/// them); returns the updated state tensors.
+/// them) with `invocations` invocations (one per element, or per vec4 for `adam4`); returns the
+/// updated state tensors.
 fn launch(
     entry: &'static str,
     params: Params,
