@@ -147,13 +147,13 @@ fn gpu_stats(
     // The kernel that writes the statistics, and what it reads: x itself (one workgroup per
     // channel), or the chunks' partial results.
     let partial;
-    let (entry, reads, grid): (&'static str, Vec<&Tensor>, _) = if p == 1 {
+    let (kernel, reads, grid): (Kernel, Vec<&Tensor>, _) = if p == 1 {
         let entry = if running_on {
             "bn_stats_running"
         } else {
             "bn_stats"
         };
-        (entry, vec![x], grid_1d(d.c as u32, 1))
+        (reduce_kernel(gpu, entry), vec![x], grid_1d(d.c as u32, 1))
     } else {
         partial = launch(
             reduce_kernel(gpu, "bn_stats_part"),
@@ -167,9 +167,10 @@ fn gpu_stats(
         } else {
             "bn_stats_combine"
         };
-        (entry, partial.iter().collect(), per_channel(d))
+        (bn_kernel(entry), partial.iter().collect(), per_channel(d))
     };
-    let outs = [alloc_f32(gpu, d.c, entry)?, alloc_f32(gpu, d.c, entry)?];
+    let label = kernel.entry;
+    let outs = [alloc_f32(gpu, d.c, label)?, alloc_f32(gpu, d.c, label)?];
     let mut bufs: Vec<_> = reads.iter().map(|t| t.gpu_buffer().unwrap()).collect();
     bufs.extend([&outs[0], &outs[1]]);
     // The running statistics last (read and written in place).
@@ -178,11 +179,6 @@ fn gpu_stats(
             .iter()
             .flat_map(|r| [r.0, r.1].map(|t| t.gpu_buffer().unwrap())),
     );
-    let kernel = if p == 1 {
-        reduce_kernel(gpu, entry)
-    } else {
-        bn_kernel(entry)
-    };
     gpu.dispatch(&kernel, pars().bytes(), &bufs, grid)?;
     let [mean, var] = outs.map(|b| Tensor::from_gpu(vec![d.c], DType::F32, x.device(), b));
     Ok((mean, var))

@@ -389,20 +389,27 @@ fn direct_gpu(
     let gpu = dev.as_gpu().unwrap();
     let n: usize = out_shape.iter().product();
     let out = alloc_f32(gpu, n, entry)?;
-    let mut kernel = Kernel::new("conv2d", entry);
-    let groups = if entry == "conv_direct_dw" {
-        kernel = kernel.with("DW_WG", gpu.reduction_workgroup());
-        grid_1d(n as u32, 1)
-    } else {
-        if entry == "conv_direct_dx" {
-            kernel = kernel.with("STRIDE", tap_stride(g));
-        }
-        // One invocation per run of a plane's pixels (out_shape is [N, C, H, W]).
-        let run = gpu.run_length();
-        kernel = kernel.with("RUN", run);
+    let kernel = Kernel::new("conv2d", entry);
+    // conv_direct_dw: one workgroup per weight element. The others: one invocation per run of
+    // an output plane's pixels (out_shape is [N, C, H, W]).
+    let run = gpu.run_length();
+    let runs = || {
         let plane = out_shape[2] * out_shape[3];
-        let runs = out_shape[0] * out_shape[1] * plane.div_ceil(run as usize);
-        grid_1d(runs as u32, 256)
+        grid_1d(
+            (out_shape[0] * out_shape[1] * plane.div_ceil(run as usize)) as u32,
+            256,
+        )
+    };
+    let (kernel, groups) = match entry {
+        "conv_direct_dw" => (
+            kernel.with("DW_WG", gpu.reduction_workgroup()),
+            grid_1d(n as u32, 1),
+        ),
+        "conv_direct_dx" => (
+            kernel.with("RUN", run).with("STRIDE", tap_stride(g)),
+            runs(),
+        ),
+        _ => (kernel.with("RUN", run), runs()),
     };
     gpu.dispatch(
         &kernel,

@@ -101,10 +101,10 @@ pub fn adam_update_donated(
     let bc1 = 1.0 - h.beta1.powi(h.step as i32);
     let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();
     if let Device::Gpu(gpu) = p.device() {
-        let quads = gpu.cpu_shapes() && p.numel() % 4 == 0;
-        let (entry, invocations) = match quads {
-            true => ("adam4", p.numel() / 4),
-            false => ("adam", p.numel()),
+        let (entry, invocations) = if gpu.cpu_shapes() && p.numel() % 4 == 0 {
+            ("adam4", p.numel() / 4)
+        } else {
+            ("adam", p.numel())
         };
         let params = Params::new()
             .usize(invocations)
